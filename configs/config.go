@@ -1,0 +1,249 @@
+// Package configs owns the gateway configuration: its schema, the default
+// config embedded in the binary (default.yaml), loading and validation.
+package configs
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// DefaultYAML returns the embedded default configuration file.
+func DefaultYAML() []byte { return bytes.Clone(defaultYAML) }
+
+// Config is the whole gateway configuration.
+type Config struct {
+	Listen         string               `yaml:"listen"`
+	TLSCert        string               `yaml:"tls_cert"`
+	TLSKey         string               `yaml:"tls_key"`
+	LogLevel       string               `yaml:"log_level"`
+	WebRTC         WebRTC               `yaml:"webrtc"`
+	StreamDefaults Stream               `yaml:"stream_defaults"`
+	Streams        map[string]Stream    `yaml:"-"`
+	RawStreams     map[string]yaml.Node `yaml:"streams"`
+	Auth           Auth                 `yaml:"auth"`
+	Limits         Limits               `yaml:"limits"`
+}
+
+// WebRTC holds the ICE and transport settings of the Pion API.
+type WebRTC struct {
+	UDPPort             int           `yaml:"udp_port"`
+	UDPAddress          string        `yaml:"udp_address"`
+	NAT1To1IPs          []string      `yaml:"nat_1to1_ips"`
+	IncludeLoopback     bool          `yaml:"include_loopback"`
+	ICEServers          []ICEServer   `yaml:"ice_servers"`
+	DisconnectedTimeout time.Duration `yaml:"disconnected_timeout"`
+	FailedTimeout       time.Duration `yaml:"failed_timeout"`
+}
+
+// ICEServer is one STUN or TURN server.
+type ICEServer struct {
+	URLs       []string `yaml:"urls"`
+	Username   string   `yaml:"username"`
+	Credential string   `yaml:"credential"`
+}
+
+// Stream holds the settings of one stream (or the defaults of all).
+type Stream struct {
+	GOPCache            bool          `yaml:"gop_cache"`
+	GOPCacheMaxBytes    int           `yaml:"gop_cache_max_bytes"`
+	KeyframeInterval    time.Duration `yaml:"keyframe_interval"`
+	ViewerQueueMessages int           `yaml:"viewer_queue_messages"`
+	ViewerQueueBytes    int           `yaml:"viewer_queue_bytes"`
+	ViewerMaxSkips      int           `yaml:"viewer_max_skips"`
+	AllowTakeover       bool          `yaml:"allow_takeover"`
+	WaitForPublisher    bool          `yaml:"wait_for_publisher"`
+}
+
+// Auth holds the optional bearer tokens.
+type Auth struct {
+	PublishToken string `yaml:"publish_token"`
+	ViewToken    string `yaml:"view_token"`
+}
+
+// Limits bound what clients can make the gateway hold.
+type Limits struct {
+	MaxStreams          int `yaml:"max_streams"`
+	MaxViewers          int `yaml:"max_viewers"`
+	MaxViewersPerStream int `yaml:"max_viewers_per_stream"`
+	MaxBodyBytes        int `yaml:"max_body_bytes"`
+}
+
+// StreamSettings returns the settings for the named stream.
+func (c *Config) StreamSettings(name string) Stream {
+	if s, ok := c.Streams[name]; ok {
+		return s
+	}
+	return c.StreamDefaults
+}
+
+var streamNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// ValidStreamName reports whether name is a valid stream name (PROTOCOL.md).
+func ValidStreamName(name string) bool { return streamNameRE.MatchString(name) }
+
+// Default returns the embedded default configuration.
+func Default() *Config {
+	c, err := parse("default.yaml", defaultYAML, nil)
+	if err != nil {
+		panic("embedded default config is invalid: " + err.Error())
+	}
+	return c
+}
+
+// Load reads the config file at path on top of the embedded defaults: keys the
+// file leaves out keep their default values.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parse(path, data, Default())
+}
+
+// Parse parses config text (name is used in error messages) on top of the
+// embedded defaults.
+func Parse(name string, data []byte) (*Config, error) { return parse(name, data, Default()) }
+
+func parse(name string, data []byte, base *Config) (*Config, error) {
+	c := &Config{}
+	if base != nil {
+		*c = *base
+		c.WebRTC.NAT1To1IPs = nil
+		c.WebRTC.ICEServers = nil
+		c.RawStreams = nil
+		c.Streams = nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config %s: %s", name, strings.ReplaceAll(err.Error(), "\n", " "))
+	}
+	c.Streams = make(map[string]Stream, len(c.RawStreams))
+	for sname, node := range c.RawStreams {
+		if !ValidStreamName(sname) {
+			return nil, fmt.Errorf("config %s: streams.%s: invalid stream name (1-64 chars of [A-Za-z0-9._-])", name, sname)
+		}
+		s := c.StreamDefaults
+		if err := decodeStrict(&node, &s); err != nil {
+			return nil, fmt.Errorf("config %s: streams.%s: %s", name, sname, err)
+		}
+		c.Streams[sname] = s
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// decodeStrict decodes a node rejecting unknown keys (yaml.Node.Decode does not
+// honour KnownFields, so re-encode and decode strictly).
+func decodeStrict(node *yaml.Node, out any) error {
+	raw, err := yaml.Marshal(node)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(out); err != nil && !errors.Is(err, io.EOF) {
+		return errors.New(strings.ReplaceAll(err.Error(), "\n", " "))
+	}
+	return nil
+}
+
+func (c *Config) validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen: %q is not host:port: %w", c.Listen, err)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("tls_cert and tls_key must be set together")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log_level: %q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	w := c.WebRTC
+	if w.UDPPort < 0 || w.UDPPort > 65535 {
+		return fmt.Errorf("webrtc.udp_port: %d out of range 0-65535", w.UDPPort)
+	}
+	if w.UDPAddress != "" {
+		if _, err := netip.ParseAddr(w.UDPAddress); err != nil {
+			return fmt.Errorf("webrtc.udp_address: %q is not an IP address", w.UDPAddress)
+		}
+	}
+	for i, ip := range w.NAT1To1IPs {
+		if _, err := netip.ParseAddr(ip); err != nil {
+			return fmt.Errorf("webrtc.nat_1to1_ips[%d]: %q is not an IP address", i, ip)
+		}
+	}
+	for i, s := range w.ICEServers {
+		if len(s.URLs) == 0 {
+			return fmt.Errorf("webrtc.ice_servers[%d].urls: at least one URL is required", i)
+		}
+		for j, u := range s.URLs {
+			if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "stuns:") &&
+				!strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+				return fmt.Errorf("webrtc.ice_servers[%d].urls[%d]: %q is not a stun:, stuns:, turn: or turns: URL", i, j, u)
+			}
+		}
+	}
+	if w.DisconnectedTimeout <= 0 || w.FailedTimeout <= 0 {
+		return errors.New("webrtc.disconnected_timeout and webrtc.failed_timeout must be positive")
+	}
+	if err := validateStream("stream_defaults", c.StreamDefaults); err != nil {
+		return err
+	}
+	for name, s := range c.Streams {
+		if err := validateStream("streams."+name, s); err != nil {
+			return err
+		}
+	}
+	l := c.Limits
+	for _, f := range []struct {
+		key string
+		v   int
+	}{
+		{"limits.max_streams", l.MaxStreams},
+		{"limits.max_viewers", l.MaxViewers},
+		{"limits.max_viewers_per_stream", l.MaxViewersPerStream},
+		{"limits.max_body_bytes", l.MaxBodyBytes},
+	} {
+		if f.v <= 0 {
+			return fmt.Errorf("%s: must be positive, got %d", f.key, f.v)
+		}
+	}
+	if l.MaxBodyBytes > 16<<20 {
+		return fmt.Errorf("limits.max_body_bytes: %d is over 16 MiB", l.MaxBodyBytes)
+	}
+	return nil
+}
+
+func validateStream(key string, s Stream) error {
+	switch {
+	case s.GOPCacheMaxBytes <= 0:
+		return fmt.Errorf("%s.gop_cache_max_bytes: must be positive, got %d", key, s.GOPCacheMaxBytes)
+	case s.KeyframeInterval < 0:
+		return fmt.Errorf("%s.keyframe_interval: must not be negative", key)
+	case s.ViewerQueueMessages < 2:
+		return fmt.Errorf("%s.viewer_queue_messages: must be at least 2, got %d", key, s.ViewerQueueMessages)
+	case s.ViewerQueueBytes < 64<<10:
+		return fmt.Errorf("%s.viewer_queue_bytes: must be at least 65536, got %d", key, s.ViewerQueueBytes)
+	case s.ViewerMaxSkips < 1:
+		return fmt.Errorf("%s.viewer_max_skips: must be at least 1, got %d", key, s.ViewerMaxSkips)
+	}
+	return nil
+}

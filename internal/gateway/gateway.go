@@ -1,0 +1,147 @@
+// Package gateway wires the gateway's parts into one HTTP server: the peer
+// engine, the stream registry, publisher signaling, the viewer socket, the
+// API, metrics and the web UI. cmd/gateway and the integration tests start it.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/mseout"
+	"github.com/mseway/mseway/peer"
+	"github.com/mseway/mseway/signaling"
+	"github.com/mseway/mseway/web"
+)
+
+// Options adjusts a Gateway beyond its config (tests).
+type Options struct {
+	// LoopbackOnly restricts ICE to loopback addresses on both sides.
+	LoopbackOnly bool
+}
+
+// Gateway is a running gateway.
+type Gateway struct {
+	cfg      *configs.Config
+	log      *slog.Logger
+	engine   *peer.Engine
+	registry *mseout.Registry
+	sig      *signaling.Server
+	srv      *http.Server
+	started  time.Time
+}
+
+// New builds a gateway from cfg. Call Serve, then Close.
+func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	var ice []webrtc.ICEServer
+	for _, s := range cfg.WebRTC.ICEServers {
+		ice = append(ice, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	engine, err := peer.NewEngine(peer.Config{
+		UDPPort:             cfg.WebRTC.UDPPort,
+		UDPAddress:          cfg.WebRTC.UDPAddress,
+		NAT1To1IPs:          cfg.WebRTC.NAT1To1IPs,
+		IncludeLoopback:     cfg.WebRTC.IncludeLoopback,
+		LoopbackOnly:        opts.LoopbackOnly,
+		ICEServers:          ice,
+		DisconnectedTimeout: cfg.WebRTC.DisconnectedTimeout,
+		FailedTimeout:       cfg.WebRTC.FailedTimeout,
+		Logger:              log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	registry := mseout.NewRegistry(mseout.Options{
+		Settings:  cfg.StreamSettings,
+		Limits:    cfg.Limits,
+		ViewToken: cfg.Auth.ViewToken,
+		Logger:    log,
+	})
+	sig := signaling.New(signaling.Options{
+		Engine:       engine,
+		Registry:     registry,
+		PublishToken: cfg.Auth.PublishToken,
+		MaxBodyBytes: int64(cfg.Limits.MaxBodyBytes),
+		Logger:       log,
+	})
+	g := &Gateway{cfg: cfg, log: log, engine: engine, registry: registry, sig: sig, started: time.Now()}
+	g.srv = &http.Server{
+		Handler:           g.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return g, nil
+}
+
+// Handler returns the gateway's HTTP handler.
+func (g *Gateway) Handler() http.Handler {
+	mux := http.NewServeMux()
+	g.sig.Register(mux)
+	mux.HandleFunc("GET /ws/watch/{stream}", func(w http.ResponseWriter, r *http.Request) {
+		g.registry.ServeViewer(w, r, r.PathValue("stream"))
+	})
+	mux.HandleFunc("GET /api/streams", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		writeJSON(w, http.StatusOK, g.registry.Streams())
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime": time.Since(g.started).Round(time.Second).String()})
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		g.registry.WriteMetrics(w)
+		fmt.Fprintf(w, "# HELP gateway_publishers Live publish sessions over WebRTC.\n# TYPE gateway_publishers gauge\ngateway_publishers %d\n", g.sig.Publishing())
+	})
+	static := web.Handler()
+	mux.Handle("GET /", static)
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint"})
+	})
+	return mux
+}
+
+// Serve serves HTTP on ln until Close. It returns nil after Close.
+func (g *Gateway) Serve(ln net.Listener) error {
+	var err error
+	if g.cfg.TLSCert != "" {
+		err = g.srv.ServeTLS(ln, g.cfg.TLSCert, g.cfg.TLSKey)
+	} else {
+		err = g.srv.Serve(ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close stops accepting requests, ends every publish (viewers get an error
+// and are disconnected) and releases the ICE port.
+func (g *Gateway) Close(ctx context.Context) error {
+	g.registry.Close()
+	g.sig.Close()
+	err := g.srv.Shutdown(ctx)
+	if cerr := g.engine.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// ICEAddrs returns the ICE UDP listen addresses.
+func (g *Gateway) ICEAddrs() []string { return g.engine.UDPAddrs() }
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}

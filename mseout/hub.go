@@ -1,0 +1,359 @@
+package mseout
+
+import (
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/remux"
+)
+
+// Prepared control messages, shared by every viewer.
+var (
+	msgWaiting = mustPrepareText(`{"type":"waiting"}`)
+	msgEOS     = mustPrepareText(`{"type":"eos"}`)
+)
+
+func mustPrepareText(s string) *websocket.PreparedMessage {
+	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, []byte(s))
+	if err != nil {
+		panic(err)
+	}
+	return pm
+}
+
+func prepareError(msg string) *websocket.PreparedMessage {
+	b, _ := json.Marshal(struct {
+		Type    string `json:"type"`
+		Message string `json:"message"`
+	}{"error", msg})
+	return mustPrepareText(string(b))
+}
+
+// initMsg is an init announcement (text) and init segment (binary), prepared once.
+type initMsg struct {
+	gen    uint64
+	text   *websocket.PreparedMessage
+	binary *websocket.PreparedMessage
+	size   int
+	tracks []remux.Track
+}
+
+// segMsg is one media segment, prepared once and shared by every viewer.
+type segMsg struct {
+	pm       *websocket.PreparedMessage
+	size     int
+	keyframe bool
+}
+
+const keyframeAskAge = 2 * time.Second // a cached keyframe older than this is refreshed on join
+
+// hub is one stream: its publisher of the moment, current init, GOP cache and viewers.
+type hub struct {
+	r        *Registry
+	name     string
+	settings configs.Stream
+
+	mu       sync.Mutex
+	pub      *Publication
+	init     *initMsg
+	initGen  uint64
+	gop      []*segMsg // since the newest keyframe; empty = no usable cache
+	gopBytes int
+	viewers  map[*viewer]struct{}
+
+	lastKeyframe    time.Time
+	lastKeyframeAsk time.Time
+
+	// rates for the API, over windows of about two seconds
+	winStart          time.Time
+	winFrames         int
+	winBytes          int
+	fps               float64
+	bitrate           int
+	lastSegmentAtTime time.Time
+}
+
+func newHub(r *Registry, name string, s configs.Stream) *hub {
+	return &hub{r: r, name: name, settings: s, viewers: make(map[*viewer]struct{})}
+}
+
+// setPublisher makes p current and returns the publication it replaces.
+func (h *hub) setPublisher(p *Publication) *Publication {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	old := h.pub
+	h.pub = p
+	h.gop, h.gopBytes = nil, 0
+	h.fps, h.bitrate, h.winFrames, h.winBytes = 0, 0, 0, 0
+	h.winStart = time.Now()
+	return old
+}
+
+// Publication is the link from one publisher's remuxer to its stream. It
+// implements remux.Sink. Writes from a publication that has been replaced or
+// closed are ignored.
+type Publication struct {
+	r       *Registry
+	h       *hub
+	info    PublisherInfo
+	since   time.Time
+	done    chan struct{}
+	endOnce sync.Once
+	viewers chan int
+}
+
+var _ remux.Sink = (*Publication)(nil)
+
+// Done is closed when the publication ends: Close was called, or a newer
+// publisher took the stream over. The publisher's connection should then be closed.
+func (p *Publication) Done() <-chan struct{} { return p.done }
+
+// Viewers delivers the stream's viewer count whenever it changes (latest value only).
+func (p *Publication) Viewers() <-chan int { return p.viewers }
+
+// Stream returns the stream name.
+func (p *Publication) Stream() string { return p.h.name }
+
+func (p *Publication) end() { p.endOnce.Do(func() { close(p.done) }) }
+
+func (p *Publication) notifyViewers(n int) {
+	select {
+	case <-p.viewers:
+	default:
+	}
+	p.viewers <- n
+}
+
+// Close ends the publication. When it is still the stream's publisher its
+// viewers get eos and the stream stops being live.
+func (p *Publication) Close() {
+	p.end()
+	h := p.h
+	h.mu.Lock()
+	if h.pub != p {
+		h.mu.Unlock()
+		return
+	}
+	h.pub = nil
+	h.init = nil
+	h.gop, h.gopBytes = nil, 0
+	for v := range h.viewers {
+		v.pushControl(msgEOS, false)
+	}
+	h.mu.Unlock()
+	h.r.log.Info("publish ended", "stream", h.name, "remote", p.info.RemoteAddr, "duration", time.Since(p.since).Round(time.Millisecond))
+	h.r.removeIfIdle(h)
+}
+
+// WriteInit makes in the stream's current init and sends it to every viewer
+// with the next keyframe.
+func (p *Publication) WriteInit(in *remux.Init) {
+	text, err := json.Marshal(struct {
+		Type   string        `json:"type"`
+		MIME   string        `json:"mime"`
+		Tracks []remux.Track `json:"tracks"`
+	}{"init", in.MIME, in.Tracks})
+	if err != nil {
+		return
+	}
+	textPM, err1 := websocket.NewPreparedMessage(websocket.TextMessage, text)
+	binPM, err2 := websocket.NewPreparedMessage(websocket.BinaryMessage, in.Data)
+	if err1 != nil || err2 != nil {
+		return
+	}
+	h := p.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.pub != p {
+		return
+	}
+	h.initGen++
+	h.init = &initMsg{gen: h.initGen, text: textPM, binary: binPM, size: len(text) + len(in.Data), tracks: in.Tracks}
+	// The cache belongs to the old init; the next segment is a keyframe.
+	h.gop, h.gopBytes = nil, 0
+	h.r.log.Info("stream init", "stream", h.name, "mime", in.MIME, "tracks", in.Tracks)
+}
+
+// WriteSegment shares s with every viewer and the GOP cache.
+func (p *Publication) WriteSegment(s *remux.Segment) {
+	pm, err := websocket.NewPreparedMessage(websocket.BinaryMessage, s.Data)
+	if err != nil {
+		return
+	}
+	seg := &segMsg{pm: pm, size: len(s.Data), keyframe: s.Keyframe}
+	h := p.h
+	now := time.Now()
+	askKeyframe := false
+
+	h.mu.Lock()
+	if h.pub != p || h.init == nil {
+		h.mu.Unlock()
+		return
+	}
+	if seg.keyframe {
+		h.lastKeyframe = now
+		clear(h.gop)
+		h.gop, h.gopBytes = h.gop[:0], 0
+	}
+	if h.settings.GOPCache && (seg.keyframe || len(h.gop) > 0) {
+		if h.gopBytes+seg.size <= h.settings.GOPCacheMaxBytes {
+			h.gop = append(h.gop, seg)
+			h.gopBytes += seg.size
+		} else {
+			clear(h.gop)
+			h.gop, h.gopBytes = h.gop[:0], 0
+		}
+	}
+	if ki := h.settings.KeyframeInterval; ki > 0 && now.Sub(h.lastKeyframe) > ki && now.Sub(h.lastKeyframeAsk) > ki/2 {
+		h.lastKeyframeAsk = now
+		askKeyframe = true
+	}
+	if s.HasVideo {
+		h.winFrames++
+	}
+	h.winBytes += seg.size
+	if d := now.Sub(h.winStart); d >= 2*time.Second {
+		h.fps = float64(h.winFrames) / d.Seconds()
+		h.bitrate = int(float64(h.winBytes*8) / d.Seconds())
+		h.winStart, h.winFrames, h.winBytes = now, 0, 0
+	}
+	h.lastSegmentAtTime = now
+	init := h.init
+	for v := range h.viewers {
+		v.pushSegment(seg, init)
+	}
+	h.mu.Unlock()
+
+	h.r.metrics.segments.Add(1)
+	h.r.metrics.segmentBytes.Add(int64(seg.size))
+	if askKeyframe {
+		p.requestKeyframe()
+	}
+}
+
+func (p *Publication) requestKeyframe() {
+	if p.info.RequestKeyframe != nil {
+		p.h.r.metrics.keyframeAsks.Add(1)
+		p.info.RequestKeyframe()
+	}
+}
+
+// addViewer attaches v and queues what it needs to start: waiting, or the
+// init and the GOP cache. It returns an error message when v is refused.
+func (h *hub) addViewer(v *viewer) string {
+	h.mu.Lock()
+	if h.pub == nil && !h.settings.WaitForPublisher {
+		h.mu.Unlock()
+		return "stream not found: " + h.name
+	}
+	if len(h.viewers) >= h.r.opts.Limits.MaxViewersPerStream {
+		h.mu.Unlock()
+		return "too many viewers on this stream"
+	}
+	h.viewers[v] = struct{}{}
+	n := len(h.viewers)
+	pub := h.pub
+	ask := false
+	switch {
+	case pub == nil:
+		v.pushControl(msgWaiting, false)
+	case h.init != nil && len(h.gop) > 0:
+		for _, s := range h.gop {
+			v.pushSegment(s, h.init)
+		}
+		ask = time.Since(h.lastKeyframe) > keyframeAskAge
+	default:
+		// No usable cache: the viewer starts at the next keyframe; ask for one.
+		ask = true
+	}
+	now := time.Now()
+	if ask && now.Sub(h.lastKeyframeAsk) < 500*time.Millisecond {
+		ask = false
+	}
+	if ask {
+		h.lastKeyframeAsk = now
+	}
+	h.mu.Unlock()
+	if pub != nil {
+		pub.notifyViewers(n)
+		if ask {
+			pub.requestKeyframe()
+		}
+	}
+	return ""
+}
+
+func (h *hub) removeViewer(v *viewer) {
+	h.mu.Lock()
+	_, ok := h.viewers[v]
+	delete(h.viewers, v)
+	n := len(h.viewers)
+	pub := h.pub
+	h.mu.Unlock()
+	if ok && pub != nil {
+		pub.notifyViewers(n)
+	}
+	h.r.removeIfIdle(h)
+}
+
+func (h *hub) info() StreamInfo {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	si := StreamInfo{Name: h.name, Live: h.pub != nil, Viewers: len(h.viewers), Tracks: []TrackInfo{}}
+	if h.pub != nil {
+		si.Publisher = &PublisherJSON{Protocol: h.pub.info.Protocol, RemoteAddr: h.pub.info.RemoteAddr, Since: h.pub.since}
+		si.Bitrate = h.bitrate
+		if time.Since(h.lastSegmentAtTime) > 5*time.Second {
+			si.Bitrate = 0
+		}
+	}
+	if h.init != nil {
+		for i, t := range h.init.tracks {
+			ti := TrackInfo{Kind: t.Kind, Codec: t.Codec, Width: t.Width, Height: t.Height, SampleRate: t.SampleRate, Channels: t.Channels}
+			if t.Kind == "video" {
+				ti.FPS = float64(int(h.fps*10+0.5)) / 10
+			}
+			if i == 0 {
+				ti.Bitrate = si.Bitrate
+			}
+			si.Tracks = append(si.Tracks, ti)
+		}
+	}
+	var sum ViewerStatsSummary
+	for v := range h.viewers {
+		st := v.stats.Load()
+		if st == nil {
+			continue
+		}
+		sum.Reporting++
+		sum.LatencyAvg += st.Latency
+		sum.LatencyMax = max(sum.LatencyMax, st.Latency)
+		sum.BufferedAvg += st.Buffered
+		sum.DecodedFrames += st.DecodedFrames
+		sum.DroppedFrames += st.DroppedFrames
+	}
+	if sum.Reporting > 0 {
+		sum.LatencyAvg /= float64(sum.Reporting)
+		sum.BufferedAvg /= float64(sum.Reporting)
+		si.ViewerStats = &sum
+	}
+	return si
+}
+
+// shutdown disconnects every viewer with an error and ends the publication.
+func (h *hub) shutdown(reason string) {
+	pm := prepareError(reason)
+	h.mu.Lock()
+	pub := h.pub
+	for v := range h.viewers {
+		v.pushControl(pm, true)
+	}
+	h.mu.Unlock()
+	if pub != nil {
+		pub.end()
+	}
+}

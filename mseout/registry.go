@@ -1,0 +1,287 @@
+package mseout
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mseway/mseway/configs"
+)
+
+// Errors returned by Registry.Publish and Registry.CheckPublish.
+var (
+	ErrStreamBusy     = errors.New("stream already has a publisher")
+	ErrTooManyStreams = errors.New("too many streams")
+	ErrClosed         = errors.New("gateway is shutting down")
+)
+
+// Options configures a Registry.
+type Options struct {
+	// Settings returns the settings of a stream by name.
+	Settings func(name string) configs.Stream
+	Limits   configs.Limits
+	// ViewToken, when set, is required from viewers as ?token=.
+	ViewToken string
+	Logger    *slog.Logger
+	// WriteTimeout bounds one write to a viewer; 0 = 10 s.
+	WriteTimeout time.Duration
+	// KeepAlive is the ping interval to viewers; 0 = 20 s.
+	KeepAlive time.Duration
+}
+
+// Registry holds every stream hub. It is safe for concurrent use.
+type Registry struct {
+	opts Options
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	hubs    map[string]*hub
+	closed  bool
+	viewers int // all viewers, all streams
+
+	wg      sync.WaitGroup // viewer goroutines
+	metrics metrics
+}
+
+// metrics are the registry's counters, exported by WriteMetrics.
+type metrics struct {
+	publishes      atomic.Int64
+	viewersJoined  atomic.Int64
+	segments       atomic.Int64
+	segmentBytes   atomic.Int64
+	messagesSent   atomic.Int64
+	bytesSent      atomic.Int64
+	viewerSkips    atomic.Int64
+	viewersDropped atomic.Int64
+	keyframeAsks   atomic.Int64
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry(opts Options) *Registry {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Settings == nil {
+		def := configs.Default().StreamDefaults
+		opts.Settings = func(string) configs.Stream { return def }
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 10 * time.Second
+	}
+	if opts.KeepAlive <= 0 {
+		opts.KeepAlive = 20 * time.Second
+	}
+	return &Registry{opts: opts, log: opts.Logger, hubs: make(map[string]*hub)}
+}
+
+// PublisherInfo describes a publisher to the registry.
+type PublisherInfo struct {
+	Protocol   string // "whip", "ws", "local"
+	RemoteAddr string
+	// RequestKeyframe asks the publisher for a keyframe. It must not block and
+	// must throttle itself. May be nil.
+	RequestKeyframe func()
+}
+
+// CheckPublish reports whether a publish of name would be accepted now, so a
+// caller can refuse before negotiating a PeerConnection.
+func (r *Registry) CheckPublish(name string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.checkPublishLocked(name)
+}
+
+func (r *Registry) checkPublishLocked(name string) error {
+	if r.closed {
+		return ErrClosed
+	}
+	h := r.hubs[name]
+	if h == nil {
+		if r.liveCountLocked() >= r.opts.Limits.MaxStreams {
+			return ErrTooManyStreams
+		}
+		return nil
+	}
+	h.mu.Lock()
+	busy := h.pub != nil && !h.settings.AllowTakeover
+	h.mu.Unlock()
+	if busy {
+		return ErrStreamBusy
+	}
+	return nil
+}
+
+func (r *Registry) liveCountLocked() int {
+	n := 0
+	for _, h := range r.hubs {
+		h.mu.Lock()
+		if h.pub != nil {
+			n++
+		}
+		h.mu.Unlock()
+	}
+	return n
+}
+
+// Publish makes a new publisher the source of stream name. A current
+// publisher is replaced when the stream allows takeover (its Done channel is
+// closed); otherwise ErrStreamBusy is returned.
+func (r *Registry) Publish(name string, info PublisherInfo) (*Publication, error) {
+	r.mu.Lock()
+	if err := r.checkPublishLocked(name); err != nil {
+		r.mu.Unlock()
+		return nil, err
+	}
+	h := r.hubLocked(name)
+	r.mu.Unlock()
+
+	p := &Publication{
+		r:       r,
+		h:       h,
+		info:    info,
+		since:   time.Now(),
+		done:    make(chan struct{}),
+		viewers: make(chan int, 1),
+	}
+	old := h.setPublisher(p)
+	if old != nil {
+		old.end()
+		r.log.Info("publisher replaced", "stream", name, "old", old.info.RemoteAddr, "new", info.RemoteAddr)
+	}
+	r.metrics.publishes.Add(1)
+	r.log.Info("publish started", "stream", name, "protocol", info.Protocol, "remote", info.RemoteAddr)
+	return p, nil
+}
+
+// hubLocked returns the hub of name, creating it. r.mu must be held.
+func (r *Registry) hubLocked(name string) *hub {
+	h := r.hubs[name]
+	if h == nil {
+		h = newHub(r, name, r.opts.Settings(name))
+		r.hubs[name] = h
+	}
+	return h
+}
+
+// removeIfIdle drops a hub with no publisher and no viewers.
+func (r *Registry) removeIfIdle(h *hub) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h.mu.Lock()
+	idle := h.pub == nil && len(h.viewers) == 0
+	h.mu.Unlock()
+	if idle && r.hubs[h.name] == h {
+		delete(r.hubs, h.name)
+	}
+}
+
+// StreamInfo is one entry of GET /api/streams.
+type StreamInfo struct {
+	Name      string         `json:"name"`
+	Live      bool           `json:"live"`
+	Tracks    []TrackInfo    `json:"tracks"`
+	Viewers   int            `json:"viewers"`
+	Bitrate   int            `json:"bitrate"` // bits/s of media sent to each viewer
+	Publisher *PublisherJSON `json:"publisher"`
+	// ViewerStats aggregates the stats messages viewers sent (PROTOCOL.md).
+	ViewerStats *ViewerStatsSummary `json:"viewerStats,omitempty"`
+}
+
+// TrackInfo describes a track in StreamInfo.
+type TrackInfo struct {
+	Kind       string  `json:"kind"`
+	Codec      string  `json:"codec"`
+	Width      int     `json:"width,omitempty"`
+	Height     int     `json:"height,omitempty"`
+	FPS        float64 `json:"fps,omitempty"`
+	Bitrate    int     `json:"bitrate"` // bits/s; the whole stream's for the first track
+	SampleRate int     `json:"sampleRate,omitempty"`
+	Channels   int     `json:"channels,omitempty"`
+}
+
+// PublisherJSON describes the current publisher.
+type PublisherJSON struct {
+	Protocol   string    `json:"protocol"`
+	RemoteAddr string    `json:"remoteAddr"`
+	Since      time.Time `json:"since"`
+}
+
+// ViewerStatsSummary aggregates what viewers reported.
+type ViewerStatsSummary struct {
+	Reporting     int     `json:"reporting"`
+	LatencyAvg    float64 `json:"latencyAvg"`
+	LatencyMax    float64 `json:"latencyMax"`
+	BufferedAvg   float64 `json:"bufferedAvg"`
+	DecodedFrames int64   `json:"decodedFrames"`
+	DroppedFrames int64   `json:"droppedFrames"`
+}
+
+// Streams lists every stream with a publisher or viewers, sorted by name.
+func (r *Registry) Streams() []StreamInfo {
+	r.mu.Lock()
+	hubs := make([]*hub, 0, len(r.hubs))
+	for _, h := range r.hubs {
+		hubs = append(hubs, h)
+	}
+	r.mu.Unlock()
+	out := make([]StreamInfo, 0, len(hubs))
+	for _, h := range hubs {
+		out = append(out, h.info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Close ends every stream: viewers get an error and are disconnected,
+// publications are ended. It waits for viewer goroutines to stop.
+func (r *Registry) Close() {
+	r.mu.Lock()
+	r.closed = true
+	hubs := make([]*hub, 0, len(r.hubs))
+	for _, h := range r.hubs {
+		hubs = append(hubs, h)
+	}
+	r.mu.Unlock()
+	for _, h := range hubs {
+		h.shutdown("server shutting down")
+	}
+	r.wg.Wait()
+}
+
+// WriteMetrics writes the registry's metrics in the Prometheus text format.
+func (r *Registry) WriteMetrics(w io.Writer) {
+	r.mu.Lock()
+	streams, viewers := len(r.hubs), r.viewers
+	r.mu.Unlock()
+	live := 0
+	for _, s := range r.Streams() {
+		if s.Live {
+			live++
+		}
+	}
+	m := &r.metrics
+	for _, g := range []struct {
+		name, help, typ string
+		v               int64
+	}{
+		{"gateway_streams", "Streams with a publisher or viewers.", "gauge", int64(streams)},
+		{"gateway_streams_live", "Streams with a publisher.", "gauge", int64(live)},
+		{"gateway_viewers", "Connected viewers.", "gauge", int64(viewers)},
+		{"gateway_publishes_total", "Publishes started.", "counter", m.publishes.Load()},
+		{"gateway_viewers_joined_total", "Viewers that joined.", "counter", m.viewersJoined.Load()},
+		{"gateway_segments_total", "Media segments produced (once per stream).", "counter", m.segments.Load()},
+		{"gateway_segment_bytes_total", "Bytes of media segments produced.", "counter", m.segmentBytes.Load()},
+		{"gateway_viewer_messages_total", "WebSocket messages written to viewers.", "counter", m.messagesSent.Load()},
+		{"gateway_viewer_bytes_total", "Bytes written to viewers.", "counter", m.bytesSent.Load()},
+		{"gateway_viewer_skips_total", "Times a viewer fell behind and skipped to the next keyframe.", "counter", m.viewerSkips.Load()},
+		{"gateway_viewers_dropped_total", "Viewers disconnected for being too far behind.", "counter", m.viewersDropped.Load()},
+		{"gateway_keyframe_requests_total", "Keyframe requests made to publishers by the fan-out.", "counter", m.keyframeAsks.Load()},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", g.name, g.help, g.name, g.typ, g.name, g.v)
+	}
+}

@@ -1,0 +1,196 @@
+// Package peer owns the gateway's WebRTC side: one Pion API whose
+// MediaEngine offers only codecs MSE can play from fMP4, the NACK, RTCP report
+// and TWCC interceptors, the single-port ICE UDP mux, and each publisher's
+// PeerConnection lifecycle: negotiation, reading RTP into a remuxer, and
+// keyframe requests (PLI). It knows nothing about fMP4 beyond handing packets
+// to remux.
+package peer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/logging"
+	"github.com/pion/webrtc/v4"
+)
+
+// Config configures the Engine.
+type Config struct {
+	UDPPort    int    // single ICE port; 0 = any free port
+	UDPAddress string // bind address; "" = every interface
+	NAT1To1IPs []string
+	// IncludeLoopback offers loopback candidates (local testing).
+	IncludeLoopback bool
+	// LoopbackOnly restricts ICE to loopback addresses, local and remote (tests).
+	LoopbackOnly        bool
+	ICEServers          []webrtc.ICEServer
+	DisconnectedTimeout time.Duration
+	FailedTimeout       time.Duration
+	Logger              *slog.Logger
+}
+
+// Engine creates publisher sessions sharing one Pion API and one ICE port.
+type Engine struct {
+	cfg Config
+	api *webrtc.API
+	mux ice.UDPMux
+	log *slog.Logger
+}
+
+// NewEngine builds the Pion API and opens the ICE UDP port.
+func NewEngine(cfg Config) (*Engine, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DisconnectedTimeout <= 0 {
+		cfg.DisconnectedTimeout = 3 * time.Second
+	}
+	if cfg.FailedTimeout <= 0 {
+		cfg.FailedTimeout = 6 * time.Second
+	}
+	me := &webrtc.MediaEngine{}
+	if err := registerCodecs(me); err != nil {
+		return nil, fmt.Errorf("peer: register codecs: %w", err)
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.ConfigureNack(me, ir); err != nil {
+		return nil, fmt.Errorf("peer: nack: %w", err)
+	}
+	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+		return nil, fmt.Errorf("peer: rtcp reports: %w", err)
+	}
+	// Without congestion-control feedback browsers never raise their bitrate.
+	if err := webrtc.ConfigureTWCCSender(me, ir); err != nil {
+		return nil, fmt.Errorf("peer: twcc: %w", err)
+	}
+
+	se := webrtc.SettingEngine{}
+	se.LoggerFactory = pionLogger{cfg.Logger}
+	se.SetICETimeouts(cfg.DisconnectedTimeout, cfg.FailedTimeout, time.Second)
+	se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback || cfg.LoopbackOnly)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	if len(cfg.NAT1To1IPs) > 0 {
+		se.SetNAT1To1IPs(cfg.NAT1To1IPs, webrtc.ICECandidateTypeHost)
+	}
+	var ipFilter func(net.IP) bool
+	if cfg.LoopbackOnly {
+		ipFilter = func(ip net.IP) bool { return ip.IsLoopback() }
+		se.SetIPFilter(ipFilter)
+		se.SetRemoteIPFilter(ipFilter)
+	}
+	mux, err := openUDPMux(cfg, ipFilter)
+	if err != nil {
+		return nil, err
+	}
+	se.SetICEUDPMux(mux)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	e := &Engine{cfg: cfg, api: api, mux: mux, log: cfg.Logger}
+	e.log.Info("webrtc ready", "ice_udp", muxAddrs(mux))
+	return e, nil
+}
+
+func openUDPMux(cfg Config, ipFilter func(net.IP) bool) (ice.UDPMux, error) {
+	if cfg.UDPAddress != "" {
+		conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(cfg.UDPAddress), Port: cfg.UDPPort})
+		if err != nil {
+			return nil, fmt.Errorf("peer: ICE UDP port: %w", err)
+		}
+		return ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn, Logger: pionLogger{cfg.Logger}.NewLogger("ice")}), nil
+	}
+	opts := []ice.UDPMuxFromPortOption{ice.UDPMuxFromPortWithLogger(pionLogger{cfg.Logger}.NewLogger("ice"))}
+	if cfg.IncludeLoopback || cfg.LoopbackOnly {
+		opts = append(opts, ice.UDPMuxFromPortWithLoopback())
+	}
+	if ipFilter != nil {
+		opts = append(opts, ice.UDPMuxFromPortWithIPFilter(ipFilter))
+	}
+	mux, err := ice.NewMultiUDPMuxFromPort(cfg.UDPPort, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("peer: ICE UDP port %d: %w", cfg.UDPPort, err)
+	}
+	return mux, nil
+}
+
+func muxAddrs(m ice.UDPMux) []string {
+	var out []string
+	for _, a := range m.GetListenAddresses() {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// UDPAddrs returns the addresses the ICE UDP mux listens on.
+func (e *Engine) UDPAddrs() []string { return muxAddrs(e.mux) }
+
+// ICEServers returns the configured STUN/TURN servers.
+func (e *Engine) ICEServers() []webrtc.ICEServer { return e.cfg.ICEServers }
+
+// Close releases the ICE port. Sessions must be closed first.
+func (e *Engine) Close() error { return e.mux.Close() }
+
+// H.264 profiles accepted (profile_idc + constraint flags); Pion matches on
+// these and packetization-mode, not on the level.
+var h264Profiles = []string{"42001f", "42e01f", "4d001f", "64001f", "640c1f"}
+
+func registerCodecs(me *webrtc.MediaEngine) error {
+	fb := []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
+	pt := webrtc.PayloadType(102)
+	for _, p := range h264Profiles {
+		c := webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{
+				MimeType: webrtc.MimeTypeH264, ClockRate: 90000, RTCPFeedback: fb,
+				SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=" + p,
+			},
+			PayloadType: pt,
+		}
+		if err := me.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
+			return err
+		}
+		rtx := webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeRTX, ClockRate: 90000, SDPFmtpLine: fmt.Sprintf("apt=%d", pt)},
+			PayloadType:        pt + 1,
+		}
+		if err := me.RegisterCodec(rtx, webrtc.RTPCodecTypeVideo); err != nil {
+			return err
+		}
+		pt += 2
+	}
+	opus := webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"},
+		PayloadType:        111,
+	}
+	return me.RegisterCodec(opus, webrtc.RTPCodecTypeAudio)
+}
+
+// pionLogger routes Pion's logs to slog (warnings and errors only).
+type pionLogger struct{ l *slog.Logger }
+
+func (p pionLogger) NewLogger(scope string) logging.LeveledLogger {
+	return leveled{p.l.With("pion", scope)}
+}
+
+type leveled struct{ l *slog.Logger }
+
+func (leveled) Trace(string)          {}
+func (leveled) Tracef(string, ...any) {}
+func (leveled) Debug(string)          {}
+func (leveled) Debugf(string, ...any) {}
+func (leveled) Info(string)           {}
+func (leveled) Infof(string, ...any)  {}
+func (l leveled) Warn(m string)       { l.l.Warn(m) }
+func (l leveled) Warnf(f string, a ...any) {
+	l.l.Warn(fmt.Sprintf(f, a...))
+}
+func (l leveled) Error(m string) { l.l.Error(m) }
+func (l leveled) Errorf(f string, a ...any) {
+	l.l.Error(fmt.Sprintf(f, a...))
+}
+
+var errClosed = errors.New("session closed")

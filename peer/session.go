@@ -1,0 +1,306 @@
+package peer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/mseway/mseway/remux"
+)
+
+// pliInterval throttles keyframe requests to one per this interval.
+const pliInterval = 500 * time.Millisecond
+
+// SessionOptions tunes Accept.
+type SessionOptions struct {
+	// OnCandidate, when set, receives the gateway's ICE candidates as they are
+	// gathered (trickle ICE) and Accept answers at once; otherwise Accept waits
+	// for gathering to complete so the answer holds every candidate (WHIP).
+	OnCandidate func(webrtc.ICECandidateInit)
+	// GatherTimeout bounds the wait for ICE gathering; 0 = 5 s.
+	GatherTimeout time.Duration
+	Logger        *slog.Logger
+}
+
+// Session is one publisher's PeerConnection.
+type Session struct {
+	pc   *webrtc.PeerConnection
+	log  *slog.Logger
+	conf remux.Config // codecs from the negotiated answer
+
+	started chan struct{}
+	stream  *remux.Stream // set by Start before started is closed
+
+	done      chan struct{} // closed when the connection fails or closes
+	doneOnce  sync.Once
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+
+	connected atomic.Bool
+	videoSSRC atomic.Uint32
+	lastPLI   atomic.Int64 // unix nanos
+	plis      atomic.Int64
+	videoSeen atomic.Bool
+	audioSeen atomic.Bool
+}
+
+// Accept negotiates a publisher's offer and returns its session and the SDP
+// answer. The offer must have passed CheckOffer. Media flows into the
+// remuxer only after Start.
+func (e *Engine) Accept(ctx context.Context, offer string, opts SessionOptions) (*Session, string, error) {
+	log := opts.Logger
+	if log == nil {
+		log = e.log
+	}
+	pc, err := e.api.NewPeerConnection(webrtc.Configuration{ICEServers: e.cfg.ICEServers})
+	if err != nil {
+		return nil, "", fmt.Errorf("peer: new connection: %w", err)
+	}
+	s := &Session{pc: pc, log: log, started: make(chan struct{}), done: make(chan struct{})}
+	fail := func(err error) (*Session, string, error) {
+		_ = s.Close()
+		return nil, "", err
+	}
+
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		log.Debug("peer connection state", "state", st.String())
+		switch st {
+		case webrtc.PeerConnectionStateConnected:
+			s.connected.Store(true)
+			log.Info("publisher connected")
+		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+			s.markDone()
+		}
+	})
+	pc.OnTrack(s.onTrack)
+	if opts.OnCandidate != nil {
+		pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+			if c != nil {
+				opts.OnCandidate(c.ToJSON())
+			}
+		})
+	}
+
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		return fail(fmt.Errorf("%w: %v", ErrMalformedOffer, err))
+	}
+	answer, err := pc.CreateAnswer(nil)
+	if err != nil {
+		return fail(fmt.Errorf("%w: %v", ErrNoAcceptableCodec, err))
+	}
+	var gathered <-chan struct{}
+	if opts.OnCandidate == nil {
+		gathered = webrtc.GatheringCompletePromise(pc)
+	}
+	if err := pc.SetLocalDescription(answer); err != nil {
+		return fail(fmt.Errorf("peer: set local description: %w", err))
+	}
+	if gathered != nil {
+		timeout := opts.GatherTimeout
+		if timeout <= 0 {
+			timeout = 5 * time.Second
+		}
+		t := time.NewTimer(timeout)
+		select {
+		case <-gathered:
+		case <-t.C:
+			log.Warn("ICE gathering incomplete; answering with the candidates found so far")
+		case <-ctx.Done():
+			t.Stop()
+			return fail(ctx.Err())
+		}
+		t.Stop()
+	}
+	local := pc.LocalDescription()
+	conf, err := codecsFromAnswer(local.SDP)
+	if err != nil {
+		return fail(err)
+	}
+	s.conf = conf
+	return s, local.SDP, nil
+}
+
+// codecsFromAnswer reads the first accepted video and audio codec of the answer.
+func codecsFromAnswer(answer string) (remux.Config, error) {
+	var conf remux.Config
+	var sd sdp.SessionDescription
+	if err := sd.UnmarshalString(answer); err != nil {
+		return conf, fmt.Errorf("peer: own answer unparsable: %w", err)
+	}
+	for _, md := range sd.MediaDescriptions {
+		if md.MediaName.Port.Value == 0 || len(md.MediaName.Formats) == 0 {
+			continue
+		}
+		if _, inactive := md.Attribute("inactive"); inactive {
+			continue
+		}
+		first := md.MediaName.Formats[0]
+		var name string
+		var clock, channels uint64
+		for _, a := range md.Attributes {
+			if a.Key != "rtpmap" {
+				continue
+			}
+			pt, rest, _ := strings.Cut(a.Value, " ")
+			if pt != first {
+				continue
+			}
+			parts := strings.Split(rest, "/")
+			name = parts[0]
+			if len(parts) > 1 {
+				fmt.Sscan(parts[1], &clock)
+			}
+			if len(parts) > 2 {
+				fmt.Sscan(parts[2], &channels)
+			}
+		}
+		switch {
+		case md.MediaName.Media == "video" && conf.Video == nil && name != "":
+			conf.Video = &remux.CodecParams{MimeType: "video/" + name, ClockRate: uint32(clock)}
+		case md.MediaName.Media == "audio" && conf.Audio == nil && name != "":
+			conf.Audio = &remux.CodecParams{MimeType: "audio/" + name, ClockRate: uint32(clock), Channels: uint16(channels)}
+		}
+	}
+	if conf.Video == nil && conf.Audio == nil {
+		return conf, fmt.Errorf("%w: the answer accepts no media", ErrNoAcceptableCodec)
+	}
+	return conf, nil
+}
+
+// HasVideo and HasAudio report what was negotiated.
+func (s *Session) HasVideo() bool { return s.conf.Video != nil }
+
+// HasAudio reports whether an audio track was negotiated.
+func (s *Session) HasAudio() bool { return s.conf.Audio != nil }
+
+// Start connects the session's media to sink through a new remuxer.
+func (s *Session) Start(sink remux.Sink) error {
+	conf := s.conf
+	conf.Sink = sink
+	conf.RequestKeyframe = s.RequestKeyframe
+	st, err := remux.NewStream(conf)
+	if err != nil {
+		return fmt.Errorf("peer: %w", err)
+	}
+	s.stream = st
+	close(s.started)
+	return nil
+}
+
+func (s *Session) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
+	kind := track.Kind()
+	s.log.Info("track", "kind", kind.String(), "codec", track.Codec().MimeType, "ssrc", uint32(track.SSRC()))
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		s.readRTCP(recv)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.readRTP(track, kind)
+	}()
+}
+
+// readRTP feeds one track into the remuxer until the connection ends. Only
+// the first track of each kind is used; further ones are drained.
+func (s *Session) readRTP(track *webrtc.TrackRemote, kind webrtc.RTPCodecType) {
+	select {
+	case <-s.started:
+	case <-s.done:
+		return
+	}
+	var push func(*rtp.Packet, time.Time)
+	switch {
+	case kind == webrtc.RTPCodecTypeVideo && s.conf.Video != nil && s.videoSeen.CompareAndSwap(false, true):
+		s.videoSSRC.Store(uint32(track.SSRC()))
+		push = s.stream.PushVideo
+		s.RequestKeyframe()
+	case kind == webrtc.RTPCodecTypeAudio && s.conf.Audio != nil && s.audioSeen.CompareAndSwap(false, true):
+		push = s.stream.PushAudio
+	default:
+		s.log.Warn("ignoring extra track", "kind", kind.String(), "ssrc", uint32(track.SSRC()))
+	}
+	for {
+		pkt, _, err := track.ReadRTP()
+		if err != nil {
+			return
+		}
+		if push != nil {
+			push(pkt, time.Now())
+		}
+	}
+}
+
+// readRTCP drains the receiver's RTCP so the interceptors see sender reports.
+func (s *Session) readRTCP(recv *webrtc.RTPReceiver) {
+	for {
+		if _, _, err := recv.ReadRTCP(); err != nil {
+			return
+		}
+	}
+}
+
+// RequestKeyframe sends a PLI to the video track, at most once per 500 ms.
+// It never blocks for long and is safe from any goroutine.
+func (s *Session) RequestKeyframe() {
+	ssrc := s.videoSSRC.Load()
+	if ssrc == 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := s.lastPLI.Load()
+	if now-last < int64(pliInterval) || !s.lastPLI.CompareAndSwap(last, now) {
+		return
+	}
+	s.plis.Add(1)
+	if err := s.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}}); err != nil && !errors.Is(err, errClosed) {
+		s.log.Debug("PLI not sent", "err", err)
+	}
+}
+
+// KeyframeRequests returns how many PLIs were sent.
+func (s *Session) KeyframeRequests() int64 { return s.plis.Load() }
+
+// Stats returns the remuxer's counters (zero before Start).
+func (s *Session) Stats() remux.Stats {
+	select {
+	case <-s.started:
+		return s.stream.Stats()
+	default:
+		return remux.Stats{}
+	}
+}
+
+// AddCandidate adds a remote ICE candidate (trickle).
+func (s *Session) AddCandidate(c webrtc.ICECandidateInit) error {
+	return s.pc.AddICECandidate(c)
+}
+
+// Connected reports whether the connection has been established.
+func (s *Session) Connected() bool { return s.connected.Load() }
+
+// Done is closed when the connection has failed or closed.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+func (s *Session) markDone() { s.doneOnce.Do(func() { close(s.done) }) }
+
+// Close closes the PeerConnection and waits for its readers to stop.
+func (s *Session) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.markDone()
+		err = s.pc.Close()
+		s.wg.Wait()
+	})
+	return err
+}

@@ -1,0 +1,291 @@
+// Package signaling owns the publishers' HTTP surface: WHIP (RFC 9725) and
+// the WebSocket publish signaling of PROTOCOL.md, with auth, input
+// validation, limits and JSON errors. It turns an accepted offer into a
+// peer.Session connected to an mseout.Publication and owns that pair until
+// the publish ends. It never touches RTP.
+package signaling
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/mseout"
+	"github.com/mseway/mseway/peer"
+)
+
+// connectTimeout ends a publish whose ICE/DTLS never completes.
+const connectTimeout = 20 * time.Second
+
+// Options configures the Server.
+type Options struct {
+	Engine       *peer.Engine
+	Registry     *mseout.Registry
+	PublishToken string
+	MaxBodyBytes int64
+	Logger       *slog.Logger
+}
+
+// Server serves WHIP and WS publish signaling.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // publish owner goroutines
+
+	mu       sync.Mutex
+	sessions map[string]*publish
+}
+
+// publish is one live publish: the session, its publication and who ends it.
+type publish struct {
+	id       string
+	stream   string
+	protocol string
+	remote   string
+	sess     *peer.Session
+	pub      *mseout.Publication
+	stop     chan struct{} // closed by DELETE or the WS closing
+	stopOnce sync.Once
+	ended    chan struct{} // closed when cleanup is done
+	ufrag    string        // the publisher's ICE ufrag, to tell trickle from restart
+}
+
+func (p *publish) requestStop() { p.stopOnce.Do(func() { close(p.stop) }) }
+
+// New returns a Server; Close stops every publish it started.
+func New(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 64 << 10
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, sessions: make(map[string]*publish)}
+}
+
+// Register adds the publisher endpoints to mux.
+func (s *Server) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /whip/{stream}", s.handleWHIPPost)
+	mux.HandleFunc("OPTIONS /whip/{stream}", s.handleOptions)
+	mux.HandleFunc("PATCH /whip/{stream}/{session}", s.handleWHIPPatch)
+	mux.HandleFunc("DELETE /whip/{stream}/{session}", s.handleWHIPDelete)
+	mux.HandleFunc("OPTIONS /whip/{stream}/{session}", s.handleOptions)
+	mux.HandleFunc("GET /ws/publish/{stream}", s.handleWSPublish)
+}
+
+// Close ends every publish and waits for their cleanup.
+func (s *Server) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+// Publishing reports how many publishes are live.
+func (s *Server) Publishing() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// httpError is an error with its HTTP status.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func errorf(code int, msg string) error { return &httpError{code, msg} }
+
+// writeError writes {"error": ...} with the status carried by err (500 otherwise).
+func writeError(w http.ResponseWriter, err error) {
+	code, msg := http.StatusInternalServerError, "internal error"
+	var he *httpError
+	if errors.As(err, &he) {
+		code, msg = he.code, he.msg
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// checkStream validates the stream name and the publish token.
+func (s *Server) checkStream(r *http.Request) (string, error) {
+	name := r.PathValue("stream")
+	if !configs.ValidStreamName(name) {
+		return "", errorf(http.StatusBadRequest, "invalid stream name: 1-64 characters of [A-Za-z0-9._-]")
+	}
+	if tok := s.opts.PublishToken; tok != "" {
+		got := ""
+		if h := r.Header.Get("Authorization"); h != "" {
+			scheme, val, _ := strings.Cut(h, " ")
+			if strings.EqualFold(scheme, "Bearer") {
+				got = strings.TrimSpace(val)
+			}
+		}
+		if got == "" {
+			got = r.URL.Query().Get("token")
+		}
+		if got == "" {
+			return "", errorf(http.StatusUnauthorized, "publish token required (Authorization: Bearer <token>)")
+		}
+		if subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
+			return "", errorf(http.StatusForbidden, "wrong publish token")
+		}
+	}
+	return name, nil
+}
+
+// mapPublishError turns registry and negotiation errors into HTTP errors.
+func mapPublishError(err error) error {
+	switch {
+	case errors.Is(err, mseout.ErrStreamBusy):
+		return errorf(http.StatusConflict, "stream already has a publisher")
+	case errors.Is(err, mseout.ErrTooManyStreams):
+		return errorf(http.StatusServiceUnavailable, "too many streams")
+	case errors.Is(err, mseout.ErrClosed):
+		return errorf(http.StatusServiceUnavailable, "gateway is shutting down")
+	case errors.Is(err, peer.ErrMalformedOffer):
+		return errorf(http.StatusBadRequest, err.Error())
+	case errors.Is(err, peer.ErrNoAcceptableCodec):
+		return errorf(http.StatusNotAcceptable, err.Error())
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return errorf(http.StatusServiceUnavailable, "negotiation did not finish in time")
+	}
+	var he *httpError
+	if errors.As(err, &he) {
+		return err
+	}
+	return errorf(http.StatusInternalServerError, err.Error())
+}
+
+// startPublish negotiates offer and makes it the source of stream. With
+// onCandidate set, candidates trickle out and the answer is returned at once.
+func (s *Server) startPublish(ctx context.Context, stream, offer, protocol, remote string, onCandidate func(webrtc.ICECandidateInit)) (*publish, string, error) {
+	reg := s.opts.Registry
+	if err := reg.CheckPublish(stream); err != nil {
+		return nil, "", mapPublishError(err)
+	}
+	if _, err := peer.CheckOffer(offer); err != nil {
+		return nil, "", mapPublishError(err)
+	}
+	log := s.log.With("stream", stream, "remote", remote, "protocol", protocol)
+	opts := peer.SessionOptions{Logger: log}
+	opts.OnCandidate = onCandidate
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	sess, answer, err := s.opts.Engine.Accept(ctx, offer, opts)
+	if err != nil {
+		log.Warn("publish refused", "err", err)
+		return nil, "", mapPublishError(err)
+	}
+	pub, err := reg.Publish(stream, mseout.PublisherInfo{Protocol: protocol, RemoteAddr: remote, RequestKeyframe: sess.RequestKeyframe})
+	if err != nil {
+		_ = sess.Close()
+		return nil, "", mapPublishError(err)
+	}
+	if err := sess.Start(pub); err != nil {
+		pub.Close()
+		_ = sess.Close()
+		return nil, "", errorf(http.StatusNotAcceptable, err.Error())
+	}
+	p := &publish{
+		id: newID(), stream: stream, protocol: protocol, remote: remote,
+		sess: sess, pub: pub, stop: make(chan struct{}), ended: make(chan struct{}),
+		ufrag: offerUfrag(offer),
+	}
+	s.mu.Lock()
+	s.sessions[p.id] = p
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.own(p, log)
+	}()
+	return p, answer, nil
+}
+
+// own waits for the publish to end, whatever ends it, and cleans up.
+func (s *Server) own(p *publish, log *slog.Logger) {
+	defer close(p.ended)
+	connect := time.NewTimer(connectTimeout)
+	defer connect.Stop()
+	var reason string
+	for reason == "" {
+		select {
+		case <-p.sess.Done():
+			reason = "connection closed or failed"
+		case <-p.pub.Done():
+			reason = "replaced by a newer publisher or shutdown"
+		case <-p.stop:
+			reason = "ended by the publisher"
+		case <-s.ctx.Done():
+			reason = "server shutting down"
+		case <-connect.C:
+			if !p.sess.Connected() {
+				reason = "connection not established within " + connectTimeout.String()
+			}
+		}
+	}
+	p.pub.Close()
+	_ = p.sess.Close()
+	s.mu.Lock()
+	delete(s.sessions, p.id)
+	s.mu.Unlock()
+	st := p.sess.Stats()
+	log.Info("publish closed", "reason", reason, "frames", st.VideoFramesEmitted, "dropped_frames", st.VideoFramesDropped,
+		"lost_video_packets", st.VideoLost, "lost_audio_packets", st.AudioLost, "keyframe_requests", p.sess.KeyframeRequests())
+}
+
+func (s *Server) lookup(r *http.Request) (*publish, error) {
+	stream, err := s.checkStream(r)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	p := s.sessions[r.PathValue("session")]
+	s.mu.Unlock()
+	if p == nil || p.stream != stream || p.protocol != "whip" {
+		return nil, errorf(http.StatusNotFound, "no such WHIP session")
+	}
+	return p, nil
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// offerUfrag returns the first a=ice-ufrag of an SDP.
+func offerUfrag(sdp string) string {
+	for _, line := range strings.Split(sdp, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "a=ice-ufrag:"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// setCORS lets publishers on other origins use WHIP.
+func setCORS(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "POST, PATCH, DELETE, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
+	h.Set("Access-Control-Expose-Headers", "Location, Link, Accept-Post, Accept-Patch, ETag")
+}

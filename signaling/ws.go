@@ -1,0 +1,214 @@
+package signaling
+
+import (
+	"encoding/json"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
+)
+
+const (
+	wsWriteTimeout = 5 * time.Second
+	wsOfferTimeout = 30 * time.Second // a socket must send its offer within this
+	wsMaxOutbox    = 256
+)
+
+var wsUpgrader = websocket.Upgrader{
+	HandshakeTimeout: 10 * time.Second,
+	// Publishers authenticate with tokens; any origin may publish.
+	CheckOrigin: func(*http.Request) bool { return true },
+}
+
+// wsMessage is every message of the WS publish signaling, both directions.
+type wsMessage struct {
+	Type      string                   `json:"type"`
+	SDP       string                   `json:"sdp,omitempty"`
+	Candidate *webrtc.ICECandidateInit `json:"candidate,omitempty"`
+	Count     *int                     `json:"count,omitempty"`
+	Message   string                   `json:"message,omitempty"`
+}
+
+// wsConn serialises writes: one writer goroutine drains the outbox.
+type wsConn struct {
+	c       *websocket.Conn
+	mu      sync.Mutex
+	outbox  [][]byte
+	wake    chan struct{}
+	closing bool // an error was queued; the writer closes after it
+	done    chan struct{}
+}
+
+func (c *wsConn) send(m wsMessage) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	if len(c.outbox) >= wsMaxOutbox {
+		c.outbox = c.outbox[:0]
+		m = wsMessage{Type: "error", Message: "signaling socket not reading"}
+		b, _ = json.Marshal(m)
+	}
+	c.outbox = append(c.outbox, b)
+	if m.Type == "error" {
+		c.closing = true
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *wsConn) writeLoop() {
+	defer close(c.done)
+	for {
+		select {
+		case <-c.wake:
+		case <-time.After(20 * time.Second):
+			if err := c.c.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteTimeout)); err != nil {
+				c.c.Close()
+				return
+			}
+			continue
+		}
+		c.mu.Lock()
+		batch := c.outbox
+		c.outbox = nil
+		closing := c.closing
+		c.mu.Unlock()
+		for _, b := range batch {
+			_ = c.c.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+			if err := c.c.WriteMessage(websocket.TextMessage, b); err != nil {
+				c.c.Close()
+				return
+			}
+		}
+		if closing {
+			_ = c.c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, ""), time.Now().Add(time.Second))
+			c.c.Close()
+			return
+		}
+	}
+}
+
+// handleWSPublish: GET /ws/publish/{stream}, JSON signaling with trickle ICE
+// and viewer counts. Closing the socket ends the publish.
+func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
+	stream, err := s.checkStream(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	conn, err := wsUpgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	conn.SetReadLimit(s.opts.MaxBodyBytes)
+	c := &wsConn{c: conn, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go c.writeLoop()
+	defer func() {
+		conn.Close()
+		<-c.done
+	}()
+
+	msgs := make(chan wsMessage)
+	readErr := make(chan string, 1)
+	go func() { // reader: owned by this handler, ends when conn closes
+		defer close(msgs)
+		for {
+			mt, data, err := conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			var m wsMessage
+			if mt != websocket.TextMessage || json.Unmarshal(data, &m) != nil {
+				readErr <- "invalid message: expected JSON text"
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-c.done:
+				return
+			}
+		}
+	}()
+
+	var p *publish
+	var viewers <-chan int
+	var sessDone, pubDone, ended <-chan struct{}
+	offerDeadline := time.NewTimer(wsOfferTimeout)
+	defer offerDeadline.Stop()
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				if p != nil {
+					p.requestStop()
+					<-p.ended
+				}
+				return
+			}
+			switch m.Type {
+			case "offer":
+				if p != nil {
+					c.send(wsMessage{Type: "error", Message: "renegotiation is not supported; open a new socket"})
+					continue
+				}
+				var answer string
+				p, answer, err = s.startPublish(r.Context(), stream, m.SDP, "ws", r.RemoteAddr, func(ci webrtc.ICECandidateInit) {
+					c.send(wsMessage{Type: "candidate", Candidate: &ci})
+				})
+				if err != nil {
+					c.send(wsMessage{Type: "error", Message: err.Error()})
+					continue
+				}
+				// Candidates gathered during Accept may already be queued; the
+				// answer must go first, so put it at the head.
+				c.mu.Lock()
+				b, _ := json.Marshal(wsMessage{Type: "answer", SDP: answer})
+				c.outbox = append([][]byte{b}, c.outbox...)
+				c.mu.Unlock()
+				c.send(wsMessage{Type: "viewers", Count: new(int)})
+				viewers, sessDone, pubDone, ended = p.pub.Viewers(), p.sess.Done(), p.pub.Done(), p.ended
+				offerDeadline.Stop()
+			case "candidate":
+				if p == nil || m.Candidate == nil {
+					c.send(wsMessage{Type: "error", Message: "candidate before offer"})
+					continue
+				}
+				if err := p.sess.AddCandidate(*m.Candidate); err != nil {
+					s.log.Debug("bad remote candidate", "stream", stream, "err", err)
+				}
+			default:
+				c.send(wsMessage{Type: "error", Message: "unknown message type " + truncate(m.Type, 40)})
+			}
+		case msg := <-readErr:
+			c.send(wsMessage{Type: "error", Message: msg})
+		case n := <-viewers:
+			c.send(wsMessage{Type: "viewers", Count: &n})
+		case <-sessDone:
+			c.send(wsMessage{Type: "error", Message: "connection closed or failed"})
+			sessDone = nil
+		case <-pubDone:
+			c.send(wsMessage{Type: "error", Message: "publish ended (replaced by a newer publisher or server shutdown)"})
+			pubDone = nil
+		case <-ended:
+			ended = nil
+		case <-offerDeadline.C:
+			c.send(wsMessage{Type: "error", Message: "no offer received"})
+		case <-c.done:
+			if p != nil {
+				p.requestStop()
+				<-p.ended
+			}
+			return
+		}
+	}
+}

@@ -4,6 +4,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -105,10 +107,58 @@ func (g *Gateway) Handler() http.Handler {
 	})
 	static := web.Handler()
 	mux.Handle("GET /", static)
-	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint"})
+	return jsonErrors(mux)
+}
+
+// jsonErrors makes the mux's own 404 and 405 replies on API paths JSON, like
+// every other error of the HTTP API.
+func jsonErrors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if strings.HasPrefix(p, "/api/") || strings.HasPrefix(p, "/whip/") || strings.HasPrefix(p, "/ws/") || p == "/healthz" || p == "/metrics" {
+			w = &errorRewriter{ResponseWriter: w}
+		}
+		next.ServeHTTP(w, r)
 	})
-	return mux
+}
+
+type errorRewriter struct {
+	http.ResponseWriter
+	rewritten bool
+}
+
+func (e *errorRewriter) WriteHeader(code int) {
+	h := e.Header()
+	if (code == http.StatusNotFound || code == http.StatusMethodNotAllowed) && strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
+		e.rewritten = true
+		h.Del("X-Content-Type-Options")
+		msg := "no such endpoint"
+		if code == http.StatusMethodNotAllowed {
+			msg = "method not allowed"
+		}
+		writeJSON(e.ResponseWriter, code, map[string]string{"error": msg})
+		return
+	}
+	e.ResponseWriter.WriteHeader(code)
+}
+
+func (e *errorRewriter) Write(b []byte) (int, error) {
+	if e.rewritten {
+		return len(b), nil
+	}
+	return e.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController and the WebSocket upgrade reach the connection.
+func (e *errorRewriter) Unwrap() http.ResponseWriter { return e.ResponseWriter }
+
+// Hijack is needed by gorilla/websocket, which asserts http.Hijacker directly.
+func (e *errorRewriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := e.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("hijack not supported")
+	}
+	return hj.Hijack()
 }
 
 // Serve serves HTTP on ln until Close. It returns nil after Close.

@@ -1,0 +1,341 @@
+// Package whipclient is a WHIP (RFC 9725) publisher built on Pion that sends
+// H.264 access units and Opus packets from memory at real-time pace, looping
+// them. It answers keyframe requests (PLI) by jumping to the next keyframe, as
+// an encoder would. The integration tests and the load tool use it.
+package whipclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
+
+	"github.com/mseway/mseway/internal/mediafile"
+)
+
+// Options describes what to publish and where.
+type Options struct {
+	URL   string // e.g. http://127.0.0.1:8080/whip/demo
+	Token string // bearer token, optional
+
+	Video []mediafile.AccessUnit // H.264, starting with a keyframe; nil = no video
+	FPS   int                    // video frame rate; 0 = 30
+	Audio [][]byte               // Opus packets of 20 ms; nil = no audio
+
+	// LoopbackOnly keeps ICE on loopback addresses (tests).
+	LoopbackOnly bool
+	// ConnectTimeout bounds negotiation and ICE/DTLS; 0 = 15 s.
+	ConnectTimeout time.Duration
+}
+
+// Publisher is one live WHIP publish.
+type Publisher struct {
+	pc       *webrtc.PeerConnection
+	location string
+	opts     Options
+	client   *http.Client
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+
+	plis       atomic.Int64
+	jumpToKey  atomic.Bool
+	framesSent atomic.Int64
+	audioSent  atomic.Int64
+}
+
+// HTTPError is a non-201 answer to the WHIP POST.
+type HTTPError struct {
+	Status int
+	Body   string
+}
+
+func (e *HTTPError) Error() string { return fmt.Sprintf("WHIP POST: %d %s", e.Status, strings.TrimSpace(e.Body)) }
+
+// Publish negotiates over WHIP, waits until the connection is up and starts
+// sending. Stop it with Close.
+func Publish(ctx context.Context, opts Options) (*Publisher, error) {
+	if opts.FPS <= 0 {
+		opts.FPS = 30
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 15 * time.Second
+	}
+	if len(opts.Video) == 0 && len(opts.Audio) == 0 {
+		return nil, errors.New("whipclient: nothing to publish")
+	}
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		return nil, err
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+		return nil, err
+	}
+	se := webrtc.SettingEngine{}
+	if opts.LoopbackOnly {
+		se.SetIncludeLoopbackCandidate(true)
+		loop := func(ip net.IP) bool { return ip.IsLoopback() }
+		se.SetIPFilter(loop)
+		se.SetRemoteIPFilter(loop)
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	}
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	p := &Publisher{pc: pc, opts: opts, client: &http.Client{Timeout: opts.ConnectTimeout}}
+	fail := func(err error) (*Publisher, error) {
+		_ = pc.Close()
+		return nil, err
+	}
+
+	var videoTrack, audioTrack *webrtc.TrackLocalStaticSample
+	if len(opts.Video) > 0 {
+		videoTrack, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+		}, "video", "whipclient")
+		if err != nil {
+			return fail(err)
+		}
+		sender, err := pc.AddTransceiverFromTrack(videoTrack, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		if err != nil {
+			return fail(err)
+		}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.readRTCP(sender.Sender())
+		}()
+	}
+	if len(opts.Audio) > 0 {
+		audioTrack, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2,
+		}, "audio", "whipclient")
+		if err != nil {
+			return fail(err)
+		}
+		if _, err := pc.AddTransceiverFromTrack(audioTrack, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+			return fail(err)
+		}
+	}
+
+	connected := make(chan struct{})
+	var connOnce sync.Once
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		if s == webrtc.PeerConnectionStateConnected {
+			connOnce.Do(func() { close(connected) })
+		}
+	})
+
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return fail(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return fail(err)
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	}
+	answer, location, err := p.post(ctx, pc.LocalDescription().SDP)
+	if err != nil {
+		return fail(err)
+	}
+	p.location = location
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		p.delete()
+		return fail(fmt.Errorf("whipclient: bad answer: %w", err))
+	}
+	t := time.NewTimer(opts.ConnectTimeout)
+	defer t.Stop()
+	select {
+	case <-connected:
+	case <-t.C:
+		p.delete()
+		return fail(errors.New("whipclient: connection not established"))
+	case <-ctx.Done():
+		p.delete()
+		return fail(ctx.Err())
+	}
+
+	sendCtx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	if videoTrack != nil {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.sendVideo(sendCtx, videoTrack)
+		}()
+	}
+	if audioTrack != nil {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.sendAudio(sendCtx, audioTrack)
+		}()
+	}
+	return p, nil
+}
+
+func (p *Publisher) post(ctx context.Context, offer string) (answer, location string, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.opts.URL, strings.NewReader(offer))
+	if err != nil {
+		return "", "", err
+	}
+	req.Header.Set("Content-Type", "application/sdp")
+	if p.opts.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.opts.Token)
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return "", "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusCreated {
+		return "", "", &HTTPError{Status: resp.StatusCode, Body: string(body)}
+	}
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || resp.Header.Get("Location") == "" {
+		return "", "", errors.New("whipclient: 201 without a Location")
+	}
+	base, _ := url.Parse(p.opts.URL)
+	return string(body), base.ResolveReference(loc).String(), nil
+}
+
+// Location is the WHIP session URL.
+func (p *Publisher) Location() string { return p.location }
+
+// delete ends the WHIP session on the server.
+func (p *Publisher) delete() int {
+	if p.location == "" {
+		return 0
+	}
+	req, err := http.NewRequest(http.MethodDelete, p.location, nil)
+	if err != nil {
+		return 0
+	}
+	if p.opts.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.opts.Token)
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func (p *Publisher) readRTCP(s *webrtc.RTPSender) {
+	for {
+		pkts, _, err := s.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, pkt := range pkts {
+			switch pkt.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				p.plis.Add(1)
+				p.jumpToKey.Store(true)
+			}
+		}
+	}
+}
+
+func (p *Publisher) sendVideo(ctx context.Context, track *webrtc.TrackLocalStaticSample) {
+	interval := time.Second / time.Duration(p.opts.FPS)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	aus := p.opts.Video
+	i := 0
+	for {
+		if p.jumpToKey.Swap(false) && !aus[i].Keyframe {
+			for j := 1; j < len(aus); j++ {
+				if k := (i + j) % len(aus); aus[k].Keyframe {
+					i = k
+					break
+				}
+			}
+		}
+		if err := track.WriteSample(media.Sample{Data: aus[i].Data, Duration: interval}); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+			return
+		}
+		p.framesSent.Add(1)
+		i = (i + 1) % len(aus)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (p *Publisher) sendAudio(ctx context.Context, track *webrtc.TrackLocalStaticSample) {
+	const interval = 20 * time.Millisecond
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for i := 0; ; i = (i + 1) % len(p.opts.Audio) {
+		if err := track.WriteSample(media.Sample{Data: p.opts.Audio[i], Duration: interval}); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+			return
+		}
+		p.audioSent.Add(1)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// KeyframeRequests returns how many PLI/FIR the publisher received.
+func (p *Publisher) KeyframeRequests() int64 { return p.plis.Load() }
+
+// FramesSent returns how many video frames were sent.
+func (p *Publisher) FramesSent() int64 { return p.framesSent.Load() }
+
+// Close stops sending, sends the WHIP DELETE and closes the connection. It
+// returns the DELETE's status code (0 if it was not answered).
+func (p *Publisher) Close() int {
+	status := 0
+	p.closeOnce.Do(func() {
+		if p.cancel != nil {
+			p.cancel()
+		}
+		status = p.delete()
+		_ = p.pc.Close()
+		p.wg.Wait()
+	})
+	return status
+}
+
+// Abandon stops sending and closes the connection without a DELETE, like a
+// publisher that vanishes.
+func (p *Publisher) Abandon() {
+	p.closeOnce.Do(func() {
+		if p.cancel != nil {
+			p.cancel()
+		}
+		_ = p.pc.Close()
+		p.wg.Wait()
+	})
+}
+

@@ -63,7 +63,9 @@ type HTTPError struct {
 	Body   string
 }
 
-func (e *HTTPError) Error() string { return fmt.Sprintf("WHIP POST: %d %s", e.Status, strings.TrimSpace(e.Body)) }
+func (e *HTTPError) Error() string {
+	return fmt.Sprintf("WHIP POST: %d %s", e.Status, strings.TrimSpace(e.Body))
+}
 
 // Publish negotiates over WHIP, waits until the connection is up and starts
 // sending. Stop it with Close.
@@ -338,4 +340,3 @@ func (p *Publisher) Abandon() {
 		p.wg.Wait()
 	})
 }
-

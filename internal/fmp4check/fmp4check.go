@@ -1,0 +1,145 @@
+// Package fmp4check inspects fragmented MP4 as a viewer receives it (an init
+// segment, then media segments) and validates it with ffmpeg. Tests and the
+// load tool use it; it is not on any serving path.
+package fmp4check
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+
+	"github.com/Eyevinn/mp4ff/mp4"
+)
+
+// Sample is one sample of one track.
+type Sample struct {
+	TrackID    uint32
+	DecodeTime uint64 // in the track's timescale
+	Duration   uint32
+	Size       uint32
+	Sync       bool
+}
+
+// Init describes an init segment.
+type Init struct {
+	Tracks map[uint32]TrackInfo
+	trex   map[uint32]*mp4.TrexBox
+}
+
+// TrackInfo is one track of an init segment.
+type TrackInfo struct {
+	Kind      string // "video" or "audio"
+	Timescale uint32
+	Codec     string // sample entry type, e.g. "avc1", "Opus"
+}
+
+// ParseInit parses an init segment (ftyp+moov).
+func ParseInit(data []byte) (*Init, error) {
+	f, err := mp4.DecodeFile(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("init: %w", err)
+	}
+	if f.Init == nil || f.Init.Moov == nil {
+		return nil, errors.New("init: no moov")
+	}
+	if f.Init.Moov.Mvex == nil || len(f.Init.Moov.Mvex.Trexs) != len(f.Init.Moov.Traks) {
+		return nil, errors.New("init: mvex/trex missing for some track")
+	}
+	in := &Init{Tracks: map[uint32]TrackInfo{}, trex: map[uint32]*mp4.TrexBox{}}
+	for _, trex := range f.Init.Moov.Mvex.Trexs {
+		in.trex[trex.TrackID] = trex
+	}
+	for _, trak := range f.Init.Moov.Traks {
+		ti := TrackInfo{Timescale: trak.Mdia.Mdhd.Timescale}
+		switch trak.Mdia.Hdlr.HandlerType {
+		case "vide":
+			ti.Kind = "video"
+		case "soun":
+			ti.Kind = "audio"
+		default:
+			ti.Kind = trak.Mdia.Hdlr.HandlerType
+		}
+		if stsd := trak.Mdia.Minf.Stbl.Stsd; stsd != nil && len(stsd.Children) > 0 {
+			ti.Codec = stsd.Children[0].Type()
+		}
+		in.Tracks[trak.Tkhd.TrackID] = ti
+	}
+	return in, nil
+}
+
+// ParseSegment returns the samples of a media segment (one or more
+// moof+mdat) that belongs to init, in the order they appear.
+func ParseSegment(init *Init, data []byte) ([]Sample, error) {
+	f, err := mp4.DecodeFile(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("segment: %w", err)
+	}
+	if f.Init != nil {
+		return nil, errors.New("segment: unexpected init boxes")
+	}
+	var out []Sample
+	nfrag := 0
+	for _, seg := range f.Segments {
+		for _, frag := range seg.Fragments {
+			nfrag++
+			if frag.Moof == nil || frag.Mdat == nil {
+				return nil, errors.New("segment: moof without mdat")
+			}
+			for _, traf := range frag.Moof.Trafs {
+				if traf.Tfdt == nil {
+					return nil, errors.New("segment: traf without tfdt")
+				}
+				t := traf.Tfdt.BaseMediaDecodeTime()
+				for _, trun := range traf.Truns {
+					if _, ok := init.Tracks[traf.Tfhd.TrackID]; !ok {
+						return nil, fmt.Errorf("segment: track %d is not in the init", traf.Tfhd.TrackID)
+					}
+					trun.AddSampleDefaultValues(traf.Tfhd, init.trex[traf.Tfhd.TrackID])
+					for _, s := range trun.Samples {
+						out = append(out, Sample{TrackID: traf.Tfhd.TrackID, DecodeTime: t, Duration: s.Dur, Size: s.Size, Sync: mp4.IsSyncSampleFlags(s.Flags)})
+						t += uint64(s.Dur)
+					}
+				}
+			}
+		}
+	}
+	if nfrag == 0 {
+		return nil, errors.New("segment: no moof")
+	}
+	return out, nil
+}
+
+// Decode writes init+segments to a file in dir and decodes every frame with
+// ffmpeg. It returns ffmpeg's error output (empty when clean) and the number
+// of video frames ffprobe counts.
+func Decode(dir string, init []byte, segments [][]byte) (errOutput string, videoFrames int, err error) {
+	var buf bytes.Buffer
+	buf.Write(init)
+	for _, s := range segments {
+		buf.Write(s)
+	}
+	f, err := os.CreateTemp(dir, "viewer-*.mp4")
+	if err != nil {
+		return "", 0, err
+	}
+	path := f.Name()
+	if _, err := f.Write(buf.Bytes()); err != nil {
+		f.Close()
+		return "", 0, err
+	}
+	f.Close()
+	out, err := exec.Command("ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", path, "-map", "0", "-f", "null", "-").CombinedOutput()
+	if err != nil && len(out) == 0 {
+		return "", 0, fmt.Errorf("ffmpeg: %w", err)
+	}
+	probe, perr := exec.Command("ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames",
+		"-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", path).Output()
+	if perr == nil {
+		videoFrames, _ = strconv.Atoi(strings.TrimSpace(strings.Split(string(probe), "\n")[0]))
+	}
+	return strings.TrimSpace(string(out)), videoFrames, nil
+}

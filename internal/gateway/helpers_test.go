@@ -1,0 +1,243 @@
+package gateway_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/internal/fmp4check"
+	"github.com/mseway/mseway/internal/gateway"
+	"github.com/mseway/mseway/internal/mediafile"
+	"github.com/mseway/mseway/internal/viewerclient"
+	"github.com/mseway/mseway/internal/whipclient"
+)
+
+// testGateway is a gateway on loopback for one test.
+type testGateway struct {
+	g    *gateway.Gateway
+	base string // http://127.0.0.1:port
+	ws   string // ws://127.0.0.1:port
+}
+
+// startGateway starts a gateway on loopback with ICE restricted to loopback.
+func startGateway(t *testing.T, edit func(*configs.Config)) *testGateway {
+	t.Helper()
+	cfg := configs.Default()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.WebRTC.UDPPort = 0
+	cfg.WebRTC.UDPAddress = "127.0.0.1"
+	cfg.WebRTC.IncludeLoopback = true
+	if edit != nil {
+		edit(cfg)
+	}
+	level := slog.LevelWarn
+	if os.Getenv("GATEWAY_TEST_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	g, err := gateway.New(cfg, log, gateway.Options{LoopbackOnly: true})
+	if err != nil {
+		t.Fatalf("gateway.New: %v", err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := g.Close(ctx); err != nil {
+			t.Errorf("gateway close: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	addr := ln.Addr().String()
+	return &testGateway{g: g, base: "http://" + addr, ws: "ws://" + addr}
+}
+
+// repoRoot finds the module root from this file's location.
+func repoRoot(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// testMedia loads the checked-in H.264 (640x360, 30 fps, 2 slices) and Opus files.
+func testMedia(t *testing.T) ([]mediafile.AccessUnit, [][]byte) {
+	t.Helper()
+	root := repoRoot(t)
+	video, err := mediafile.ReadH264(filepath.Join(root, "testdata/media/h264_640x360_30fps_2slices.h264"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	audio, err := mediafile.ReadOggOpus(filepath.Join(root, "testdata/media/opus_48k_stereo.ogg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return video, audio
+}
+
+func publish(t *testing.T, gw *testGateway, stream string, video []mediafile.AccessUnit, audio [][]byte) *whipclient.Publisher {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := whipclient.Publish(ctx, whipclient.Options{
+		URL: gw.base + "/whip/" + stream, Video: video, Audio: audio, FPS: 30, LoopbackOnly: true,
+	})
+	if err != nil {
+		t.Fatalf("publish %s: %v", stream, err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// viewer records what one viewer socket receives.
+type viewer struct {
+	t    *testing.T
+	name string
+	c    *viewerclient.Conn
+}
+
+func watch(t *testing.T, gw *testGateway, stream string) *viewer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := viewerclient.Dial(ctx, gw.ws+"/ws/watch/"+stream)
+	if err != nil {
+		t.Fatalf("dial viewer: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &viewer{t: t, name: stream, c: c}
+}
+
+// expectControl reads until a text message arrives and checks its type.
+// Binary messages before it are returned.
+func (v *viewer) expectControl(typ string, timeout time.Duration) (*viewerclient.Control, [][]byte) {
+	v.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var bins [][]byte
+	for {
+		m, err := v.c.Next(time.Until(deadline))
+		if err != nil {
+			v.t.Fatalf("viewer %s: waiting for %q: %v", v.name, typ, err)
+		}
+		if m.Control == nil {
+			bins = append(bins, m.Binary)
+			continue
+		}
+		if m.Control.Type != typ {
+			v.t.Fatalf("viewer %s: got %+v, want type %q", v.name, m.Control, typ)
+		}
+		return m.Control, bins
+	}
+}
+
+// expectInit reads an init announcement and the binary init segment after it.
+func (v *viewer) expectInit(timeout time.Duration) (*viewerclient.Control, []byte) {
+	v.t.Helper()
+	ctl, _ := v.expectControl("init", timeout)
+	m, err := v.c.Next(timeout)
+	if err != nil || m.Binary == nil {
+		v.t.Fatalf("viewer %s: init text not followed by a binary init segment: %v %+v", v.name, err, m.Control)
+	}
+	return ctl, m.Binary
+}
+
+// collect reads media segments for d (or until a text message, which is returned).
+func (v *viewer) collect(d time.Duration) ([][]byte, *viewerclient.Control) {
+	v.t.Helper()
+	deadline := time.Now().Add(d)
+	var segs [][]byte
+	for time.Now().Before(deadline) {
+		m, err := v.c.Next(time.Until(deadline))
+		if errors.Is(err, viewerclient.ErrTimeout) {
+			break
+		}
+		if err != nil {
+			v.t.Fatalf("viewer %s: %v", v.name, err)
+		}
+		if m.Control != nil {
+			return segs, m.Control
+		}
+		segs = append(segs, m.Binary)
+	}
+	return segs, nil
+}
+
+// requireFFmpeg fails (in CI) or skips (elsewhere) without ffmpeg.
+func requireFFmpeg(t *testing.T) {
+	t.Helper()
+	for _, bin := range []string{"ffmpeg", "ffprobe"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is required in CI", bin)
+			}
+			t.Skipf("%s not installed", bin)
+		}
+	}
+}
+
+// checkPlayable parses what a viewer received with mp4ff and decodes it with
+// ffmpeg: every segment parses, decode times rise, the first segment starts
+// with a video sync sample, every frame decodes without an error line.
+func checkPlayable(t *testing.T, who string, init []byte, segs [][]byte) (videoSamples int) {
+	t.Helper()
+	in, err := fmp4check.ParseInit(init)
+	if err != nil {
+		t.Fatalf("%s: %v", who, err)
+	}
+	var videoID uint32
+	for id, tr := range in.Tracks {
+		if tr.Kind == "video" {
+			videoID = id
+		}
+	}
+	last := map[uint32]uint64{}
+	for i, seg := range segs {
+		samples, err := fmp4check.ParseSegment(in, seg)
+		if err != nil {
+			t.Fatalf("%s: segment %d: %v", who, i, err)
+		}
+		if i == 0 && videoID != 0 {
+			if len(samples) == 0 || samples[0].TrackID != videoID || !samples[0].Sync {
+				t.Fatalf("%s: first segment does not start with a video sync sample: %+v", who, samples)
+			}
+		}
+		for _, s := range samples {
+			if s.Duration == 0 {
+				t.Fatalf("%s: segment %d: zero-duration sample on track %d", who, i, s.TrackID)
+			}
+			// Durations are estimated before the next frame is known, so a
+			// sample may overlap the previous one slightly; decode times must rise.
+			if prev, ok := last[s.TrackID]; ok && s.DecodeTime <= prev {
+				t.Fatalf("%s: segment %d: track %d decode time did not rise %d -> %d", who, i, s.TrackID, prev, s.DecodeTime)
+			}
+			last[s.TrackID] = s.DecodeTime
+			if s.TrackID == videoID {
+				videoSamples++
+			}
+		}
+	}
+	errs, frames, err := fmp4check.Decode(t.TempDir(), init, segs)
+	if err != nil {
+		t.Fatalf("%s: %v", who, err)
+	}
+	if errs != "" {
+		t.Fatalf("%s: ffmpeg reported errors:\n%s", who, errs)
+	}
+	if videoID != 0 && frames != videoSamples {
+		t.Fatalf("%s: ffmpeg decoded %d frames, the segments held %d video samples", who, frames, videoSamples)
+	}
+	return videoSamples
+}

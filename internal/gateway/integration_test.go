@@ -1,0 +1,125 @@
+package gateway_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPublishWatch publishes H.264 + Opus over WHIP from a Pion client and
+// watches with several WebSocket viewers: the waiting message, init, a
+// mid-stream join starting at a keyframe, decodable output, eos on DELETE
+// and a new init for the next publisher.
+func TestPublishWatch(t *testing.T) {
+	requireFFmpeg(t)
+	gw := startGateway(t, nil)
+	video, audio := testMedia(t)
+
+	early := watch(t, gw, "demo")
+	early.expectControl("waiting", 5*time.Second)
+
+	pub := publish(t, gw, "demo", video, audio)
+
+	ctl, init := early.expectInit(10 * time.Second)
+	if !strings.HasPrefix(ctl.MIME, `video/mp4; codecs="avc1.42`) || !strings.Contains(ctl.MIME, "opus") {
+		t.Fatalf("init mime = %q", ctl.MIME)
+	}
+	if len(ctl.Tracks) != 2 || ctl.Tracks[0].Kind != "video" || ctl.Tracks[0].Width != 640 || ctl.Tracks[0].Height != 360 ||
+		ctl.Tracks[1].Kind != "audio" || ctl.Tracks[1].Codec != "opus" || ctl.Tracks[1].SampleRate != 48000 {
+		t.Fatalf("init tracks = %+v", ctl.Tracks)
+	}
+	earlySegs, stop := early.collect(1500 * time.Millisecond)
+	if stop != nil {
+		t.Fatalf("early viewer: unexpected %+v", stop)
+	}
+
+	// Viewers joining mid-stream start at once from the GOP cache.
+	late := watch(t, gw, "demo")
+	late2 := watch(t, gw, "demo")
+	joined := time.Now()
+	_, lateInit := late.expectInit(5 * time.Second)
+	first, _ := late.collect(100 * time.Millisecond)
+	if len(first) == 0 {
+		t.Fatalf("late viewer got no segment within %v of joining", time.Since(joined))
+	}
+	_, late2Init := late2.expectInit(5 * time.Second)
+
+	more, stop := early.collect(2500 * time.Millisecond)
+	if stop != nil {
+		t.Fatalf("early viewer: unexpected %+v", stop)
+	}
+	earlySegs = append(earlySegs, more...)
+	lateSegs, stop := late.collect(500 * time.Millisecond)
+	if stop != nil {
+		t.Fatalf("late viewer: unexpected %+v", stop)
+	}
+	lateSegs = append(first, lateSegs...)
+	late2Segs, _ := late2.collect(500 * time.Millisecond)
+
+	// The API shows the stream.
+	var streams []struct {
+		Name    string `json:"name"`
+		Live    bool   `json:"live"`
+		Viewers int    `json:"viewers"`
+		Tracks  []struct {
+			Kind  string `json:"kind"`
+			Codec string `json:"codec"`
+			Width int    `json:"width"`
+		} `json:"tracks"`
+		Publisher *struct {
+			Protocol string `json:"protocol"`
+		} `json:"publisher"`
+	}
+	getJSON(t, gw.base+"/api/streams", &streams)
+	if len(streams) != 1 || streams[0].Name != "demo" || !streams[0].Live || streams[0].Viewers != 3 ||
+		len(streams[0].Tracks) != 2 || streams[0].Tracks[0].Width != 640 || streams[0].Publisher == nil || streams[0].Publisher.Protocol != "whip" {
+		t.Fatalf("/api/streams = %+v", streams)
+	}
+
+	// The publisher leaves: every viewer gets eos.
+	if status := pub.Close(); status != http.StatusOK {
+		t.Fatalf("DELETE status = %d", status)
+	}
+	for _, v := range []*viewer{early, late, late2} {
+		_, tail := v.expectControl("eos", 5*time.Second)
+		if v == early {
+			earlySegs = append(earlySegs, tail...)
+		}
+	}
+
+	n := checkPlayable(t, "early viewer", init, earlySegs)
+	if n < 90 {
+		t.Fatalf("early viewer got %d video frames in ~4 s of a 30 fps stream", n)
+	}
+	checkPlayable(t, "late viewer", lateInit, lateSegs)
+	checkPlayable(t, "late viewer 2", late2Init, late2Segs)
+
+	// A new publisher: the waiting viewers get a new init and play on.
+	publish(t, gw, "demo", video, audio)
+	_, init2 := early.expectInit(10 * time.Second)
+	segs2, _ := early.collect(1500 * time.Millisecond)
+	if len(segs2) < 20 {
+		t.Fatalf("after republish: %d segments in 1.5 s", len(segs2))
+	}
+	checkPlayable(t, "early viewer after republish", init2, segs2)
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d", url, resp.StatusCode)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("GET %s: Content-Type %q", url, ct)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}

@@ -119,7 +119,6 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	msgs := make(chan wsMessage)
-	readErr := make(chan string, 1)
 	go func() { // reader: owned by this handler, ends when conn closes
 		defer close(msgs)
 		for {
@@ -129,7 +128,7 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 			}
 			var m wsMessage
 			if mt != websocket.TextMessage || json.Unmarshal(data, &m) != nil {
-				readErr <- "invalid message: expected JSON text"
+				c.send(wsMessage{Type: "error", Message: "invalid message: expected JSON text"})
 				return
 			}
 			select {
@@ -152,6 +151,15 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 				if p != nil {
 					p.requestStop()
 					<-p.ended
+				}
+				c.mu.Lock()
+				flushing := c.closing
+				c.mu.Unlock()
+				if flushing { // let the writer deliver the error before closing
+					select {
+					case <-c.done:
+					case <-time.After(wsWriteTimeout):
+					}
 				}
 				return
 			}
@@ -189,8 +197,6 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 			default:
 				c.send(wsMessage{Type: "error", Message: "unknown message type " + truncate(m.Type, 40)})
 			}
-		case msg := <-readErr:
-			c.send(wsMessage{Type: "error", Message: msg})
 		case n := <-viewers:
 			c.send(wsMessage{Type: "viewers", Count: &n})
 		case <-sessDone:

@@ -1,0 +1,167 @@
+package gateway_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// chromiumPath returns the browser for browser tests. In CI a missing browser
+// fails the test; elsewhere it skips.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{os.Getenv("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"} {
+		if name == "" {
+			continue
+		}
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("Chromium is required in CI (apt-get install chromium)")
+	}
+	t.Skip("Chromium not installed")
+	return ""
+}
+
+// newBrowser starts headless Chromium with fake camera and microphone and
+// returns a context for its first tab. Navigation must happen on contexts
+// without a deadline; derive timeouts per step.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("headless", "new"),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("use-fake-device-for-media-stream", true),
+		chromedp.Flag("use-fake-ui-for-media-stream", true),
+		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+		// The gateway under test offers loopback ICE candidates only.
+		chromedp.Flag("allow-loopback-in-peer-connection", true),
+		// Background tabs must keep rendering and decoding.
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.Flag("disable-backgrounding-occluded-windows", true),
+		chromedp.WindowSize(1280, 800),
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
+	if err := chromedp.Do(ctx); err != nil {
+		cancel()
+		cancelAlloc()
+		t.Fatalf("start Chromium: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+	})
+	return ctx
+}
+
+// newTab opens a tab in the same browser and navigates it to url.
+func newTab(t *testing.T, browser context.Context, url string) context.Context {
+	t.Helper()
+	tab, cancel := chromedp.NewContext(browser)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(tab, chromedp.Navigate(url)); err != nil {
+		t.Fatalf("navigate %s: %v", url, err)
+	}
+	return tab
+}
+
+// waitJS polls expression until it is truthy or timeout passes.
+func waitJS(t *testing.T, tab context.Context, what, expr string, timeout time.Duration, debugExpr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, timeout)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(200*time.Millisecond))); err != nil {
+		state, _ := chromedp.Run(tab, chromedp.Evaluate[string](debugExpr))
+		t.Fatalf("%s: %v; page state: %s", what, err, state)
+	}
+}
+
+func evalJS[T any](t *testing.T, tab context.Context, expr string) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, 10*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("eval %s: %v", expr, err)
+	}
+	return v
+}
+
+type playback struct {
+	CurrentTime float64 `json:"currentTime"`
+	Width       int     `json:"width"`
+	Height      int     `json:"height"`
+	Total       int     `json:"total"`
+	Dropped     int     `json:"dropped"`
+	AudioBytes  int     `json:"audioBytes"`
+	State       string  `json:"state"`
+	Latency     float64 `json:"latency"`
+}
+
+const playbackJS = `(() => {
+  const v = document.querySelector('video');
+  const q = v.getVideoPlaybackQuality();
+  const b = v.buffered;
+  return {currentTime: v.currentTime, width: v.videoWidth, height: v.videoHeight,
+    total: q.totalVideoFrames, dropped: q.droppedVideoFrames,
+    audioBytes: v.webkitAudioDecodedByteCount || 0,
+    state: document.body.dataset.state || '',
+    latency: b.length ? b.end(b.length - 1) - v.currentTime : -1};
+})()`
+
+// TestBrowserPublishWatch: one Chromium tab publishes its fake camera and
+// microphone through publish.html over WHIP, another plays watch.html.
+func TestBrowserPublishWatch(t *testing.T) {
+	gw := startGateway(t, nil)
+	browser := newBrowser(t)
+
+	pubTab := newTab(t, browser, gw.base+"/publish.html?stream=e2e&autostart=1")
+	waitJS(t, pubTab, "publisher connected", `document.body.dataset.state === 'connected'`, 45*time.Second,
+		`JSON.stringify({state: document.body.dataset.state, error: String(window.publisher && window.publisher.error)})`)
+
+	watchTab := newTab(t, browser, gw.base+"/watch.html?stream=e2e")
+	dbg := `JSON.stringify(` + playbackJS + `)`
+	waitJS(t, watchTab, "playback started", `document.querySelector('video').currentTime > 0.2`, 45*time.Second, dbg)
+
+	start := evalJS[playback](t, watchTab, playbackJS)
+	waitJS(t, watchTab, "3 s of playback", `document.querySelector('video').currentTime >= `+ftoa(start.CurrentTime+3), 45*time.Second, dbg)
+	end := evalJS[playback](t, watchTab, playbackJS)
+	t.Logf("playback: start %+v end %+v", start, end)
+
+	if end.Width <= 0 || end.Height <= 0 {
+		t.Errorf("videoWidth x videoHeight = %dx%d", end.Width, end.Height)
+	}
+	decoded := end.Total - start.Total
+	if decoded < 30 { // the fake camera runs at 20 fps or more: 3 s is 60+ frames
+		t.Errorf("only %d frames decoded over 3 s of playback", decoded)
+	}
+	if end.Total > 0 && float64(end.Dropped) > 0.1*float64(end.Total) {
+		t.Errorf("dropped %d of %d frames", end.Dropped, end.Total)
+	}
+	if end.AudioBytes <= start.AudioBytes {
+		t.Errorf("no audio decoded: webkitAudioDecodedByteCount %d -> %d", start.AudioBytes, end.AudioBytes)
+	}
+	if end.State != "playing" {
+		t.Errorf("player state %q", end.State)
+	}
+}
+
+func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', 3, 64) }

@@ -1,0 +1,277 @@
+package mseout_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/internal/viewerclient"
+	"github.com/mseway/mseway/mseout"
+	"github.com/mseway/mseway/remux"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newServer(t *testing.T, edit func(*configs.Config)) (*mseout.Registry, string) {
+	t.Helper()
+	cfg := configs.Default()
+	if edit != nil {
+		edit(cfg)
+	}
+	r := mseout.NewRegistry(mseout.Options{Settings: cfg.StreamSettings, Limits: cfg.Limits})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.ServeViewer(w, req, strings.TrimPrefix(req.URL.Path, "/ws/watch/"))
+	}))
+	t.Cleanup(func() {
+		r.Close()
+		srv.Close()
+	})
+	return r, "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws/watch/"
+}
+
+func dial(t *testing.T, url string) *viewerclient.Conn {
+	t.Helper()
+	c, _, err := viewerclient.Dial(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func next(t *testing.T, c *viewerclient.Conn) viewerclient.Message {
+	t.Helper()
+	m, err := c.Next(5 * time.Second)
+	if err != nil {
+		t.Fatalf("next: %v", err)
+	}
+	return m
+}
+
+func expectText(t *testing.T, c *viewerclient.Conn, typ string) *viewerclient.Control {
+	t.Helper()
+	m := next(t, c)
+	if m.Control == nil || m.Control.Type != typ {
+		t.Fatalf("got %+v / %d bytes, want %q", m.Control, len(m.Binary), typ)
+	}
+	return m.Control
+}
+
+func expectBinary(t *testing.T, c *viewerclient.Conn, want string) {
+	t.Helper()
+	m := next(t, c)
+	if m.Binary == nil || string(m.Binary) != want {
+		t.Fatalf("got %+v %q, want binary %q", m.Control, m.Binary, want)
+	}
+}
+
+func testInit(id string) *remux.Init {
+	return &remux.Init{MIME: `video/mp4; codecs="avc1.42c01f"`, Tracks: []remux.Track{{ID: 1, Kind: "video", Codec: "avc1.42c01f", Width: 640, Height: 360}}, Data: []byte(id)}
+}
+
+func segment(data string, key bool) *remux.Segment {
+	return &remux.Segment{Data: []byte(data), Keyframe: key, HasVideo: true}
+}
+
+func TestWaitingInitGOPCacheEOS(t *testing.T) {
+	r, base := newServer(t, nil)
+	early := dial(t, base+"demo")
+	expectText(t, early, "waiting")
+
+	var asks atomic.Int32
+	pub, err := r.Publish("demo", mseout.PublisherInfo{Protocol: "test", RequestKeyframe: func() { asks.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.WriteSegment(segment("lost: before init", true))
+	pub.WriteInit(testInit("init1"))
+	pub.WriteSegment(segment("k1", true))
+	pub.WriteSegment(segment("d1", false))
+
+	ctl := expectText(t, early, "init")
+	if ctl.MIME == "" || len(ctl.Tracks) != 1 || ctl.Tracks[0].Width != 640 {
+		t.Fatalf("init = %+v", ctl)
+	}
+	expectBinary(t, early, "init1")
+	expectBinary(t, early, "k1")
+	expectBinary(t, early, "d1")
+
+	// A late viewer gets the init and the GOP so far, at once.
+	late := dial(t, base+"demo")
+	expectText(t, late, "init")
+	expectBinary(t, late, "init1")
+	expectBinary(t, late, "k1")
+	expectBinary(t, late, "d1")
+
+	// A new keyframe restarts the cache.
+	pub.WriteSegment(segment("k2", true))
+	later := dial(t, base+"demo")
+	expectText(t, later, "init")
+	expectBinary(t, later, "init1")
+	expectBinary(t, later, "k2")
+
+	// Viewer count reaches the publisher.
+	deadline := time.After(5 * time.Second)
+	for n := 0; n != 3; {
+		select {
+		case n = <-pub.Viewers():
+		case <-deadline:
+			t.Fatalf("viewer count %d, want 3", n)
+		}
+	}
+
+	pub.Close()
+	for _, c := range []*viewerclient.Conn{early, late, later} {
+		for {
+			m := next(t, c)
+			if m.Control != nil {
+				if m.Control.Type != "eos" {
+					t.Fatalf("got %+v, want eos", m.Control)
+				}
+				break
+			}
+		}
+	}
+	select {
+	case <-pub.Done():
+	default:
+		t.Fatal("Done not closed after Close")
+	}
+	if s := r.Streams(); len(s) != 1 || s[0].Live || s[0].Viewers != 3 {
+		t.Fatalf("streams after eos: %+v", s)
+	}
+}
+
+func TestTakeoverAndBusy(t *testing.T) {
+	r, base := newServer(t, func(c *configs.Config) {
+		s := c.StreamDefaults
+		s.AllowTakeover = false
+		c.Streams["locked"] = s
+	})
+	first, err := r.Publish("open", mseout.PublisherInfo{Protocol: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.WriteInit(testInit("a"))
+	first.WriteSegment(segment("a-k", true))
+	v := dial(t, base+"open")
+	expectText(t, v, "init")
+	expectBinary(t, v, "a")
+	expectBinary(t, v, "a-k")
+
+	second, err := r.Publish("open", mseout.PublisherInfo{Protocol: "test"})
+	if err != nil {
+		t.Fatalf("takeover refused: %v", err)
+	}
+	select {
+	case <-first.Done():
+	case <-time.After(time.Second):
+		t.Fatal("replaced publication not done")
+	}
+	first.WriteSegment(segment("stale", false)) // ignored
+	first.Close()                               // no eos: the stream is live
+	second.WriteInit(testInit("b"))
+	second.WriteSegment(segment("b-k", true))
+	expectText(t, v, "init")
+	expectBinary(t, v, "b")
+	expectBinary(t, v, "b-k")
+
+	if _, err := r.Publish("locked", mseout.PublisherInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Publish("locked", mseout.PublisherInfo{}); !errors.Is(err, mseout.ErrStreamBusy) {
+		t.Fatalf("second publish on locked stream: %v", err)
+	}
+	if err := r.CheckPublish("locked"); !errors.Is(err, mseout.ErrStreamBusy) {
+		t.Fatalf("CheckPublish: %v", err)
+	}
+}
+
+func TestKeyframeRequestedWithoutCache(t *testing.T) {
+	r, base := newServer(t, nil)
+	var asks atomic.Int32
+	pub, err := r.Publish("k", mseout.PublisherInfo{RequestKeyframe: func() { asks.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.WriteInit(testInit("i"))
+	v := dial(t, base+"k") // no keyframe yet: the hub asks for one
+	for deadline := time.Now().Add(5 * time.Second); asks.Load() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("no keyframe request for a viewer without a cached keyframe")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	pub.WriteSegment(segment("d", false)) // a viewer never starts on a delta
+	pub.WriteSegment(segment("k", true))
+	expectText(t, v, "init")
+	expectBinary(t, v, "i")
+	expectBinary(t, v, "k")
+}
+
+func TestLimitsAndBadMessages(t *testing.T) {
+	r, base := newServer(t, func(c *configs.Config) {
+		c.Limits.MaxViewersPerStream = 1
+		s := c.StreamDefaults
+		s.WaitForPublisher = false
+		c.Streams["strict"] = s
+	})
+	a := dial(t, base+"one")
+	expectText(t, a, "waiting")
+	b := dial(t, base+"one")
+	if ctl := expectText(t, b, "error"); !strings.Contains(ctl.Message, "too many viewers") {
+		t.Fatalf("got %q", ctl.Message)
+	}
+	c := dial(t, base+"strict")
+	if ctl := expectText(t, c, "error"); !strings.Contains(ctl.Message, "not found") {
+		t.Fatalf("got %q", ctl.Message)
+	}
+	// Stats are accepted and shown; garbage gets an error and a close.
+	if err := a.SendText(`{"type":"stats","latency":0.25,"buffered":0.5,"decodedFrames":100,"droppedFrames":2}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SendText(`{"type":"future-message"}`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s := r.Streams()
+		if len(s) > 0 && s[0].ViewerStats != nil && s[0].ViewerStats.LatencyAvg == 0.25 && s[0].ViewerStats.DroppedFrames == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats not visible: %+v", s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := a.SendText("not json"); err != nil {
+		t.Fatal(err)
+	}
+	if ctl := expectText(t, a, "error"); !strings.Contains(ctl.Message, "JSON") {
+		t.Fatalf("got %q", ctl.Message)
+	}
+	if _, err := a.Next(5 * time.Second); err == nil || errors.Is(err, viewerclient.ErrTimeout) {
+		t.Fatalf("not closed after error: %v", err)
+	}
+}
+
+func TestShutdownTellsViewers(t *testing.T) {
+	r, base := newServer(t, nil)
+	v := dial(t, base+"s")
+	expectText(t, v, "waiting")
+	r.Close()
+	if ctl := expectText(t, v, "error"); !strings.Contains(ctl.Message, "shutting down") {
+		t.Fatalf("got %q", ctl.Message)
+	}
+	if _, err := r.Publish("s", mseout.PublisherInfo{}); !errors.Is(err, mseout.ErrClosed) {
+		t.Fatalf("publish after close: %v", err)
+	}
+}

@@ -1,0 +1,547 @@
+// Worker-safe parts of the MSE player: the viewer WebSocket (protocol v1, see
+// PROTOCOL.md "Watching") and the MediaSource/SourceBuffer append pipeline.
+//
+// Nothing in this module touches the DOM (no window, document or <video>), so a
+// dedicated worker can import it unchanged: there the MediaSource is created in the
+// worker and its `handle` is posted to the page instead of a blob URL (see the
+// `attach` option of MSEPipeline). Everything that needs the <video> element
+// (live-edge control, stall handling, stats) lives in player.js.
+
+const MS = globalThis.MediaSource || globalThis.ManagedMediaSource || globalThis.WebKitMediaSource;
+
+/** The MediaSource constructor this browser has (MediaSource, or ManagedMediaSource on iOS Safari). */
+export function mediaSourceClass() {
+  return MS;
+}
+
+/**
+ * Pick the SourceBuffer type to use for an init mime: as sent, or with `Opus`
+ * capitalised (some Safari versions only accept that spelling). Returns null when
+ * the browser supports neither.
+ */
+export function resolveMime(mime, MSClass = MS) {
+  if (!MSClass || !mime) return null;
+  if (MSClass.isTypeSupported(mime)) return mime;
+  if (/opus/.test(mime)) {
+    const alt = mime.replace(/opus/g, 'Opus');
+    if (MSClass.isTypeSupported(alt)) return alt;
+  }
+  return null;
+}
+
+// ---------------------------------------------------------------------------
+// Minimal ISO BMFF reading: timescales from an init segment and the earliest
+// decode time of a media segment. Used to keep one continuous timeline when a new
+// init (new SPS, new publisher) restarts the timestamps.
+
+function* boxes(view, start, end) {
+  let p = start;
+  while (p + 8 <= end) {
+    let size = view.getUint32(p);
+    const type = String.fromCharCode(view.getUint8(p + 4), view.getUint8(p + 5), view.getUint8(p + 6), view.getUint8(p + 7));
+    let hdr = 8;
+    if (size === 1) {
+      if (p + 16 > end) return;
+      size = Number(view.getBigUint64(p + 8));
+      hdr = 16;
+    } else if (size === 0) {
+      size = end - p;
+    }
+    if (size < hdr || p + size > end) return;
+    yield { type, body: p + hdr, end: p + size };
+    p += size;
+  }
+}
+
+function child(view, box, type) {
+  for (const b of boxes(view, box.body, box.end)) if (b.type === type) return b;
+  return null;
+}
+
+function toView(buf) {
+  return buf instanceof DataView ? buf : ArrayBuffer.isView(buf)
+    ? new DataView(buf.buffer, buf.byteOffset, buf.byteLength) : new DataView(buf);
+}
+
+/** Map of track_ID -> timescale from an init segment (ftyp+moov). Empty on parse failure. */
+export function parseInitTimescales(buf) {
+  const out = new Map();
+  try {
+    const v = toView(buf);
+    for (const top of boxes(v, 0, v.byteLength)) {
+      if (top.type !== 'moov') continue;
+      for (const trak of boxes(v, top.body, top.end)) {
+        if (trak.type !== 'trak') continue;
+        const tkhd = child(v, trak, 'tkhd');
+        const mdia = child(v, trak, 'mdia');
+        const mdhd = mdia && child(v, mdia, 'mdhd');
+        if (!tkhd || !mdhd) continue;
+        const tkv = v.getUint8(tkhd.body);
+        const id = v.getUint32(tkhd.body + (tkv === 1 ? 20 : 12));
+        const mdv = v.getUint8(mdhd.body);
+        const ts = v.getUint32(mdhd.body + (mdv === 1 ? 20 : 12));
+        if (ts > 0) out.set(id, ts);
+      }
+    }
+  } catch {
+    /* truncated or odd box: no timescales */
+  }
+  return out;
+}
+
+/** Earliest baseMediaDecodeTime of a media segment, in seconds; NaN if unknown. */
+export function segmentStartTime(buf, timescales) {
+  let best = NaN;
+  try {
+    const v = toView(buf);
+    for (const top of boxes(v, 0, v.byteLength)) {
+      if (top.type !== 'moof') continue;
+      for (const traf of boxes(v, top.body, top.end)) {
+        if (traf.type !== 'traf') continue;
+        const tfhd = child(v, traf, 'tfhd');
+        const tfdt = child(v, traf, 'tfdt');
+        if (!tfhd || !tfdt) continue;
+        const id = v.getUint32(tfhd.body + 4);
+        const ts = timescales.get(id);
+        if (!ts) continue;
+        const t = v.getUint8(tfdt.body) === 1 ? Number(v.getBigUint64(tfdt.body + 4)) : v.getUint32(tfdt.body + 4);
+        const s = t / ts;
+        if (Number.isNaN(best) || s < best) best = s;
+      }
+    }
+  } catch {
+    /* ignore */
+  }
+  return best;
+}
+
+function trackSignature(tracks) {
+  if (!Array.isArray(tracks)) return '';
+  const n = { video: 0, audio: 0, other: 0 };
+  for (const t of tracks) n[t && (t.kind === 'video' || t.kind === 'audio') ? t.kind : 'other']++;
+  return `v${n.video}a${n.audio}o${n.other}`;
+}
+
+// ---------------------------------------------------------------------------
+
+/**
+ * The viewer WebSocket with reconnect. Calls handlers:
+ *   onOpen(), onWaiting(), onInit(info, initSegment:ArrayBuffer), onSegment(ArrayBuffer),
+ *   onEos(), onError(message), onClose({code, reason, retryIn}), onMessage(obj) for unknown text.
+ * Reconnects with exponential backoff (0.5 s .. 8 s) after every close, unless stop()ped.
+ */
+export class WatchSocket {
+  constructor(url, handlers = {}, { minBackoff = 500, maxBackoff = 8000 } = {}) {
+    this.url = url;
+    this.h = handlers;
+    this.minBackoff = minBackoff;
+    this.maxBackoff = maxBackoff;
+    this.backoff = minBackoff;
+    this.ws = null;
+    this.stopped = true;
+    this.timer = null;
+    this.pendingInit = null;
+    this.connects = 0;
+    this.bytes = 0;
+    this.messages = 0;
+    this.lastErrorMessage = null;
+  }
+
+  start() {
+    this.stopped = false;
+    this._connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = null;
+    if (this.ws) {
+      const ws = this.ws;
+      this.ws = null;
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try { ws.close(1000, 'viewer stopped'); } catch { /* already closed */ }
+    }
+  }
+
+  get open() {
+    return !!this.ws && this.ws.readyState === 1;
+  }
+
+  send(obj) {
+    if (!this.open) return false;
+    try {
+      this.ws.send(typeof obj === 'string' ? obj : JSON.stringify(obj));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  _call(name, ...args) {
+    const f = this.h[name];
+    if (typeof f === 'function') {
+      try { f(...args); } catch (e) { console.error(`WatchSocket ${name} handler`, e); }
+    }
+  }
+
+  _connect() {
+    if (this.stopped) return;
+    this.pendingInit = null;
+    this.lastErrorMessage = null;
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch (e) {
+      this._call('onError', `cannot open WebSocket: ${e.message || e}`);
+      this._scheduleReconnect(0, String(e));
+      return;
+    }
+    ws.binaryType = 'arraybuffer';
+    this.ws = ws;
+    this.connects++;
+    this.opened = false;
+    ws.onopen = () => { this.opened = true; this._call('onOpen'); };
+    ws.onmessage = (ev) => this._onMessage(ev);
+    ws.onerror = () => { /* a close event always follows */ };
+    ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this._scheduleReconnect(ev.code, ev.reason);
+    };
+  }
+
+  _scheduleReconnect(code, reason) {
+    if (this.stopped) return;
+    // After a server error (auth, stream unknown, too far behind) do not hammer it.
+    const delay = this.lastErrorMessage ? Math.max(this.backoff, 2000) : this.backoff;
+    this.backoff = Math.min(this.maxBackoff, this.backoff * 2);
+    this._call('onClose', { code, reason, retryIn: delay / 1000, error: this.lastErrorMessage, opened: !!this.opened });
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => { this.timer = null; this._connect(); }, delay);
+  }
+
+  _onMessage(ev) {
+    this.messages++;
+    const d = ev.data;
+    if (typeof d !== 'string') {
+      this.bytes += d.byteLength;
+      if (this.pendingInit) {
+        const info = this.pendingInit;
+        this.pendingInit = null;
+        this._call('onInit', info, d);
+      } else {
+        this._call('onSegment', d);
+      }
+      return;
+    }
+    this.bytes += d.length;
+    let msg;
+    try {
+      msg = JSON.parse(d);
+    } catch {
+      console.warn('WatchSocket: ignoring non-JSON text message', d.slice(0, 200));
+      return;
+    }
+    switch (msg && msg.type) {
+      case 'waiting':
+        this.backoff = this.minBackoff;
+        this._call('onWaiting', msg);
+        break;
+      case 'init':
+        this.backoff = this.minBackoff;
+        this.pendingInit = msg; // the next binary message is its init segment
+        break;
+      case 'eos':
+        this.pendingInit = null;
+        this._call('onEos', msg);
+        break;
+      case 'error':
+        this.lastErrorMessage = String(msg.message || 'server error');
+        this._call('onError', this.lastErrorMessage);
+        break;
+      default:
+        this._call('onMessage', msg);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+/**
+ * MediaSource + one SourceBuffer fed from init/media segments, in order, one append
+ * at a time. Options:
+ *   attach(ms)   required: connect the MediaSource to a media element
+ *                (main thread: video.src = URL.createObjectURL(ms); worker: post ms.handle)
+ *   onEvent(ev)  {type: 'open'|'appended'|'rebuilt'|'error'|'dropped'|'timeline', ...}
+ *   maxQueue     pending media segments before the queue is dropped (default 200)
+ * The owner keeps `playhead` up to date (the element's currentTime) for eviction.
+ */
+export class MSEPipeline {
+  constructor({ attach, onEvent, maxQueue = 200 } = {}) {
+    if (!MS) throw new Error('this browser has no MediaSource support');
+    this.attachFn = attach;
+    this.onEvent = onEvent || (() => {});
+    this.maxQueue = maxQueue;
+    this.ms = null;
+    this.sb = null;
+    this.type = null; // SourceBuffer type actually used
+    this.mime = null; // mime as received
+    this.sig = ''; // track-kind signature of the current SourceBuffer
+    this.queue = [];
+    this.mediaPending = 0;
+    this.timescales = new Map();
+    this.lastInit = null; // {info, data} for rebuilds
+    this.playhead = NaN;
+    this.appends = 0;
+    this.bytesAppended = 0;
+    this.dropped = 0;
+    this.destroyed = false;
+    this._appendedKind = null;
+    this._onUpdateEnd = () => {
+      const kind = this._appendedKind;
+      this._appendedKind = null;
+      if (kind) this._emit('appended', { kind });
+      this._pump();
+    };
+  }
+
+  _emit(type, extra) {
+    try { this.onEvent(Object.assign({ type }, extra)); } catch (e) { console.error('MSEPipeline event handler', e); }
+  }
+
+  /** Handle an init message + its init segment. Builds the MediaSource on first use. */
+  handleInit(info, data, { forceRebuild = false } = {}) {
+    const mime = info && info.mime;
+    const type = resolveMime(mime);
+    if (!type) {
+      this._emit('error', { fatal: true, message: `this browser cannot play ${mime || '(no mime)'}` });
+      return false;
+    }
+    const sig = trackSignature(info.tracks);
+    const timescales = parseInitTimescales(data);
+    this.lastInit = { info, data };
+    const canReuse = this.sb && this.ms && this.ms.readyState === 'open' && !forceRebuild &&
+      (sig === this.sig || !info.tracks) && (type === this.type || typeof this.sb.changeType === 'function');
+    if (!canReuse) {
+      this._build(type, sig);
+      this.mime = mime;
+      this.timescales = timescales;
+      this.queue.push({ op: 'append', kind: 'init', data });
+      this._pump();
+      return true;
+    }
+    // Same SourceBuffer: changeType (also resets the need-random-access-point flag),
+    // then the new init segment; the next media segment is checked for a timeline jump.
+    if (typeof this.sb.changeType === 'function') this.queue.push({ op: 'changeType', type });
+    this.queue.push({ op: 'append', kind: 'init', data });
+    this.queue.push({ op: 'timeline', timescales });
+    this.mime = mime;
+    this.type = type;
+    this.timescales = timescales;
+    this._pump();
+    return true;
+  }
+
+  /** Rebuild a fresh MediaSource from the last init (after a media error). */
+  rebuild() {
+    if (!this.lastInit) return false;
+    const { info, data } = this.lastInit;
+    const media = this.queue.filter((o) => o.kind === 'media');
+    this.handleInit(info, data, { forceRebuild: true });
+    // Media still queued goes after the new init; frames before the next keyframe are
+    // dropped by MSE itself (need-random-access-point flag of a new SourceBuffer).
+    for (const op of media) this.queue.push(op);
+    this.mediaPending = media.length;
+    this._emit('rebuilt', {});
+    this._pump();
+    return true;
+  }
+
+  /** Queue a media segment (one or more moof+mdat). */
+  appendSegment(data) {
+    if (!this.ms) return false; // no init yet: nothing can use it
+    if (this.mediaPending >= this.maxQueue) this._dropQueue();
+    this.queue.push({ op: 'append', kind: 'media', data });
+    this.mediaPending++;
+    this._pump();
+    return true;
+  }
+
+  /** Remove media older than playhead - keep seconds (no-op while busy or nothing to do). */
+  evict(playhead, keep = 10) {
+    const sb = this.sb;
+    if (!sb || !Number.isFinite(playhead) || this.queue.some((o) => o.op === 'remove')) return;
+    let buf;
+    try { buf = sb.buffered; } catch { return; }
+    if (!buf.length) return;
+    const start = buf.start(0);
+    const cut = playhead - keep;
+    if (cut - start > 0.5) {
+      this.queue.unshift({ op: 'remove', start: 0, end: cut });
+      this._pump();
+    }
+  }
+
+  /** Buffered ranges of the SourceBuffer as [[start, end], ...]. */
+  bufferedRanges() {
+    const out = [];
+    try {
+      const b = this.sb && this.sb.buffered;
+      if (b) for (let i = 0; i < b.length; i++) out.push([b.start(i), b.end(i)]);
+    } catch { /* SourceBuffer removed */ }
+    return out;
+  }
+
+  get pending() {
+    return this.queue.length;
+  }
+
+  destroy() {
+    this.destroyed = true;
+    this._teardown();
+  }
+
+  _dropQueue() {
+    // Drop media up to the next queued init; if there is none, drop all queued media and
+    // reset the parser so MSE waits for the next keyframe instead of decoding garbage.
+    const firstInit = this.queue.findIndex((o) => o.kind === 'init');
+    let dropped = 0;
+    const kept = [];
+    this.queue.forEach((o, i) => {
+      if (o.kind === 'media' && (firstInit < 0 || i < firstInit)) dropped++;
+      else kept.push(o);
+    });
+    if (firstInit < 0) kept.unshift({ op: 'abort' });
+    this.queue = kept;
+    this.mediaPending = kept.filter((o) => o.kind === 'media').length;
+    this.dropped += dropped;
+    this._emit('dropped', { count: dropped });
+  }
+
+  _teardown() {
+    const ms = this.ms;
+    const sb = this.sb;
+    this.ms = null;
+    this.sb = null;
+    this.queue = [];
+    this.mediaPending = 0;
+    if (sb) sb.removeEventListener('updateend', this._onUpdateEnd);
+    if (ms && ms.readyState === 'open') {
+      try { if (sb && sb.updating) sb.abort(); } catch { /* ignore */ }
+    }
+  }
+
+  _build(type, sig) {
+    this._teardown();
+    const ms = new MS();
+    this.ms = ms;
+    this.type = type;
+    this.sig = sig;
+    ms.addEventListener('sourceopen', () => {
+      if (this.ms !== ms || this.destroyed) return;
+      try {
+        const sb = ms.addSourceBuffer(type);
+        try { sb.mode = 'segments'; } catch { /* default is segments for mp4 */ }
+        sb.addEventListener('updateend', this._onUpdateEnd);
+        sb.addEventListener('error', () => this._emit('error', { fatal: false, message: 'SourceBuffer append error' }));
+        this.sb = sb;
+      } catch (e) {
+        this._emit('error', { fatal: true, message: `addSourceBuffer(${type}) failed: ${e.message || e}` });
+        return;
+      }
+      this._emit('open', { type });
+      this._pump();
+    }, { once: true });
+    this.attachFn(ms);
+  }
+
+  _pump() {
+    const sb = this.sb;
+    const ms = this.ms;
+    if (!sb || !ms || this.destroyed || sb.updating) return;
+    if (ms.readyState !== 'open') return;
+    while (this.queue.length) {
+      const op = this.queue[0];
+      try {
+        if (op.op === 'changeType') {
+          this.queue.shift();
+          sb.changeType(op.type);
+          continue;
+        }
+        if (op.op === 'abort') {
+          this.queue.shift();
+          sb.abort();
+          continue;
+        }
+        if (op.op === 'timeline') {
+          // Applies to the next media segment: wait until it is queued.
+          const next = this.queue.find((o) => o.kind === 'media');
+          if (!next) return;
+          this.queue.shift();
+          this._fixTimeline(next.data, op.timescales);
+          continue;
+        }
+        if (op.op === 'remove') {
+          this.queue.shift();
+          const b = sb.buffered;
+          if (!b.length) continue;
+          const start = Math.max(op.start, b.start(0));
+          const end = Math.min(op.end, b.end(b.length - 1));
+          if (end - start > 0.01 && !Number.isNaN(ms.duration)) {
+            sb.remove(start, end);
+            return; // updateend continues the queue
+          }
+          continue;
+        }
+        // append
+        sb.appendBuffer(op.data);
+        this.queue.shift();
+        if (op.kind === 'media') this.mediaPending = Math.max(0, this.mediaPending - 1);
+        this.appends++;
+        this.bytesAppended += op.data.byteLength;
+        this._appendedKind = op.kind;
+        return; // updateend continues the queue
+      } catch (e) {
+        if (e && e.name === 'QuotaExceededError' && op.op === 'append' && !op.retried) {
+          // Evict hard (keep 2 s behind the playhead, or the newest 2 s), then retry once.
+          op.retried = true;
+          const b = sb.buffered;
+          if (b.length) {
+            const end = b.end(b.length - 1);
+            let cut = Number.isFinite(this.playhead) ? this.playhead - 2 : end - 2;
+            if (cut <= b.start(0) + 0.1) cut = end - 2;
+            this.queue.unshift({ op: 'remove', start: 0, end: cut });
+            this._emit('error', { fatal: false, message: 'buffer full: evicting' });
+            continue;
+          }
+        }
+        if (this.queue[0] === op) this.queue.shift();
+        if (op.kind === 'media') {
+          this.mediaPending = Math.max(0, this.mediaPending - 1);
+          // A lost segment breaks the references of the frames after it: reset the
+          // parser so MSE skips to the next keyframe.
+          this.queue.unshift({ op: 'abort' });
+        }
+        this._emit('error', { fatal: false, message: `${op.op} failed: ${(e && e.name) || ''} ${(e && e.message) || e}`.trim() });
+        if (ms.readyState !== 'open') return;
+      }
+    }
+  }
+
+  _fixTimeline(data, timescales) {
+    // A new init may restart the decode timeline (new publisher) or jump it. Map the
+    // new segments right after what is buffered so playback continues seamlessly.
+    const sb = this.sb;
+    const t = segmentStartTime(data, timescales);
+    if (!Number.isFinite(t)) return;
+    const b = sb.buffered;
+    if (!b.length) return;
+    const lastEnd = b.end(b.length - 1);
+    const at = t + sb.timestampOffset;
+    if (at < lastEnd - 0.5 || at > lastEnd + 1.0) {
+      sb.timestampOffset = lastEnd - t;
+      this._emit('timeline', { from: at, to: lastEnd, offset: sb.timestampOffset });
+    }
+  }
+}

@@ -1,0 +1,143 @@
+// watch.html: plays /ws/watch/NAME with MSEPlayer and shows its state and stats.
+// Query: stream=NAME (required), token=T, latency=seconds (target, default 0.2), muted=0.
+import { MSEPlayer } from './player.js';
+import { params, validStreamName, describeTrack, formatBitrate } from './common.js';
+
+const $ = (id) => document.getElementById(id);
+const q = params();
+const name = q.get('stream') || '';
+const token = q.get('token') || '';
+let target = parseFloat(q.get('latency'));
+if (!Number.isFinite(target) || target < 0.05 || target > 30) target = 0.2;
+
+const video = $('video');
+const STATE_TEXT = {
+  connecting: 'Connecting…',
+  waiting: 'Waiting for publisher…',
+  playing: '',
+  ended: 'Stream ended',
+  error: 'Error',
+};
+
+function setBodyState(state) {
+  document.body.dataset.state = state;
+}
+
+function fmtSec(x) {
+  return Number.isFinite(x) ? `${(x * 1000).toFixed(0)} ms` : '—';
+}
+
+function renderState(state, message) {
+  setBodyState(state);
+  const pill = $('pill');
+  pill.textContent = state;
+  pill.className = `pill pill-${state}`;
+  const banner = $('banner');
+  const text = state === 'playing' ? '' : (state === 'error' ? `Error: ${message}` :
+    state === 'connecting' && message && message !== 'connecting' ? `${STATE_TEXT.connecting} (${message})` :
+      state === 'ended' && message ? `Stream ended — ${message.replace(/^stream ended[:;]?\s*/i, '')}` :
+        STATE_TEXT[state] || message);
+  $('banner-text').textContent = text;
+  banner.hidden = state === 'playing';
+  banner.classList.toggle('banner-error', state === 'error');
+  banner.classList.toggle('banner-busy', state === 'connecting' || state === 'waiting');
+  $('i-status').textContent = message && message !== state ? `${state} — ${message}` : state;
+  $('s-state').textContent = state;
+}
+
+function renderStats(s) {
+  $('s-latency').textContent = s.latency === null ? '—' : `${fmtSec(s.latency)} (target ${fmtSec(s.targetLatency)})`;
+  $('s-buffer').textContent = s.buffered === null ? '—' : fmtSec(s.buffered);
+  $('s-res').textContent = s.width && s.height ? `${s.width}×${s.height}` : '—';
+  $('s-fps').textContent = s.fps === null ? '—' : s.fps.toFixed(1);
+  $('s-bitrate').textContent = s.bitrate === null ? '—' : formatBitrate(s.bitrate);
+  $('s-frames').textContent = `${s.droppedFrames} / ${s.decodedFrames}`;
+  $('s-rate').textContent = `${s.playbackRate.toFixed(2)}×`;
+  $('s-segments').textContent = `${s.segments}${s.queue ? ` (${s.queue} queued)` : ''}`;
+  $('s-inits').textContent = String(s.inits);
+  $('s-reconnects').textContent = String(s.reconnects);
+}
+
+function renderInit(info) {
+  $('i-mime').textContent = info.mime || '—';
+  const tracks = Array.isArray(info.tracks) ? info.tracks : [];
+  $('i-tracks').textContent = tracks.length ? tracks.map((t) => `${t.kind || '?'}: ${describeTrack(t)}`).join(' · ') : '—';
+}
+
+function setupControls(player) {
+  const mute = $('mute');
+  const syncMute = () => {
+    mute.textContent = video.muted ? 'Unmute' : 'Mute';
+    mute.setAttribute('aria-pressed', String(!video.muted));
+  };
+  mute.addEventListener('click', () => player.setMuted(!video.muted));
+  video.addEventListener('volumechange', syncMute);
+  syncMute();
+
+  $('live').addEventListener('click', () => player.seekLive());
+
+  const statsBox = $('stats');
+  const statsBtn = $('stats-toggle');
+  const showStats = (on, save) => {
+    statsBox.hidden = !on;
+    statsBtn.setAttribute('aria-pressed', String(on));
+    if (save) try { localStorage.setItem('mseway.stats', on ? '1' : '0'); } catch { /* private mode */ }
+  };
+  // Default: on, except on small screens where it would cover the picture.
+  let initial = !(window.matchMedia && window.matchMedia('(max-width: 600px)').matches);
+  try {
+    const saved = localStorage.getItem('mseway.stats');
+    if (saved !== null) initial = saved === '1';
+  } catch { /* ignore */ }
+  showStats(initial);
+  statsBtn.addEventListener('click', () => showStats(statsBox.hidden, true));
+
+  const fs = $('fullscreen');
+  const box = $('player');
+  fs.addEventListener('click', () => {
+    if (document.fullscreenElement) document.exitFullscreen();
+    else if (box.requestFullscreen) box.requestFullscreen().catch(() => {});
+    else if (video.webkitEnterFullscreen) video.webkitEnterFullscreen();
+  });
+
+  const gesture = $('gesture');
+  player.addEventListener('gesture', () => { gesture.hidden = false; });
+  gesture.addEventListener('click', () => {
+    gesture.hidden = true;
+    player.play();
+  });
+}
+
+function main() {
+  $('stream-name').textContent = name || '(none)';
+  $('i-name').textContent = name || '—';
+  $('i-target').textContent = fmtSec(target);
+  document.title = `${name || 'Watch'} · mseway`;
+
+  if (!validStreamName(name)) {
+    const msg = name ? `invalid stream name "${name}" (1-64 chars of A-Z a-z 0-9 . _ -)` : 'no stream given: open watch.html?stream=NAME';
+    window.player = { state: 'error', stats: {}, inits: 0, lastError: msg };
+    renderState('error', msg);
+    $('i-error').textContent = msg;
+    $('publish-link').hidden = true;
+    return;
+  }
+  $('publish-link').href = `/publish.html?stream=${encodeURIComponent(name)}${token ? `&token=${encodeURIComponent(token)}` : ''}`;
+
+  const player = new MSEPlayer(video, { stream: name, token, targetLatency: target });
+  window.player = player;
+  player.addEventListener('state', (ev) => {
+    renderState(ev.detail.state, ev.detail.message);
+    $('i-error').textContent = player.lastError || '—';
+  });
+  player.addEventListener('stats', (ev) => renderStats(ev.detail));
+  player.addEventListener('init', (ev) => renderInit(ev.detail));
+  setupControls(player);
+  renderState(player.state, player.message);
+  player.start();
+  if (q.get('muted') === '0') player.setMuted(false);
+  window.addEventListener('pagehide', () => player.stop());
+  window.addEventListener('pageshow', (ev) => { if (ev.persisted) player.start(); });
+}
+
+main();

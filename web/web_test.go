@@ -1,0 +1,113 @@
+package web
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func get(t *testing.T, h http.Handler, method, target string, hdr map[string]string) *http.Response {
+	t.Helper()
+	req := httptest.NewRequest(method, target, nil)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec.Result()
+}
+
+func TestHandlerServesFiles(t *testing.T) {
+	h := Handler()
+	tests := []struct {
+		path, ctype, contains string
+	}{
+		{"/", "text/html", "<!doctype html>"},
+		{"/index.html", "text/html", "index.js"},
+		{"/publish.html", "text/html", "publish.js"},
+		{"/watch.html", "text/html", "watch.js"},
+		{"/player.js", "text/javascript", "export class MSEPlayer"},
+		{"/engine.js", "text/javascript", "export class MSEPipeline"},
+		{"/publish.js", "text/javascript", "/whip/"},
+		{"/watch.js", "text/javascript", "MSEPlayer"},
+		{"/index.js", "text/javascript", "/api/streams"},
+		{"/common.js", "text/javascript", "STREAM_NAME_RE"},
+		{"/style.css", "text/css", "--bg"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			res := get(t, h, http.MethodGet, tc.path, nil)
+			if res.StatusCode != http.StatusOK {
+				t.Fatalf("status = %d, want 200", res.StatusCode)
+			}
+			if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, tc.ctype) {
+				t.Errorf("Content-Type = %q, want %s", ct, tc.ctype)
+			}
+			if res.Header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("missing X-Content-Type-Options: nosniff")
+			}
+			body, _ := io.ReadAll(res.Body)
+			if !strings.Contains(string(body), tc.contains) {
+				t.Errorf("body does not contain %q", tc.contains)
+			}
+		})
+	}
+}
+
+func TestHandlerNotFound(t *testing.T) {
+	h := Handler()
+	for _, p := range []string{"/missing.html", "/nope/", "/static/index.html", "/../web.go", "/web.go", "/x.js"} {
+		t.Run(p, func(t *testing.T) {
+			res := get(t, h, http.MethodGet, p, nil)
+			if res.StatusCode != http.StatusNotFound {
+				t.Fatalf("status = %d, want 404", res.StatusCode)
+			}
+			if ct := res.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q, want application/json", ct)
+			}
+			var body struct {
+				Error string `json:"error"`
+			}
+			if err := json.NewDecoder(res.Body).Decode(&body); err != nil || body.Error == "" {
+				t.Errorf("body is not a JSON error: %v %+v", err, body)
+			}
+		})
+	}
+}
+
+func TestHandlerMethods(t *testing.T) {
+	h := Handler()
+	res := get(t, h, http.MethodPost, "/index.html", nil)
+	if res.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("POST status = %d, want 405", res.StatusCode)
+	}
+	if a := res.Header.Get("Allow"); !strings.Contains(a, "GET") {
+		t.Errorf("Allow = %q", a)
+	}
+	res = get(t, h, http.MethodHead, "/player.js", nil)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("HEAD status = %d, want 200", res.StatusCode)
+	}
+	if body, _ := io.ReadAll(res.Body); len(body) != 0 {
+		t.Errorf("HEAD returned a body of %d bytes", len(body))
+	}
+}
+
+func TestHandlerETag(t *testing.T) {
+	h := Handler()
+	res := get(t, h, http.MethodGet, "/player.js", nil)
+	tag := res.Header.Get("ETag")
+	if tag == "" {
+		t.Fatal("no ETag")
+	}
+	if cc := res.Header.Get("Cache-Control"); cc != "no-cache" {
+		t.Errorf("Cache-Control = %q, want no-cache", cc)
+	}
+	res = get(t, h, http.MethodGet, "/player.js", map[string]string{"If-None-Match": tag})
+	if res.StatusCode != http.StatusNotModified {
+		t.Errorf("conditional GET status = %d, want 304", res.StatusCode)
+	}
+}

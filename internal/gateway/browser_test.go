@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -162,6 +163,33 @@ func TestBrowserPublishWatch(t *testing.T) {
 	if end.State != "playing" {
 		t.Errorf("player state %q", end.State)
 	}
+	screenshot(t, pubTab, "publish.png")
+	screenshot(t, watchTab, "watch.png")
+}
+
+// screenshot saves a PNG of the tab into $SCREENSHOT_DIR, when set, for a
+// person to look at.
+func screenshot(t *testing.T, tab context.Context, name string) {
+	t.Helper()
+	dir := os.Getenv("SCREENSHOT_DIR")
+	if dir == "" {
+		return
+	}
+	png := evalScreenshot(t, tab)
+	if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+		t.Errorf("screenshot: %v", err)
+	}
+}
+
+func evalScreenshot(t *testing.T, tab context.Context) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, 20*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Errorf("screenshot: %v", err)
+	}
+	return png
 }
 
 func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', 3, 64) }

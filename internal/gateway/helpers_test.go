@@ -38,7 +38,7 @@ func startGateway(t *testing.T, edit func(*configs.Config)) *testGateway {
 	if edit != nil {
 		edit(cfg)
 	}
-	level := slog.LevelWarn
+	level := slog.LevelError
 	if os.Getenv("GATEWAY_TEST_LOG") != "" {
 		level = slog.LevelDebug
 	}

@@ -123,3 +123,24 @@ func getJSON(t *testing.T, url string, v any) {
 		t.Fatalf("GET %s: %v", url, err)
 	}
 }
+
+// TestVanishingPublisher: a publisher that loses its network without a
+// DELETE is dropped within seconds (ICE timeouts) and its viewers get eos.
+func TestVanishingPublisher(t *testing.T) {
+	gw := startGateway(t, nil)
+	video, audio := testMedia(t)
+	pub := publish(t, gw, "gone", video, audio)
+	v := watch(t, gw, "gone")
+	v.expectInit(10 * time.Second)
+	pub.Vanish()
+	start := time.Now()
+	v.expectControl("eos", 20*time.Second)
+	t.Logf("eos %v after the publisher vanished", time.Since(start).Round(time.Millisecond))
+	var streams []struct {
+		Live bool `json:"live"`
+	}
+	getJSON(t, gw.base+"/api/streams", &streams)
+	if len(streams) != 1 || streams[0].Live {
+		t.Fatalf("stream still live: %+v", streams)
+	}
+}

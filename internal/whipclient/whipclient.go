@@ -43,6 +43,7 @@ type Options struct {
 // Publisher is one live WHIP publish.
 type Publisher struct {
 	pc       *webrtc.PeerConnection
+	udp      *net.UDPConn
 	location string
 	opts     Options
 	client   *http.Client
@@ -95,14 +96,26 @@ func Publish(ctx context.Context, opts Options) (*Publisher, error) {
 		se.SetRemoteIPFilter(loop)
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	}
-	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	// Our own UDP socket, so Vanish can cut the network like a crash would.
+	bind := net.IPv4zero
+	if opts.LoopbackOnly {
+		bind = net.IPv4(127, 0, 0, 1)
+	}
+	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: bind})
 	if err != nil {
 		return nil, err
 	}
-	p := &Publisher{pc: pc, opts: opts, client: &http.Client{Timeout: opts.ConnectTimeout}}
+	se.SetICEUDPMux(webrtc.NewICEUDPMux(nil, udp))
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		udp.Close()
+		return nil, err
+	}
+	p := &Publisher{pc: pc, udp: udp, opts: opts, client: &http.Client{Timeout: opts.ConnectTimeout}}
 	fail := func(err error) (*Publisher, error) {
 		_ = pc.Close()
+		udp.Close()
 		return nil, err
 	}
 
@@ -324,15 +337,18 @@ func (p *Publisher) Close() int {
 		}
 		status = p.delete()
 		_ = p.pc.Close()
+		p.udp.Close()
 		p.wg.Wait()
 	})
 	return status
 }
 
-// Abandon stops sending and closes the connection without a DELETE, like a
-// publisher that vanishes.
-func (p *Publisher) Abandon() {
+// Vanish cuts the network first and then tears down, without a DELETE or a
+// DTLS close: to the gateway it looks like a publisher that crashed or lost
+// its network.
+func (p *Publisher) Vanish() {
 	p.closeOnce.Do(func() {
+		p.udp.Close()
 		if p.cancel != nil {
 			p.cancel()
 		}

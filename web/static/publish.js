@@ -1,5 +1,6 @@
 // publish.html: camera + microphone -> WHIP (RFC 9725) -> POST /whip/NAME.
-// Query: stream=NAME (required), token=T (sent as Authorization: Bearer T), autostart=1.
+// Query: stream=NAME (required), token=T (sent as Authorization: Bearer T), autostart=1,
+// width=, height=, fps= (capture size and rate; default 1280x720 at 30).
 // Test hook: window.publisher = {pc, stream, state, error, resource, start(), stop()},
 // document.body.dataset.state = idle|starting|connecting|connected|failed|stopped.
 import { params, validStreamName, responseError, formatBitrate, codecName } from './common.js';
@@ -117,6 +118,14 @@ function mediaErrorMessage(e, wanted) {
 
 // ---- Publisher ------------------------------------------------------------------
 
+/** Capture size and rate: 1280x720 at 30 fps unless the URL asks for
+ *  another (?width=640&height=360&fps=15). */
+function captureConstraints() {
+  const q = new URLSearchParams(location.search);
+  const num = (k, d) => { const v = parseInt(q.get(k), 10); return v > 0 && v <= 4096 ? v : d; };
+  return { width: { ideal: num('width', 1280) }, height: { ideal: num('height', 720) }, frameRate: { ideal: num('fps', 30) } };
+}
+
 export class Publisher extends EventTarget {
   constructor({ stream, token = '' }) {
     super();
@@ -157,7 +166,7 @@ export class Publisher extends EventTarget {
         : 'This browser has no getUserMedia.');
     }
     const video = cameraId === 'none' ? false : {
-      width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 },
+      ...captureConstraints(),
       ...(cameraId ? { deviceId: { exact: cameraId } } : {}),
     };
     const audio = micId === 'none' ? false : (micId ? { deviceId: { exact: micId } } : true);
@@ -321,7 +330,7 @@ export class Publisher extends EventTarget {
     let track = null;
     if (deviceId !== 'none') {
       const c = kind === 'video'
-        ? { video: { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 }, ...(deviceId ? { deviceId: { exact: deviceId } } : {}) } }
+        ? { video: { ...captureConstraints(), ...(deviceId ? { deviceId: { exact: deviceId } } : {}) } }
         : { audio: deviceId ? { deviceId: { exact: deviceId } } : true };
       const s = await navigator.mediaDevices.getUserMedia(c);
       track = kind === 'video' ? s.getVideoTracks()[0] : s.getAudioTracks()[0];

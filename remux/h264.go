@@ -1,0 +1,331 @@
+package remux
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/Eyevinn/mp4ff/avc"
+	"github.com/Eyevinn/mp4ff/mp4"
+)
+
+const (
+	maxFrameBytes  = 8 << 20 // sample data of one video frame
+	maxFrameNALUs  = 1024    // NAL units in one video frame
+	maxParamSetLen = 1024    // bytes of one SPS or PPS
+)
+
+// frameStatus says what a video assembler made of a frame.
+type frameStatus int
+
+const (
+	frameEmpty  frameStatus = iota // no picture data (e.g. parameter sets only)
+	frameOK                        // complete, as far as the payloads tell
+	frameBroken                    // truncated NAL unit, missing first slice, bad packet...
+)
+
+// videoFrame is a frame as a videoAssembler reports it. data is only valid
+// until the assembler's next reset.
+type videoFrame struct {
+	status frameStatus
+	data   []byte // sample data as stored in mdat
+	key    bool   // random access point
+	// hasConfig: the frame carries, in band, everything a decoder needs to
+	// start from it (H.264: SPS and PPS).
+	hasConfig bool
+	// configChanged: the frame carries decoder configuration that differs
+	// from the one in the current init.
+	configChanged bool
+}
+
+// videoAssembler turns the in-order RTP payloads of one video codec into
+// frames and decoder configuration. The Stream handles sequence numbers, loss,
+// frame boundaries and timing; an assembler only knows its payload format.
+// VP9, AV1 and H.265 slot in as further implementations.
+type videoAssembler interface {
+	// reset starts a new frame, dropping any partial one. Configuration seen
+	// in band but not yet committed is kept.
+	reset()
+	// add appends one RTP payload of the current frame. Malformed data marks
+	// the frame broken; it never panics.
+	add(payload []byte)
+	// finish ends the current frame and reports it.
+	finish() videoFrame
+	// commit makes the configuration seen in band the current one; called
+	// when a keyframe is emitted. It fails when that configuration is
+	// missing or unusable.
+	commit() error
+	// haveConfig reports whether a configuration was committed.
+	haveConfig() bool
+	// addTrack adds the track with the committed configuration to init.
+	addTrack(init *mp4.InitSegment) (Track, error)
+}
+
+var errNoConfig = errors.New("remux: no decoder configuration")
+
+// h264Assembler depacketizes H.264 (RFC 6184, packetization-mode 0 and 1)
+// into AVC sample data: 4-byte length-prefixed NAL units. SPS and PPS are
+// kept out of the sample data.
+type h264Assembler struct {
+	buf     []byte
+	nalus   int
+	fuStart int // offset of the FU-A NAL unit being reassembled, -1 if none
+	key     bool
+	broken  bool
+	sawVCL  bool
+	gotSPS  bool // this frame carried an SPS / PPS
+	gotPPS  bool
+
+	// In-band parameter sets, latest seen (kept across frames).
+	newSPS, newPPS []byte
+	// Committed parameter sets and what was parsed from them.
+	sps, pps []byte
+	width    int
+	height   int
+	codec    string
+}
+
+func newH264Assembler() *h264Assembler {
+	return &h264Assembler{fuStart: -1, buf: make([]byte, 0, 64<<10)}
+}
+
+func (a *h264Assembler) reset() {
+	a.buf = a.buf[:0]
+	a.nalus = 0
+	a.fuStart = -1
+	a.key = false
+	a.broken = false
+	a.sawVCL = false
+	a.gotSPS = false
+	a.gotPPS = false
+}
+
+func (a *h264Assembler) add(p []byte) {
+	if len(p) < 1 || a.broken {
+		return
+	}
+	typ := p[0] & 0x1f
+	switch {
+	case typ >= 1 && typ <= 23: // single NAL unit packet
+		if a.fuStart >= 0 {
+			a.broken = true // FU-A without its end fragment
+			return
+		}
+		a.appendNAL(p)
+	case typ == 24: // STAP-A
+		if a.fuStart >= 0 {
+			a.broken = true
+			return
+		}
+		q := p[1:]
+		for len(q) > 0 {
+			if len(q) < 2 {
+				a.broken = true
+				return
+			}
+			n := int(binary.BigEndian.Uint16(q))
+			q = q[2:]
+			if n == 0 || n > len(q) {
+				a.broken = true
+				return
+			}
+			a.appendNAL(q[:n])
+			q = q[n:]
+			if a.broken {
+				return
+			}
+		}
+	case typ == 28: // FU-A
+		if len(p) < 3 {
+			a.broken = true
+			return
+		}
+		fu := p[1]
+		start, end := fu&0x80 != 0, fu&0x40 != 0
+		if start {
+			if a.fuStart >= 0 {
+				a.broken = true // previous FU-A never ended
+				return
+			}
+			if !a.room(5 + len(p) - 2) {
+				return
+			}
+			a.fuStart = len(a.buf)
+			a.buf = append(a.buf, 0, 0, 0, 0, p[0]&0xe0|fu&0x1f)
+		} else if a.fuStart < 0 {
+			a.broken = true // continuation of a NAL unit whose start is missing
+			return
+		}
+		if !a.room(len(p) - 2) {
+			return
+		}
+		a.buf = append(a.buf, p[2:]...)
+		if end {
+			s := a.fuStart
+			a.fuStart = -1
+			a.endNAL(s)
+		}
+	default: // 0, 25-27 (STAP-B, MTAP: interleaved mode), 29 (FU-B), 30, 31
+		a.broken = true
+	}
+}
+
+// room checks that n more bytes fit in the frame.
+func (a *h264Assembler) room(n int) bool {
+	if len(a.buf)+n > maxFrameBytes {
+		a.broken = true
+		return false
+	}
+	return true
+}
+
+func (a *h264Assembler) appendNAL(nal []byte) {
+	if !a.room(4 + len(nal)) {
+		return
+	}
+	s := len(a.buf)
+	a.buf = append(a.buf, 0, 0, 0, 0)
+	a.buf = append(a.buf, nal...)
+	a.endNAL(s)
+}
+
+// endNAL finishes the NAL unit written at a.buf[s:]: it fills in the length
+// prefix, or takes the unit out of the sample data.
+func (a *h264Assembler) endNAL(s int) {
+	nal := a.buf[s+4:]
+	if len(nal) == 0 {
+		a.buf = a.buf[:s]
+		return
+	}
+	if nal[0]&0x80 != 0 { // forbidden_zero_bit: the sender flags an error
+		a.broken = true
+		a.buf = a.buf[:s]
+		return
+	}
+	switch typ := nal[0] & 0x1f; typ {
+	case 1, 2, 3, 4, 5: // slices
+		if !a.sawVCL {
+			a.sawVCL = true
+			// first_mb_in_slice is the first ue(v) of the slice header: it is
+			// zero exactly when its first bit is 1. A frame whose first slice
+			// does not start at macroblock 0 lost its beginning.
+			if len(nal) < 2 || nal[1]&0x80 == 0 {
+				a.broken = true
+			}
+		}
+		if typ == 5 {
+			a.key = true
+		}
+	case 6: // SEI: kept
+	case 7:
+		a.newSPS, a.gotSPS = a.keepParam(a.newSPS, nal), true
+		a.buf = a.buf[:s]
+		return
+	case 8:
+		a.newPPS, a.gotPPS = a.keepParam(a.newPPS, nal), true
+		a.buf = a.buf[:s]
+		return
+	default: // AUD, end of sequence/stream, filler, extensions: dropped
+		a.buf = a.buf[:s]
+		return
+	}
+	a.nalus++
+	if a.nalus > maxFrameNALUs {
+		a.broken = true
+		return
+	}
+	binary.BigEndian.PutUint32(a.buf[s:], uint32(len(nal)))
+}
+
+func (a *h264Assembler) keepParam(dst, nal []byte) []byte {
+	if len(nal) > maxParamSetLen {
+		a.broken = true
+		return dst
+	}
+	return append(dst[:0], nal...)
+}
+
+func (a *h264Assembler) finish() videoFrame {
+	f := videoFrame{data: a.buf, key: a.key, hasConfig: a.gotSPS && a.gotPPS}
+	f.configChanged = len(a.newSPS) > 0 && len(a.newPPS) > 0 &&
+		(!bytes.Equal(a.newSPS, a.sps) || !bytes.Equal(a.newPPS, a.pps))
+	switch {
+	case a.broken || a.fuStart >= 0:
+		f.status = frameBroken
+	case !a.sawVCL:
+		f.status = frameEmpty
+	default:
+		f.status = frameOK
+	}
+	return f
+}
+
+func (a *h264Assembler) haveConfig() bool { return len(a.sps) > 0 }
+
+func (a *h264Assembler) commit() error {
+	if len(a.newSPS) == 0 || len(a.newPPS) == 0 {
+		return errNoConfig
+	}
+	if bytes.Equal(a.newSPS, a.sps) && bytes.Equal(a.newPPS, a.pps) {
+		return nil
+	}
+	sps, err := parseSPS(a.newSPS)
+	if err != nil {
+		return err
+	}
+	if sps.Width == 0 || sps.Height == 0 || sps.Width > 16384 || sps.Height > 16384 {
+		return fmt.Errorf("remux: SPS with picture size %dx%d", sps.Width, sps.Height)
+	}
+	a.sps = append(a.sps[:0], a.newSPS...)
+	a.pps = append(a.pps[:0], a.newPPS...)
+	a.width, a.height = int(sps.Width), int(sps.Height)
+	a.codec = strings.ToLower(avc.CodecString("avc1", sps))
+	return nil
+}
+
+func (a *h264Assembler) addTrack(init *mp4.InitSegment) (tr Track, err error) {
+	if !a.haveConfig() {
+		return tr, errNoConfig
+	}
+	trak := init.AddEmptyTrack(90000, "video", "und")
+	// The descriptor takes the slices as they are: hand it copies so a later
+	// commit cannot change an init already built.
+	sps := append([]byte(nil), a.sps...)
+	pps := append([]byte(nil), a.pps...)
+	if err := safeCall(func() error { return trak.SetAVCDescriptor("avc1", [][]byte{sps}, [][]byte{pps}, true) }); err != nil {
+		return tr, err
+	}
+	return Track{
+		ID:        trak.Tkhd.TrackID,
+		Kind:      "video",
+		Codec:     a.codec,
+		Width:     a.width,
+		Height:    a.height,
+		Timescale: 90000,
+	}, nil
+}
+
+// parseSPS parses an H.264 SPS NAL unit (header included). mp4ff's parser
+// runs on untrusted bytes here, so a panic is turned into an error.
+func parseSPS(nal []byte) (sps *avc.SPS, err error) {
+	err = safeCall(func() error {
+		var e error
+		sps, e = avc.ParseSPSNALUnit(nal, false)
+		return e
+	})
+	if err != nil {
+		return nil, fmt.Errorf("remux: bad SPS: %w", err)
+	}
+	return sps, nil
+}
+
+func safeCall(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("remux: recovered: %v", r)
+		}
+	}()
+	return f()
+}

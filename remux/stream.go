@@ -1,0 +1,626 @@
+package remux
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/rtp"
+)
+
+// MIME types of the codecs a Stream accepts (the values of pion/webrtc's
+// MimeTypeH264 and MimeTypeOpus, without importing pion/webrtc here).
+const (
+	MimeTypeH264 = "video/H264"
+	MimeTypeOpus = "audio/opus"
+)
+
+// maxRTPPayload bounds what is copied from one packet. A larger payload is
+// taken as lost data.
+const maxRTPPayload = 1 << 16
+
+// ErrUnsupportedCodec is returned (wrapped) by NewStream for a codec the
+// package cannot remux.
+var ErrUnsupportedCodec = errors.New("remux: unsupported codec")
+
+// CodecParams describes one negotiated RTP track.
+type CodecParams struct {
+	MimeType  string // "video/H264" or "audio/opus" (case-insensitive)
+	ClockRate uint32 // 90000 for video, 48000 for opus; 0 means that default
+	Channels  uint16 // opus: 2; 0 means 2
+}
+
+// Config configures a Stream.
+type Config struct {
+	Video *CodecParams // nil: stream has no video
+	Audio *CodecParams // nil: stream has no audio
+	Sink  Sink         // receives Init and Segments synchronously
+	// RequestKeyframe is called when the stream needs a keyframe (start,
+	// loss, unrecoverable gap). It is called with the Stream's lock held, on
+	// the pushing goroutine, possibly once per dropped frame: the caller
+	// throttles it and must not call back into the Stream. May be nil.
+	RequestKeyframe func()
+}
+
+// Stats are a Stream's counters since it was created.
+type Stats struct {
+	VideoPackets        uint64 // video RTP packets pushed
+	AudioPackets        uint64 // audio RTP packets pushed
+	VideoLost           uint64 // video sequence numbers given up as lost
+	AudioLost           uint64 // audio sequence numbers given up as lost
+	Duplicates          uint64 // duplicate or too-late packets ignored (both tracks)
+	Resyncs             uint64 // sequence number jumps taken as a new sequence space
+	VideoFramesEmitted  uint64
+	VideoFramesDropped  uint64 // incomplete, or not decodable (waiting for a keyframe)
+	Keyframes           uint64 // keyframes emitted
+	AudioSamplesEmitted uint64 // Opus packets emitted (fillers not counted)
+	AudioSamplesDropped uint64 // invalid, or before the first video keyframe
+	AudioFillers        uint64 // empty Opus frames inserted to cover lost audio
+	KeyframeRequests    uint64 // calls to RequestKeyframe
+	InitsEmitted        uint64
+	SegmentsEmitted     uint64
+	BytesEmitted        uint64 // init and segment bytes
+}
+
+const (
+	videoReorderSlots = 256 // a 720p keyframe can be well over 100 packets
+	videoReorderWait  = 150 * time.Millisecond
+	audioReorderSlots = 32
+	audioReorderWait  = 60 * time.Millisecond
+
+	audioAloneAfter     = 60 * time.Millisecond // flush audio without video after this
+	audioOnlyBatch      = 2                     // audio-only: Opus packets per segment
+	maxPendingAudio     = 128                   // samples held for the next segment
+	maxPendingAudioData = 256 << 10
+	maxAudioFill        = 100 // filler frames for one gap (2 s of 20 ms frames)
+)
+
+// Stream remuxes the RTP packets of one published stream into fMP4. Create
+// it with NewStream. Its methods are safe for concurrent use; the Sink and
+// RequestKeyframe are called with the Stream's mutex held.
+type Stream struct {
+	mu   sync.Mutex
+	sink Sink
+	rkf  func()
+
+	started bool
+	t0      time.Time // first arrival of any packet
+
+	video *videoTrack
+	audio *audioTrack
+
+	initDone  bool // an Init was emitted
+	originSet bool
+	origin    time.Duration // timeline position of decode time 0
+	seq       uint32        // moof sequence number
+
+	trafs [2]trafData
+	fw    fragmentWriter
+	stats Stats
+}
+
+// NewStream validates cfg and returns a Stream. It fails with an error
+// wrapping ErrUnsupportedCodec for anything but H.264 video and Opus audio.
+func NewStream(cfg Config) (*Stream, error) {
+	if cfg.Sink == nil {
+		return nil, errors.New("remux: Config.Sink is nil")
+	}
+	if cfg.Video == nil && cfg.Audio == nil {
+		return nil, errors.New("remux: stream has neither video nor audio")
+	}
+	s := &Stream{sink: cfg.Sink, rkf: cfg.RequestKeyframe}
+	if v := cfg.Video; v != nil {
+		var asm videoAssembler
+		switch {
+		case strings.EqualFold(v.MimeType, MimeTypeH264):
+			if v.ClockRate != 0 && v.ClockRate != 90000 {
+				return nil, fmt.Errorf("%w: H264 with clock rate %d", ErrUnsupportedCodec, v.ClockRate)
+			}
+			asm = newH264Assembler()
+		default:
+			return nil, fmt.Errorf("%w: video %q", ErrUnsupportedCodec, v.MimeType)
+		}
+		s.video = &videoTrack{
+			s:       s,
+			rb:      newReorderBuffer(videoReorderSlots, videoReorderWait),
+			asm:     asm,
+			clk:     trackClock{rate: 90000},
+			needKey: true,
+			gapNext: true,
+		}
+	}
+	if a := cfg.Audio; a != nil {
+		if !strings.EqualFold(a.MimeType, MimeTypeOpus) {
+			return nil, fmt.Errorf("%w: audio %q", ErrUnsupportedCodec, a.MimeType)
+		}
+		if a.ClockRate != 0 && a.ClockRate != 48000 {
+			return nil, fmt.Errorf("%w: opus with clock rate %d", ErrUnsupportedCodec, a.ClockRate)
+		}
+		ch := a.Channels
+		if ch == 0 {
+			ch = 2
+		}
+		if ch > 2 {
+			return nil, fmt.Errorf("%w: opus with %d channels", ErrUnsupportedCodec, ch)
+		}
+		s.audio = &audioTrack{
+			s:    s,
+			rb:   newReorderBuffer(audioReorderSlots, audioReorderWait),
+			clk:  trackClock{rate: 48000},
+			info: audioTrackInfo{channels: ch},
+			data: make([]byte, 0, 4<<10),
+		}
+	}
+	return s, nil
+}
+
+// PushVideo feeds one video RTP packet. arrival is when it was received.
+// It is a no-op for a stream without video or a nil packet.
+func (s *Stream) PushVideo(pkt *rtp.Packet, arrival time.Time) {
+	if pkt == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.video == nil {
+		return
+	}
+	s.start(arrival)
+	s.stats.VideoPackets++
+	v := s.video
+	dup, lost, rs := v.rb.duplicates, v.rb.lost, v.rb.resyncs
+	payload, bad := pkt.Payload, false
+	if len(payload) > maxRTPPayload {
+		payload, bad = nil, true
+	}
+	v.rb.push(v, pkt.SequenceNumber, pkt.Timestamp, pkt.Marker, payload, bad, arrival)
+	s.stats.Duplicates += v.rb.duplicates - dup
+	s.stats.VideoLost += v.rb.lost - lost
+	s.stats.Resyncs += v.rb.resyncs - rs
+}
+
+// PushAudio feeds one audio RTP packet. arrival is when it was received.
+// It is a no-op for a stream without audio or a nil packet.
+func (s *Stream) PushAudio(pkt *rtp.Packet, arrival time.Time) {
+	if pkt == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.audio == nil {
+		return
+	}
+	s.start(arrival)
+	s.stats.AudioPackets++
+	a := s.audio
+	dup, lost, rs := a.rb.duplicates, a.rb.lost, a.rb.resyncs
+	payload, bad := pkt.Payload, false
+	if len(payload) > maxRTPPayload {
+		payload, bad = nil, true
+	}
+	a.rb.push(a, pkt.SequenceNumber, pkt.Timestamp, pkt.Marker, payload, bad, arrival)
+	s.stats.Duplicates += a.rb.duplicates - dup
+	s.stats.AudioLost += a.rb.lost - lost
+	s.stats.Resyncs += a.rb.resyncs - rs
+	// Video paused: do not hold audio back.
+	if s.video != nil && len(a.samples) > 0 && arrival.Sub(a.pendingSince) > audioAloneAfter {
+		s.flushAudio()
+	}
+}
+
+// Stats returns a snapshot of the Stream's counters.
+func (s *Stream) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+func (s *Stream) start(arrival time.Time) {
+	if !s.started {
+		s.started = true
+		s.t0 = arrival
+	}
+}
+
+func (s *Stream) requestKeyframe() {
+	s.stats.KeyframeRequests++
+	if s.rkf != nil {
+		s.rkf()
+	}
+}
+
+// setOrigin makes timeline position tl (in clk's ticks) decode time 0.
+func (s *Stream) setOrigin(clk *trackClock, tl int64) {
+	s.originSet = true
+	s.origin = ticksToDur(tl, clk.rate)
+	if s.video != nil {
+		s.video.clk.originTicks = durToTicks(s.origin, 90000)
+	}
+	if s.audio != nil {
+		s.audio.clk.originTicks = durToTicks(s.origin, 48000)
+	}
+	clk.originTicks = tl // exact for the track that sets it
+}
+
+func (s *Stream) emitInit() bool {
+	var va videoAssembler
+	if s.video != nil {
+		va = s.video.asm
+	}
+	var ai *audioTrackInfo
+	if s.audio != nil {
+		ai = &s.audio.info
+	}
+	var in *Init
+	err := safeCall(func() error {
+		var e error
+		in, e = buildInit(va, ai)
+		return e
+	})
+	if err != nil {
+		return false
+	}
+	s.initDone = true
+	s.stats.InitsEmitted++
+	s.stats.BytesEmitted += uint64(len(in.Data))
+	s.sink.WriteInit(in)
+	return true
+}
+
+// emit writes one segment made of the given video sample (if vsize > 0 ...)
+// and the pending audio.
+func (s *Stream) emitSegment(seg *Segment, video *trafData) {
+	n := 0
+	if video != nil {
+		s.trafs[n] = *video
+		n++
+	}
+	if a := s.audio; a != nil && len(a.samples) > 0 {
+		s.trafs[n] = trafData{
+			trackID:  a.trackID(),
+			baseTime: uint64(a.batchStart),
+			samples:  a.samples,
+			data:     a.data,
+		}
+		n++
+		s.stats.AudioSamplesEmitted += uint64(a.real)
+		if video == nil {
+			seg.Time = ticksToDur(a.batchStart, 48000)
+			seg.Duration = ticksToDur(a.end-a.batchStart, 48000)
+		}
+	}
+	if n == 0 {
+		return
+	}
+	s.seq++
+	seg.Data = s.fw.build(s.seq, s.trafs[:n])
+	for i := range s.trafs[:n] {
+		s.trafs[i] = trafData{}
+	}
+	if a := s.audio; a != nil {
+		a.clear()
+	}
+	s.stats.SegmentsEmitted++
+	s.stats.BytesEmitted += uint64(len(seg.Data))
+	s.sink.WriteSegment(seg)
+}
+
+// flushAudio emits the pending audio alone.
+func (s *Stream) flushAudio() {
+	if !s.initDone {
+		return
+	}
+	seg := &Segment{Keyframe: s.video == nil}
+	s.emitSegment(seg, nil)
+}
+
+// trackClock maps a track's RTP timestamps onto the stream's timeline.
+type trackClock struct {
+	rate        int64 // ticks per second
+	started     bool
+	lastTS      uint32
+	ext         int64 // unwrapped lastTS
+	offset      int64 // timeline ticks = ext + offset
+	originTicks int64 // decode time 0, in ticks
+}
+
+// timeline returns the timeline position, in ticks, of RTP timestamp ts. The
+// first call anchors the track at its arrival time relative to t0.
+func (c *trackClock) timeline(ts uint32, arrival, t0 time.Time) int64 {
+	if !c.started {
+		c.started = true
+		c.lastTS = ts
+		c.ext = int64(ts)
+		c.offset = durToTicks(arrival.Sub(t0), c.rate) - int64(ts)
+	} else {
+		c.ext += int64(int32(ts - c.lastTS))
+		c.lastTS = ts
+	}
+	return c.ext + c.offset
+}
+
+func ticksToDur(t, rate int64) time.Duration {
+	return time.Duration(t/rate)*time.Second + time.Duration(t%rate)*time.Second/time.Duration(rate)
+}
+
+func durToTicks(d time.Duration, rate int64) int64 {
+	sec := int64(d / time.Second)
+	rem := int64(d % time.Second)
+	return sec*rate + rem*rate/int64(time.Second)
+}
+
+// videoTrack is the codec-independent part of the video path: frame
+// boundaries, loss, keyframe gating and timing.
+type videoTrack struct {
+	s   *Stream
+	rb  reorderBuffer
+	asm videoAssembler
+	clk trackClock
+
+	inFrame   bool
+	curTS     uint32
+	curTL     int64 // timeline position of curTS, in ticks
+	curBroken bool
+	curAfter  bool // the current frame started right after a gap
+	gapNext   bool // a gap was seen outside a frame: the next frame follows it
+	needKey   bool
+
+	emitted bool  // a frame was emitted
+	lastDTS int64 // decode time of the last emitted frame
+	lastDur int64
+
+	sample [1]sampleEntry
+}
+
+func (v *videoTrack) handlePacket(ts uint32, marker bool, payload []byte, bad bool, arrival time.Time, lost int) {
+	if bad {
+		lost++ // unusable data: as if the packet were lost
+	}
+	if lost > 0 {
+		if v.inFrame {
+			v.curBroken = true // its tail or middle may be what was lost
+		}
+		if !v.inFrame || ts != v.curTS {
+			v.gapNext = true
+		}
+	}
+	if len(payload) == 0 {
+		return // padding-only packet (bandwidth probing)
+	}
+	if v.inFrame && ts != v.curTS {
+		v.finishFrame() // boundary by timestamp change (marker lost or not set)
+	}
+	if !v.inFrame {
+		v.inFrame = true
+		v.curTS = ts
+		v.curBroken = false
+		v.curAfter = v.gapNext
+		v.gapNext = false
+		v.curTL = v.clk.timeline(ts, arrival, v.s.t0)
+		v.asm.reset()
+	}
+	v.asm.add(payload)
+	if marker {
+		v.finishFrame()
+	}
+}
+
+func (v *videoTrack) drop() {
+	s := v.s
+	v.needKey = true
+	s.stats.VideoFramesDropped++
+	s.requestKeyframe()
+}
+
+func (v *videoTrack) finishFrame() {
+	s := v.s
+	v.inFrame = false
+	f := v.asm.finish()
+	if f.status == frameEmpty && !v.curBroken {
+		return
+	}
+	if v.curBroken || f.status != frameOK {
+		v.drop()
+		return
+	}
+	if !f.key && (v.needKey || f.configChanged) {
+		v.drop()
+		return
+	}
+	// A keyframe right after a gap may have lost parameter sets sent ahead
+	// of it: take it only when it carries its own.
+	if f.key && v.curAfter && !f.hasConfig {
+		v.drop()
+		return
+	}
+	if f.key && (f.configChanged || !v.asm.haveConfig() || !s.initDone) {
+		if err := v.asm.commit(); err != nil {
+			v.drop()
+			return
+		}
+		if !s.originSet {
+			s.setOrigin(&v.clk, v.curTL)
+		}
+		if !s.emitInit() {
+			v.drop()
+			return
+		}
+	}
+
+	if !s.originSet { // cannot happen: the first emitted frame is a keyframe
+		s.setOrigin(&v.clk, v.curTL)
+	}
+	dts := v.curTL - v.clk.originTicks
+	dur := int64(90000 / 30)
+	if v.emitted {
+		delta := dts - v.lastDTS
+		switch {
+		case delta > 0 && delta <= 10*90000:
+			dur = delta
+		case delta <= 0 && delta > -90000:
+			// Same or slightly older timestamp: keep decode order.
+			dts = v.lastDTS + 1
+			dur = v.lastDur
+		default:
+			// A jump (publisher restart): rebase the track's clock.
+			nd := v.lastDTS + v.lastDur
+			v.clk.offset += nd - dts
+			dts = nd
+			dur = v.lastDur
+		}
+	} else if dts < 0 {
+		dts = 0
+	}
+	v.emitted = true
+	v.lastDTS, v.lastDur = dts, dur
+	if f.key {
+		v.needKey = false
+		s.stats.Keyframes++
+	}
+	flags := uint32(flagsNonSync)
+	if f.key {
+		flags = flagsSync
+	}
+	v.sample[0] = sampleEntry{size: uint32(len(f.data)), dur: uint32(dur), flags: flags}
+	seg := &Segment{
+		Keyframe: f.key,
+		HasVideo: true,
+		Time:     ticksToDur(dts, 90000),
+		Duration: ticksToDur(dur, 90000),
+	}
+	s.stats.VideoFramesEmitted++
+	s.emitSegment(seg, &trafData{trackID: 1, baseTime: uint64(dts), samples: v.sample[:], data: f.data})
+}
+
+// audioTrack holds Opus samples until the next segment.
+type audioTrack struct {
+	s    *Stream
+	rb   reorderBuffer
+	clk  trackClock
+	info audioTrackInfo
+
+	samples      []sampleEntry
+	data         []byte
+	real         int   // samples that are not fillers
+	batchStart   int64 // decode time of samples[0]
+	end          int64 // decode time where the next sample is expected
+	haveEnd      bool
+	pendingSince time.Time
+	lastTOC      byte
+}
+
+func (a *audioTrack) trackID() uint32 {
+	if a.s.video != nil {
+		return 2
+	}
+	return 1
+}
+
+func (a *audioTrack) clear() {
+	a.samples = a.samples[:0]
+	a.data = a.data[:0]
+	a.real = 0
+}
+
+func (a *audioTrack) handlePacket(ts uint32, _ bool, payload []byte, bad bool, arrival time.Time, _ int) {
+	s := a.s
+	tl := a.clk.timeline(ts, arrival, s.t0) // anchor the clock on the first packet
+	if bad {
+		s.stats.AudioSamplesDropped++
+		return
+	}
+	if len(payload) == 0 {
+		return
+	}
+	dur, err := opusDuration(payload)
+	if err != nil {
+		s.stats.AudioSamplesDropped++
+		return
+	}
+	if !s.originSet {
+		if s.video != nil {
+			s.stats.AudioSamplesDropped++ // before the first video keyframe
+			return
+		}
+		s.setOrigin(&a.clk, tl)
+	}
+	if !s.initDone && !s.emitInit() {
+		s.stats.AudioSamplesDropped++
+		return
+	}
+	dt := tl - a.clk.originTicks
+	if !a.haveEnd {
+		if dt < 0 {
+			s.stats.AudioSamplesDropped++ // older than the first video keyframe
+			return
+		}
+	} else {
+		gap := dt - a.end
+		switch {
+		case gap == 0:
+		case gap < 0 && gap > -2*48000:
+			// Overlap (clock jitter): keep samples back to back.
+			dt = a.end
+		case gap > 0 && gap <= maxAudioFill*960:
+			a.fill(gap, arrival)
+			dt = a.end
+		case gap > 0 && gap <= 10*48000:
+			// Long silence (DTX, mute): keep sync, leave a hole.
+			s.flushAudio()
+		default:
+			// A jump (publisher restart): rebase the track's clock.
+			a.clk.offset += a.end - dt
+			dt = a.end
+		}
+	}
+	if len(a.samples) >= maxPendingAudio || len(a.data)+len(payload) > maxPendingAudioData {
+		s.flushAudio()
+	}
+	a.add(dt, sampleEntry{size: uint32(len(payload)), dur: dur, flags: flagsSync}, payload, arrival)
+	a.real++
+	a.lastTOC = payload[0]
+	if s.video == nil && a.real >= audioOnlyBatch {
+		s.flushAudio()
+	}
+}
+
+func (a *audioTrack) add(dt int64, e sampleEntry, payload []byte, arrival time.Time) {
+	if len(a.samples) == 0 {
+		a.batchStart = dt
+		a.pendingSince = arrival
+	}
+	a.samples = append(a.samples, e)
+	a.data = append(a.data, payload...)
+	a.end = dt + int64(e.dur)
+	a.haveEnd = true
+}
+
+// fill covers a gap of lost audio with empty Opus frames (a TOC byte alone:
+// one frame of length zero, which decoders conceal), so that the track stays
+// continuous: a hole in one track of a muxed SourceBuffer stalls playback
+// and, when larger than two sample durations, makes MSE wait for a new video
+// keyframe.
+func (a *audioTrack) fill(gap int64, arrival time.Time) {
+	if n := len(a.samples); n > 0 && gap < 960 {
+		// Less than a frame: stretch the pending last sample.
+		a.samples[n-1].dur += uint32(gap)
+		a.end += gap
+		return
+	}
+	toc := a.lastTOC &^ 3 // same configuration, code 0
+	fd := int64(opusFrameSamples48k[toc>>3])
+	for gap > 0 {
+		if len(a.samples) >= maxPendingAudio {
+			a.s.flushAudio()
+		}
+		d := fd
+		if gap < 2*fd {
+			d = gap // the last one takes the remainder
+		}
+		a.add(a.end, sampleEntry{size: 1, dur: uint32(d), flags: flagsSync}, []byte{toc}[:1:1], arrival)
+		a.s.stats.AudioFillers++
+		gap -= d
+	}
+}

@@ -74,6 +74,7 @@ type sampleEntry struct {
 	size  uint32
 	dur   uint32
 	flags uint32
+	cto   uint32 // composition time offset (presentation - decode); written only for trafs with withCTO
 }
 
 // trafData is what one traf of a fragment holds.
@@ -82,13 +83,22 @@ type trafData struct {
 	baseTime uint64 // tfdt, in the track's timescale
 	samples  []sampleEntry
 	data     []byte // sample data, in sample order
+	withCTO  bool   // write per-sample composition time offsets
 }
 
 const (
 	mfhdSize     = 16
 	trafFixed    = 8 + 16 + 20 + 20 // traf header, tfhd, tfdt (v1), trun without samples
 	trunPerEntry = 12               // duration, size, flags
+	ctoSize      = 4                // composition time offset, when present
 )
+
+func (t *trafData) entrySize() int {
+	if t.withCTO {
+		return trunPerEntry + ctoSize
+	}
+	return trunPerEntry
+}
 
 // fragmentWriter builds moof+mdat fragments. It reuses its buffers; each
 // fragment it returns is a new, exactly sized slice (one allocation, not
@@ -110,7 +120,7 @@ func (w *fragmentWriter) build(seq uint32, trafs []trafData) []byte {
 		if len(trafs[i].samples) == 0 {
 			continue
 		}
-		moofSize += trafFixed + trunPerEntry*len(trafs[i].samples)
+		moofSize += trafFixed + trafs[i].entrySize()*len(trafs[i].samples)
 		dataSize += len(trafs[i].data)
 	}
 	hdrSize := moofSize + 8
@@ -140,7 +150,7 @@ func (w *fragmentWriter) build(seq uint32, trafs []trafData) []byte {
 		if n == 0 {
 			continue
 		}
-		trunSize := 20 + trunPerEntry*n
+		trunSize := 20 + t.entrySize()*n
 		box(trafFixed-20+trunSize, "traf")
 		box(16, "tfhd")
 		put(0x020000) // version 0, default-base-is-moof
@@ -150,13 +160,20 @@ func (w *fragmentWriter) build(seq uint32, trafs []trafData) []byte {
 		be.PutUint64(b, t.baseTime)
 		b = b[8:]
 		box(trunSize, "trun")
-		put(0x000701) // data-offset, sample-duration, sample-size, sample-flags
+		if t.withCTO {
+			put(0x000F01) // version 0; data-offset, duration, size, flags, composition offset
+		} else {
+			put(0x000701) // data-offset, sample-duration, sample-size, sample-flags
+		}
 		put(uint32(n))
 		put(uint32(dataOffset))
 		for _, s := range t.samples {
 			put(s.dur)
 			put(s.size)
 			put(s.flags)
+			if t.withCTO {
+				put(s.cto)
+			}
 		}
 		dataOffset += len(t.data)
 		parts = append(parts, t.data)

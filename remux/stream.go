@@ -368,7 +368,8 @@ type videoTrack struct {
 	needKey   bool
 
 	emitted bool  // a frame was emitted
-	lastDTS int64 // decode time of the last emitted frame
+	lastPTS int64 // presentation time of the last emitted frame
+	lastDTS int64 // decode time of the last emitted frame (<= lastPTS)
 	lastDur int64
 
 	sample [1]sampleEntry
@@ -452,29 +453,43 @@ func (v *videoTrack) finishFrame() {
 	if !s.originSet { // cannot happen: the first emitted frame is a keyframe
 		s.setOrigin(&v.clk, v.curTL)
 	}
-	dts := v.curTL - v.clk.originTicks
+	pts := v.curTL - v.clk.originTicks
 	dur := int64(90000 / 30)
 	if v.emitted {
-		delta := dts - v.lastDTS
+		delta := pts - v.lastPTS
 		switch {
 		case delta > 0 && delta <= 10*90000:
 			dur = delta
 		case delta <= 0 && delta > -90000:
-			// Same or slightly older timestamp: keep decode order.
-			dts = v.lastDTS + 1
+			// Same or slightly older timestamp: keep presentation order.
+			pts = v.lastPTS + 1
 			dur = v.lastDur
 		default:
 			// A jump (publisher restart): rebase the track's clock.
-			nd := v.lastDTS + v.lastDur
-			v.clk.offset += nd - dts
-			dts = nd
+			np := v.lastPTS + v.lastDur
+			v.clk.offset += np - pts
+			pts = np
 			dur = v.lastDur
 		}
-	} else if dts < 0 {
-		dts = 0
+	} else if pts < 0 {
+		pts = 0
+	}
+	// The decode timeline runs without gaps inside a GOP: MSE (coded frame
+	// processing, step 6) treats a decode-time jump of more than twice the
+	// previous sample's duration as a discontinuity and drops every frame
+	// until the next keyframe; encoders skip frames all the time. So a frame
+	// after a gap decodes right after its predecessor and is presented at its
+	// real time (composition offset = the gap so far). A keyframe, where a
+	// discontinuity costs nothing, brings decode time back to presentation time.
+	dts := pts
+	if v.emitted && !f.key {
+		dts = min(v.lastDTS+v.lastDur, pts)
+		if dts <= v.lastDTS {
+			dts = v.lastDTS + 1
+		}
 	}
 	v.emitted = true
-	v.lastDTS, v.lastDur = dts, dur
+	v.lastPTS, v.lastDTS, v.lastDur = pts, dts, dur
 	if f.key {
 		v.needKey = false
 		s.stats.Keyframes++
@@ -483,15 +498,15 @@ func (v *videoTrack) finishFrame() {
 	if f.key {
 		flags = flagsSync
 	}
-	v.sample[0] = sampleEntry{size: uint32(len(f.data)), dur: uint32(dur), flags: flags}
+	v.sample[0] = sampleEntry{size: uint32(len(f.data)), dur: uint32(dur), flags: flags, cto: uint32(pts - dts)}
 	seg := &Segment{
 		Keyframe: f.key,
 		HasVideo: true,
-		Time:     ticksToDur(dts, 90000),
+		Time:     ticksToDur(pts, 90000),
 		Duration: ticksToDur(dur, 90000),
 	}
 	s.stats.VideoFramesEmitted++
-	s.emitSegment(seg, &trafData{trackID: 1, baseTime: uint64(dts), samples: v.sample[:], data: f.data})
+	s.emitSegment(seg, &trafData{trackID: 1, baseTime: uint64(dts), samples: v.sample[:], data: f.data, withCTO: true})
 }
 
 // audioTrack holds Opus samples until the next segment.

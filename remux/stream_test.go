@@ -3,6 +3,7 @@ package remux
 import (
 	"bytes"
 	"errors"
+	"github.com/mseway/mseway/internal/fmp4check"
 	"math/rand"
 	"strings"
 	"sync"
@@ -653,4 +654,60 @@ func TestFuzzSeedsProduceOutput(t *testing.T) {
 	if st := s.Stats(); st.InitsEmitted != 1 || st.VideoFramesEmitted != 4 || st.AudioSamplesEmitted == 0 {
 		t.Fatalf("stats %+v", st)
 	}
+}
+
+// TestFrameGapsKeepDecodeContinuity: an encoder that skips frames leaves
+// timestamp gaps. Presentation times keep the gaps; decode times stay
+// contiguous inside a GOP (MSE drops frames until the next keyframe after a
+// decode-time jump of more than twice a sample's duration) and meet
+// presentation time again at the next keyframe.
+func TestFrameGapsKeepDecodeContinuity(t *testing.T) {
+	aus := loadAUs(t, fileSlices)
+	pkts := packetizeH264(aus, pktOpts{mtu: 1200, seq: 1, ts: 1000})
+	const gapAt, gapTicks = 5, 4 * 3000 // frames 5.. arrive 4 frame intervals late
+	for i := range pkts {
+		if pkts[i].frame >= gapAt {
+			pkts[i].pkt.Timestamp += gapTicks
+			pkts[i].arrival = pkts[i].arrival.Add(4 * time.Second / 30)
+		}
+	}
+	h := newHarness(t, true, false)
+	feed(h.s, pkts)
+	in := h.sink.inits()[0]
+	file := h.sink.files()[0]
+	fin, err := fmp4check.ParseInit(file[:len(in.Data)])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var samples []fmp4check.Sample
+	for _, seg := range h.sink.segments() {
+		ss, err := fmp4check.ParseSegment(fin, seg.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		samples = append(samples, ss...)
+	}
+	if len(samples) != len(aus) {
+		t.Fatalf("%d samples for %d frames", len(samples), len(aus))
+	}
+	if err := fmp4check.CheckMSEContinuity(samples); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range samples {
+		pts := int64(s.DecodeTime) + s.Offset
+		want := int64(i) * 3000
+		if i >= gapAt {
+			want += gapTicks
+		}
+		if pts != want {
+			t.Fatalf("frame %d: presentation time %d, want %d", i, pts, want)
+		}
+		if s.Sync && s.Offset != 0 {
+			t.Fatalf("keyframe %d: composition offset %d, want 0", i, s.Offset)
+		}
+	}
+	if samples[gapAt].Offset == 0 {
+		t.Fatalf("frame after the gap has no composition offset: %+v", samples[gapAt])
+	}
+	checkVideoOutput(t, file, in, aus)
 }

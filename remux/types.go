@@ -32,8 +32,8 @@ type Segment struct {
 	Keyframe bool
 	// HasVideo is true when the segment carries a video sample.
 	HasVideo bool
-	// Time is the decode time of the segment's first sample on the stream's
-	// shared timeline (zero = the stream's first sample).
+	// Time is the presentation time of the segment's first sample on the
+	// stream's shared timeline (zero = the stream's first sample).
 	Time time.Duration
 	// Duration is the span the segment covers on that timeline.
 	Duration time.Duration

@@ -19,6 +19,7 @@ import (
 type Sample struct {
 	TrackID    uint32
 	DecodeTime uint64 // in the track's timescale
+	Offset     int64  // composition time offset: presentation = DecodeTime + Offset
 	Duration   uint32
 	Size       uint32
 	Sync       bool
@@ -100,7 +101,8 @@ func ParseSegment(init *Init, data []byte) ([]Sample, error) {
 					}
 					trun.AddSampleDefaultValues(traf.Tfhd, init.trex[traf.Tfhd.TrackID])
 					for _, s := range trun.Samples {
-						out = append(out, Sample{TrackID: traf.Tfhd.TrackID, DecodeTime: t, Duration: s.Dur, Size: s.Size, Sync: mp4.IsSyncSampleFlags(s.Flags)})
+						out = append(out, Sample{TrackID: traf.Tfhd.TrackID, DecodeTime: t, Offset: int64(s.CompositionTimeOffset),
+							Duration: s.Dur, Size: s.Size, Sync: mp4.IsSyncSampleFlags(s.Flags)})
 						t += uint64(s.Dur)
 					}
 				}
@@ -111,6 +113,34 @@ func ParseSegment(init *Init, data []byte) ([]Sample, error) {
 		return nil, errors.New("segment: no moof")
 	}
 	return out, nil
+}
+
+// CheckMSEContinuity reports the first place where MSE's coded frame
+// processing would see a discontinuity on a non-sync sample (a decode-time
+// step back, or forward by more than twice the previous sample's duration):
+// browsers then drop every frame up to the next keyframe. Samples are those of
+// consecutive segments of one init, in order.
+func CheckMSEContinuity(samples []Sample) error {
+	type last struct {
+		dts uint64
+		dur uint32
+	}
+	prev := map[uint32]last{}
+	for i, s := range samples {
+		p, ok := prev[s.TrackID]
+		prev[s.TrackID] = last{s.DecodeTime, s.Duration}
+		if !ok || s.Sync {
+			continue
+		}
+		if s.DecodeTime < p.dts || s.DecodeTime-p.dts > 2*uint64(p.dur) {
+			return fmt.Errorf("sample %d (track %d): decode time %d after %d with duration %d: MSE discontinuity on a non-sync sample",
+				i, s.TrackID, s.DecodeTime, p.dts, p.dur)
+		}
+		if s.Offset < 0 {
+			return fmt.Errorf("sample %d (track %d): negative composition offset %d", i, s.TrackID, s.Offset)
+		}
+	}
+	return nil
 }
 
 // Decode writes init+segments to a file in dir and decodes every frame with

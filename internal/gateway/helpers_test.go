@@ -204,11 +204,13 @@ func checkPlayable(t *testing.T, who string, init []byte, segs [][]byte) (videoS
 		}
 	}
 	last := map[uint32]uint64{}
+	var all []fmp4check.Sample
 	for i, seg := range segs {
 		samples, err := fmp4check.ParseSegment(in, seg)
 		if err != nil {
 			t.Fatalf("%s: segment %d: %v", who, i, err)
 		}
+		all = append(all, samples...)
 		if i == 0 && videoID != 0 {
 			if len(samples) == 0 || samples[0].TrackID != videoID || !samples[0].Sync {
 				t.Fatalf("%s: first segment does not start with a video sync sample: %+v", who, samples)
@@ -228,6 +230,9 @@ func checkPlayable(t *testing.T, who string, init []byte, segs [][]byte) (videoS
 				videoSamples++
 			}
 		}
+	}
+	if err := fmp4check.CheckMSEContinuity(all); err != nil {
+		t.Fatalf("%s: %v", who, err)
 	}
 	errs, frames, err := fmp4check.Decode(t.TempDir(), init, segs)
 	if err != nil {

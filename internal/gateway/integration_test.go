@@ -1,11 +1,14 @@
 package gateway_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mseway/mseway/internal/whipclient"
 )
 
 // TestPublishWatch publishes H.264 + Opus over WHIP from a Pion client and
@@ -143,4 +146,41 @@ func TestVanishingPublisher(t *testing.T) {
 	if len(streams) != 1 || streams[0].Live {
 		t.Fatalf("stream still live: %+v", streams)
 	}
+}
+
+// TestWebSocketSignaling publishes over the WebSocket signaling with trickle
+// ICE: the publisher learns the viewer count, viewers play, and closing the
+// socket ends the publish.
+func TestWebSocketSignaling(t *testing.T) {
+	requireFFmpeg(t)
+	gw := startGateway(t, nil)
+	video, audio := testMedia(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pub, err := whipclient.Publish(ctx, whipclient.Options{
+		WebSocketURL: gw.ws + "/ws/publish/wsdemo", Video: video, Audio: audio, LoopbackOnly: true,
+	})
+	if err != nil {
+		t.Fatalf("publish over WS: %v", err)
+	}
+	defer pub.Close()
+	v1 := watch(t, gw, "wsdemo")
+	_, init := v1.expectInit(10 * time.Second)
+	v2 := watch(t, gw, "wsdemo")
+	v2.expectInit(10 * time.Second)
+	for deadline := time.Now().Add(5 * time.Second); pub.Viewers() != 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("publisher was told %d viewers, want 2", pub.Viewers())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	segs, stop := v1.collect(1500 * time.Millisecond)
+	if stop != nil || len(segs) < 20 {
+		t.Fatalf("%d segments, control %+v", len(segs), stop)
+	}
+	checkPlayable(t, "ws-published stream", init, segs)
+
+	pub.Close() // closes the signaling socket
+	v1.expectControl("eos", 10*time.Second)
+	v2.expectControl("eos", 10*time.Second)
 }

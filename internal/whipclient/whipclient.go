@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
@@ -27,8 +28,11 @@ import (
 
 // Options describes what to publish and where.
 type Options struct {
-	URL   string // e.g. http://127.0.0.1:8080/whip/demo
-	Token string // bearer token, optional
+	URL string // e.g. http://127.0.0.1:8080/whip/demo
+	// WebSocketURL, when set, negotiates over the WebSocket publish signaling
+	// (e.g. ws://127.0.0.1:8080/ws/publish/demo) instead of WHIP.
+	WebSocketURL string
+	Token        string // bearer token, optional
 
 	Video []mediafile.AccessUnit // H.264, starting with a keyframe; nil = no video
 	FPS   int                    // video frame rate; 0 = 30
@@ -51,6 +55,10 @@ type Publisher struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+
+	ws      *websocket.Conn // WebSocket signaling, when used
+	viewers atomic.Int64
+	wsErr   atomic.Value
 
 	plis       atomic.Int64
 	jumpToKey  atomic.Bool
@@ -158,27 +166,35 @@ func Publish(ctx context.Context, opts Options) (*Publisher, error) {
 		}
 	})
 
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		return fail(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		return fail(err)
-	}
-	select {
-	case <-gathered:
-	case <-ctx.Done():
-		return fail(ctx.Err())
-	}
-	answer, location, err := p.post(ctx, pc.LocalDescription().SDP)
-	if err != nil {
-		return fail(err)
-	}
-	p.location = location
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
-		p.delete()
-		return fail(fmt.Errorf("whipclient: bad answer: %w", err))
+	if opts.WebSocketURL != "" {
+		if err := p.wsSignal(ctx, pc); err != nil {
+			p.delete()
+			p.wg.Wait()
+			return fail(err)
+		}
+	} else {
+		offer, err := pc.CreateOffer(nil)
+		if err != nil {
+			return fail(err)
+		}
+		gathered := webrtc.GatheringCompletePromise(pc)
+		if err := pc.SetLocalDescription(offer); err != nil {
+			return fail(err)
+		}
+		select {
+		case <-gathered:
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		}
+		answer, location, err := p.post(ctx, pc.LocalDescription().SDP)
+		if err != nil {
+			return fail(err)
+		}
+		p.location = location
+		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+			p.delete()
+			return fail(fmt.Errorf("whipclient: bad answer: %w", err))
+		}
 	}
 	t := time.NewTimer(opts.ConnectTimeout)
 	defer t.Stop()
@@ -240,8 +256,13 @@ func (p *Publisher) post(ctx context.Context, offer string) (answer, location st
 // Location is the WHIP session URL.
 func (p *Publisher) Location() string { return p.location }
 
-// delete ends the WHIP session on the server.
+// delete ends the session on the server: WHIP DELETE, or closing the
+// signaling socket.
 func (p *Publisher) delete() int {
+	if p.ws != nil {
+		_ = p.ws.Close()
+		return 0
+	}
 	if p.location == "" {
 		return 0
 	}
@@ -349,6 +370,9 @@ func (p *Publisher) Close() int {
 func (p *Publisher) Vanish() {
 	p.closeOnce.Do(func() {
 		p.udp.Close()
+		if p.ws != nil {
+			_ = p.ws.Close() // the network is gone for the signaling too
+		}
 		if p.cancel != nil {
 			p.cancel()
 		}

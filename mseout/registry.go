@@ -100,18 +100,18 @@ func (r *Registry) checkPublishLocked(name string) error {
 	if r.closed {
 		return ErrClosed
 	}
-	h := r.hubs[name]
-	if h == nil {
-		if r.liveCountLocked() >= r.opts.Limits.MaxStreams {
-			return ErrTooManyStreams
+	live := false
+	if h := r.hubs[name]; h != nil {
+		h.mu.Lock()
+		live = h.pub != nil
+		busy := live && !h.settings.AllowTakeover
+		h.mu.Unlock()
+		if busy {
+			return ErrStreamBusy
 		}
-		return nil
 	}
-	h.mu.Lock()
-	busy := h.pub != nil && !h.settings.AllowTakeover
-	h.mu.Unlock()
-	if busy {
-		return ErrStreamBusy
+	if !live && r.liveCountLocked() >= r.opts.Limits.MaxStreams {
+		return ErrTooManyStreams
 	}
 	return nil
 }

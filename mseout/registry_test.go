@@ -275,3 +275,18 @@ func TestShutdownTellsViewers(t *testing.T) {
 		t.Fatalf("publish after close: %v", err)
 	}
 }
+
+func TestMaxStreams(t *testing.T) {
+	r, base := newServer(t, func(c *configs.Config) { c.Limits.MaxStreams = 1 })
+	v := dial(t, base+"b") // a waiting viewer makes a hub, not a live stream
+	expectText(t, v, "waiting")
+	if _, err := r.Publish("a", mseout.PublisherInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Publish("b", mseout.PublisherInfo{}); !errors.Is(err, mseout.ErrTooManyStreams) {
+		t.Fatalf("second live stream: %v", err)
+	}
+	if _, err := r.Publish("a", mseout.PublisherInfo{}); err != nil {
+		t.Fatalf("takeover of the live stream counts no new stream: %v", err)
+	}
+}

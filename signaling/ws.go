@@ -20,6 +20,10 @@ var wsUpgrader = websocket.Upgrader{
 	HandshakeTimeout: 10 * time.Second,
 	// Publishers authenticate with tokens; any origin may publish.
 	CheckOrigin: func(*http.Request) bool { return true },
+	// Handshake failures answer in JSON like every other HTTP error.
+	Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+		writeError(w, errorf(status, "websocket handshake: "+reason.Error()))
+	},
 }
 
 // wsMessage is every message of the WS publish signaling, both directions.

@@ -254,3 +254,15 @@ func TestAuth(t *testing.T) {
 		t.Fatalf("viewer with token: %+v %v", m.Control, err)
 	}
 }
+
+// TestPlainGETOnSocketsIsJSONError: a request to a WebSocket endpoint without
+// the upgrade gets a JSON error like every other endpoint.
+func TestPlainGETOnSocketsIsJSONError(t *testing.T) {
+	gw := startGateway(t, nil)
+	for _, path := range []string{"/ws/publish/x"} {
+		r := do(t, "GET", gw.base+path, "", "", nil)
+		if r.status != http.StatusBadRequest || r.ctype != "application/json" || !strings.Contains(r.errMsg, "websocket") {
+			t.Errorf("GET %s: %+v", path, r)
+		}
+	}
+}

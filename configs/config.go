@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
@@ -36,6 +38,38 @@ type Config struct {
 	RawStreams     map[string]yaml.Node `yaml:"streams"`
 	Auth           Auth                 `yaml:"auth"`
 	Limits         Limits               `yaml:"limits"`
+	// Sources are local capture sources (devices or test patterns) published
+	// straight into a stream of this gateway, by stream name.
+	Sources    map[string]Source `yaml:"-"`
+	RawSources yaml.Node         `yaml:"sources"`
+}
+
+// Source is a local capture source: a device or a test pattern captured,
+// encoded (H.264 + Opus) and published into the stream of its name without a
+// WebRTC hop. Keys left out get the values of DefaultSource.
+type Source struct {
+	// Video: videotest, camera, screen, a device name/label from
+	// `gateway capture -list`, or none. Audio: audiotest, microphone, a
+	// device name/label, or none.
+	Video            string        `yaml:"video"`
+	Audio            string        `yaml:"audio"`
+	Width            int           `yaml:"width"`
+	Height           int           `yaml:"height"`
+	FPS              int           `yaml:"fps"`
+	VideoBitrate     int           `yaml:"video_bitrate"`
+	AudioBitrate     int           `yaml:"audio_bitrate"`
+	KeyframeInterval time.Duration `yaml:"keyframe_interval"`
+	// OnDemand: capture only while someone watches (the stream is not live
+	// until a viewer waits on it); stop Linger after the last viewer left.
+	OnDemand bool          `yaml:"on_demand"`
+	Linger   time.Duration `yaml:"linger"`
+}
+
+// DefaultSource holds the values of the keys a sources entry leaves out.
+var DefaultSource = Source{
+	Video: "videotest", Audio: "audiotest", Width: 640, Height: 480, FPS: 30,
+	VideoBitrate: 1_000_000, AudioBitrate: 64_000, KeyframeInterval: 2 * time.Second,
+	OnDemand: false, Linger: 10 * time.Second,
 }
 
 // WebRTC holds the ICE and transport settings of the Pion API.
@@ -126,6 +160,7 @@ func parse(name string, data []byte, base *Config) (*Config, error) {
 		c.WebRTC.ICEServers = nil
 		c.RawStreams = nil
 		c.Streams = nil
+		c.RawSources = yaml.Node{}
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -143,6 +178,29 @@ func parse(name string, data []byte, base *Config) (*Config, error) {
 		}
 		c.Streams[sname] = s
 	}
+	if c.RawSources.Kind != 0 || base == nil {
+		// A file that has a sources key replaces the default sources.
+		sources := map[string]yaml.Node{}
+		if c.RawSources.Kind != 0 {
+			if err := decodeStrict(&c.RawSources, &sources); err != nil {
+				return nil, fmt.Errorf("config %s: sources: %s", name, err)
+			}
+		}
+		c.Sources = make(map[string]Source, len(sources))
+		for sname, node := range sources {
+			if !ValidStreamName(sname) {
+				return nil, fmt.Errorf("config %s: sources.%s: invalid stream name (1-64 chars of [A-Za-z0-9._-])", name, sname)
+			}
+			s := DefaultSource
+			if err := decodeStrict(&node, &s); err != nil {
+				return nil, fmt.Errorf("config %s: sources.%s: %s", name, sname, err)
+			}
+			c.Sources[sname] = s
+		}
+	} else {
+		c.Sources = maps.Clone(base.Sources)
+	}
+	c.RawSources = yaml.Node{}
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
@@ -212,6 +270,9 @@ func (c *Config) validate() error {
 			return err
 		}
 	}
+	if err := c.validateSources(); err != nil {
+		return err
+	}
 	l := c.Limits
 	for _, f := range []struct {
 		key string
@@ -244,6 +305,59 @@ func validateStream(key string, s Stream) error {
 		return fmt.Errorf("%s.viewer_queue_bytes: must be at least 65536, got %d", key, s.ViewerQueueBytes)
 	case s.ViewerMaxSkips < 1:
 		return fmt.Errorf("%s.viewer_max_skips: must be at least 1, got %d", key, s.ViewerMaxSkips)
+	}
+	return nil
+}
+
+func (c *Config) validateSources() error {
+	names := make([]string, 0, len(c.Sources))
+	for name := range c.Sources {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	usedBy := map[string]string{}
+	for _, name := range names {
+		s := c.Sources[name]
+		key := "sources." + name
+		if s.Video == "" {
+			return fmt.Errorf("%s.video: empty (use none for no video)", key)
+		}
+		if s.Audio == "" {
+			return fmt.Errorf("%s.audio: empty (use none for no audio)", key)
+		}
+		if s.Video == "none" && s.Audio == "none" {
+			return fmt.Errorf("%s: video and audio are both none", key)
+		}
+		for _, dev := range []struct{ kind, name string }{{"video", s.Video}, {"audio", s.Audio}} {
+			if dev.name == "none" {
+				continue
+			}
+			// A device can be opened by one capture at a time.
+			id := dev.kind + ":" + strings.ToLower(dev.name)
+			if other, ok := usedBy[id]; ok {
+				return fmt.Errorf("%s.%s: device %q is already used by sources.%s", key, dev.kind, dev.name, other)
+			}
+			usedBy[id] = name
+		}
+		switch {
+		case s.Width < 16 || s.Width > 7680 || s.Width%2 != 0:
+			return fmt.Errorf("%s.width: %d: want an even number in 16-7680", key, s.Width)
+		case s.Height < 16 || s.Height > 4320 || s.Height%2 != 0:
+			return fmt.Errorf("%s.height: %d: want an even number in 16-4320", key, s.Height)
+		case s.FPS < 1 || s.FPS > 120:
+			return fmt.Errorf("%s.fps: %d: want 1-120", key, s.FPS)
+		case s.VideoBitrate < 10_000 || s.VideoBitrate > 100_000_000:
+			return fmt.Errorf("%s.video_bitrate: %d: want 10000-100000000 bits/s", key, s.VideoBitrate)
+		case s.AudioBitrate < 6_000 || s.AudioBitrate > 510_000:
+			return fmt.Errorf("%s.audio_bitrate: %d: want 6000-510000 bits/s", key, s.AudioBitrate)
+		case s.KeyframeInterval < 0:
+			return fmt.Errorf("%s.keyframe_interval: must not be negative", key)
+		case s.Linger <= 0:
+			return fmt.Errorf("%s.linger: must be positive", key)
+		}
+		if s.OnDemand && !c.StreamSettings(name).WaitForPublisher {
+			return fmt.Errorf("%s.on_demand: needs streams.%s.wait_for_publisher: true (on-demand sources start when a viewer waits)", key, name)
+		}
 	}
 	return nil
 }

@@ -1,7 +1,8 @@
 // Command gateway is the WebRTC to MSE gateway: it takes publishes over WHIP
 // or WebSocket signaling and serves them to MSE players over WebSocket.
 //
-//	gateway [-config FILE] [-listen ADDR]
+//	gateway [serve] [-config FILE] [-listen ADDR]
+//	gateway capture -url http://HOST:8080/whip/STREAM [flags]   (headless capture agent)
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sort"
 	"syscall"
 	"time"
 
@@ -25,14 +27,31 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// run dispatches to a subcommand: serve (the default) or capture.
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "serve":
+			return runServe(args[1:], stdout, stderr)
+		case "capture":
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runCapture(ctx, args[1:], stdout, stderr)
+		}
+	}
+	return runServe(args, stdout, stderr)
+}
+
+func lookupEnv(name string) string { return os.Getenv(name) }
+
+func runServe(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "YAML config file (default: the embedded config; see -print-config)")
 	listen := fs.String("listen", "", "HTTP listen address, overrides the config (e.g. :8080)")
 	printConfig := fs.Bool("print-config", false, "print the embedded default config and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: gateway [flags]\n\nServes WHIP/WebSocket publishers to MSE viewers over WebSocket.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: gateway [serve] [flags]\n       gateway capture -url URL [flags]  (capture agent; gateway capture -h)\n\nServes WHIP/WebSocket publishers to MSE viewers over WebSocket.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -86,6 +105,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "gateway listening on %s\n  open %s://%s/  (publish: /publish.html?stream=demo, watch: /watch.html?stream=demo)\n  ICE UDP: %v\n",
 		ln.Addr(), scheme, browseAddr(ln.Addr()), g.ICEAddrs())
+	for _, name := range sortedKeys(cfg.Sources) {
+		fmt.Fprintf(stdout, "  local source %q: %s://%s/watch.html?stream=%s\n", name, scheme, browseAddr(ln.Addr()), name)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -120,4 +142,13 @@ func browseAddr(a net.Addr) string {
 		host = "localhost"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

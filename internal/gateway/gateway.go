@@ -12,12 +12,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/devices"
 	"github.com/mseway/mseway/mseout"
 	"github.com/mseway/mseway/peer"
 	"github.com/mseway/mseway/signaling"
@@ -39,6 +41,7 @@ type Gateway struct {
 	sig      *signaling.Server
 	srv      *http.Server
 	started  time.Time
+	sources  []*devices.LocalSource
 }
 
 // New builds a gateway from cfg. Call Serve, then Close.
@@ -78,6 +81,12 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		Logger:       log,
 	})
 	g := &Gateway{cfg: cfg, log: log, engine: engine, registry: registry, sig: sig, started: time.Now()}
+	if err := g.startSources(); err != nil {
+		g.registry.Close()
+		g.sig.Close()
+		_ = g.engine.Close()
+		return nil, err
+	}
 	g.srv = &http.Server{
 		Handler:           g.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -175,10 +184,52 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	return err
 }
 
+// startSources starts the configured local sources (sorted by name).
+func (g *Gateway) startSources() error {
+	names := make([]string, 0, len(g.cfg.Sources))
+	for name := range g.cfg.Sources {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		s := g.cfg.Sources[name]
+		src, err := devices.StartLocal(devices.LocalConfig{
+			Stream: name,
+			Capture: devices.Config{
+				Video: s.Video, Audio: s.Audio, Width: s.Width, Height: s.Height, FPS: s.FPS,
+				VideoBitrate: s.VideoBitrate, AudioBitrate: s.AudioBitrate, KeyframeInterval: s.KeyframeInterval,
+			},
+			Registry: g.registry,
+			OnDemand: s.OnDemand,
+			Linger:   s.Linger,
+			Logger:   g.log,
+		})
+		if errors.Is(err, devices.ErrNoEncoder) {
+			g.log.Warn("local source skipped: this build has no encoder (built without cgo)", "source", name)
+			continue
+		}
+		if err != nil {
+			g.closeSources()
+			return fmt.Errorf("sources.%s: %w", name, err)
+		}
+		g.sources = append(g.sources, src)
+		g.log.Info("local source ready", "stream", name, "video", s.Video, "audio", s.Audio, "on_demand", s.OnDemand)
+	}
+	return nil
+}
+
+func (g *Gateway) closeSources() {
+	for _, s := range g.sources {
+		s.Close()
+	}
+	g.sources = nil
+}
+
 // Close stops accepting requests, ends every publish (viewers get an error
-// and are disconnected) and releases the ICE port.
+// and are disconnected), stops the local sources and releases the ICE port.
 func (g *Gateway) Close(ctx context.Context) error {
 	g.registry.Close()
+	g.closeSources()
 	g.sig.Close()
 	err := g.srv.Shutdown(ctx)
 	if cerr := g.engine.Close(); err == nil {

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mseway/mseway/devices"
+)
+
+// runCapture is `gateway capture`: the headless capture agent. It returns
+// when ctx is done (SIGINT/SIGTERM in main), after the WHIP DELETE.
+func runCapture(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("gateway capture", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	whipURL := fs.String("url", "", "WHIP endpoint to publish to, e.g. http://gateway:8080/whip/cam1 (required)")
+	token := fs.String("token", "", "bearer token for the gateway's publish auth (or env MSEWAY_TOKEN)")
+	video := fs.String("video", devices.Camera, "video device: camera, screen, videotest, a name/label from -list, or none")
+	audio := fs.String("audio", devices.Microphone, "audio device: microphone, audiotest, a name/label from -list, or none")
+	width := fs.Int("width", devices.DefaultWidth, "video width (a camera uses its closest mode)")
+	height := fs.Int("height", devices.DefaultHeight, "video height")
+	fps := fs.Int("fps", devices.DefaultFPS, "video frame rate")
+	bitrate := bitsFlag(devices.DefaultVideoBitrate)
+	fs.Var(&bitrate, "bitrate", "video bitrate in bits/s (k and M suffixes: 800k, 2M)")
+	audioBitrate := bitsFlag(devices.DefaultAudioBitrate)
+	fs.Var(&audioBitrate, "audio-bitrate", "Opus bitrate in bits/s")
+	keyint := fs.Duration("keyint", 2*time.Second, "time between keyframes; 0 = only when the gateway asks (PLI)")
+	list := fs.Bool("list", false, "list the capture devices and exit")
+	wait := fs.Bool("wait", false, "keep retrying when the first publish fails (agent started before its gateway)")
+	loopback := fs.Bool("loopback", false, "ICE over 127.0.0.1 only (agent and gateway on one machine)")
+	connectTimeout := fs.Duration("connect-timeout", 10*time.Second, "limit for one publish attempt (HTTP, ICE, DTLS)")
+	maxBackoff := fs.Duration("max-backoff", 10*time.Second, "longest wait between reconnects")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `Usage: gateway capture -url http://HOST:8080/whip/STREAM [flags]
+       gateway capture -list
+
+Captures local devices (camera, microphone, screen, test patterns), encodes
+H.264 (%s) and Opus, and publishes them to a gateway over WHIP. Reconnects
+with backoff when the gateway or the network goes away; Ctrl-C ends the
+publish (WHIP DELETE).
+
+Flags:
+`, devices.H264Encoder)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "gateway capture: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *list {
+		printDevices(stdout)
+		return 0
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "gateway capture: -log-level %q: want debug, info, warn or error\n", *logLevel)
+		return 2
+	}
+	if *whipURL == "" {
+		fmt.Fprintln(stderr, "gateway capture: -url is required (e.g. -url http://localhost:8080/whip/cam1); -list shows devices")
+		return 2
+	}
+	if u, err := url.Parse(*whipURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		fmt.Fprintf(stderr, "gateway capture: -url %q: want http(s)://HOST[:PORT]/whip/STREAM\n", *whipURL)
+		return 2
+	}
+	if *width <= 0 || *height <= 0 || *fps <= 0 {
+		fmt.Fprintf(stderr, "gateway capture: -width %d -height %d -fps %d: each must be positive\n", *width, *height, *fps)
+		return 2
+	}
+	if *connectTimeout <= 0 || *maxBackoff <= 0 {
+		fmt.Fprintln(stderr, "gateway capture: -connect-timeout and -max-backoff must be positive")
+		return 2
+	}
+	cfg := devices.Config{
+		Video: *video, Audio: *audio, Width: *width, Height: *height, FPS: *fps,
+		VideoBitrate: int(bitrate), AudioBitrate: int(audioBitrate), KeyframeInterval: *keyint,
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(stderr, "gateway capture: %v\n", err)
+		return 2
+	}
+	if *token == "" {
+		*token = lookupEnv("MSEWAY_TOKEN")
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger = log
+	capture, err := devices.Open(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway capture: %v\n", err)
+		return 1
+	}
+	defer capture.Close()
+	agent, err := devices.NewAgent(capture, devices.AgentConfig{
+		URL: *whipURL, Token: *token, Wait: *wait, LoopbackOnly: *loopback,
+		ConnectTimeout: *connectTimeout, MaxBackoff: *maxBackoff, Logger: log,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway capture: %v\n", err)
+		return 2
+	}
+	if err := agent.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "gateway capture: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func printDevices(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tTYPE\tNAME (-video / -audio)\tLABEL")
+	for _, d := range devices.List() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Kind, d.Type, d.Name, d.Label)
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(w, "\nH.264 encoder: %s. Also accepted: -video camera (first camera), -video screen, -audio microphone (default input), none.\n", devices.H264Encoder)
+}
+
+// bitsFlag is a bit rate flag accepting k and M suffixes.
+type bitsFlag int
+
+func (b *bitsFlag) String() string { return strconv.Itoa(int(*b)) }
+
+func (b *bitsFlag) Set(s string) error {
+	mult := 1.0
+	t := strings.TrimSpace(s)
+	switch {
+	case strings.HasSuffix(t, "k"), strings.HasSuffix(t, "K"):
+		mult, t = 1e3, t[:len(t)-1]
+	case strings.HasSuffix(t, "M"), strings.HasSuffix(t, "m"):
+		mult, t = 1e6, t[:len(t)-1]
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v <= 0 {
+		return fmt.Errorf("%q is not a bit rate (e.g. 800000, 800k, 2M)", s)
+	}
+	*b = bitsFlag(v * mult)
+	return nil
+}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/internal/gateway"
+)
+
+// TestCaptureErrors: bad flags, unknown devices and unreachable gateways end
+// `gateway capture` with a clear message and a non-zero exit, no stack trace.
+func TestCaptureErrors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String() + "/whip/x" // nobody listens there
+	ln.Close()
+	small := []string{"-video", "videotest", "-audio", "audiotest", "-width", "160", "-height", "120", "-fps", "5", "-loopback"}
+	cases := []struct {
+		args []string
+		code int
+		has  string
+	}{
+		{[]string{"capture"}, 2, "-url is required"},
+		{[]string{"capture", "-nope"}, 2, "flag provided but not defined"},
+		{[]string{"capture", "-url", "ftp://x/whip/a"}, 2, "want http(s)://"},
+		{[]string{"capture", "-url", dead, "-width", "15"}, 2, "width 15"},
+		{[]string{"capture", "-url", dead, "-fps", "0"}, 2, "-fps 0"},
+		{[]string{"capture", "-url", dead, "-bitrate", "fast"}, 2, "not a bit rate"},
+		{[]string{"capture", "-url", dead, "-keyint", "-1s"}, 2, "keyframe interval"},
+		{[]string{"capture", "-url", dead, "-video", "none", "-audio", "none"}, 2, "nothing to capture"},
+		{[]string{"capture", "-url", dead, "-log-level", "loud"}, 2, "-log-level"},
+		{[]string{"capture", "-url", dead, "extra"}, 2, "unexpected argument"},
+		{[]string{"capture", "-url", dead, "-video", "no-such-camera", "-audio", "none"}, 1, "no such device"},
+		{append([]string{"capture", "-url", dead}, small...), 1, "connection refused"},
+	}
+	for _, tc := range cases {
+		var out, errOut bytes.Buffer
+		code := run(tc.args, &out, &errOut)
+		if code != tc.code || !strings.Contains(errOut.String(), tc.has) {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d containing %q", tc.args, code, errOut.String(), tc.code, tc.has)
+		}
+		if strings.Contains(errOut.String(), "goroutine ") || strings.Contains(errOut.String(), "panic") {
+			t.Errorf("%v: stack trace printed: %s", tc.args, errOut.String())
+		}
+	}
+}
+
+func TestCaptureList(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"capture", "-list"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	for _, want := range []string{"videotest", "audiotest", "H.264 encoder"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("-list output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestCaptureStopsCleanly: `gateway capture` publishes to a gateway, and when
+// its context ends (SIGINT/SIGTERM in main) it sends the WHIP DELETE, the
+// stream stops being live and it exits 0.
+func TestCaptureStopsCleanly(t *testing.T) {
+	cfg := configs.Default()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.WebRTC.UDPPort = 0
+	cfg.WebRTC.UDPAddress = "127.0.0.1"
+	cfg.WebRTC.IncludeLoopback = true
+	g, err := gateway.New(cfg, slog.New(slog.DiscardHandler), gateway.Options{LoopbackOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ln) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = g.Close(ctx)
+		<-served
+	}()
+	base := "http://" + ln.Addr().String()
+	live := func() bool {
+		resp, err := http.Get(base + "/api/streams")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var streams []struct {
+			Name string `json:"name"`
+			Live bool   `json:"live"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&streams); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range streams {
+			if s.Name == "agent" && s.Live {
+				return true
+			}
+		}
+		return false
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	exit := make(chan int, 1)
+	go func() {
+		exit <- runCapture(ctx, []string{"-url", base + "/whip/agent", "-video", "videotest", "-audio", "audiotest",
+			"-width", "160", "-height", "120", "-fps", "10", "-loopback"}, &out, &errOut)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !live() {
+		select {
+		case code := <-exit:
+			t.Fatalf("capture exited %d: %s", code, errOut.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream never went live; agent log:\n%s", errOut.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("capture did not exit")
+	}
+	if !strings.Contains(errOut.String(), `msg="stopped; WHIP DELETE sent" status=200`) {
+		t.Fatalf("no acknowledged WHIP DELETE in the log:\n%s", errOut.String())
+	}
+	if live() {
+		t.Fatal("stream still live after the agent stopped")
+	}
+}

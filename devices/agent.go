@@ -1,0 +1,419 @@
+package devices
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
+)
+
+// AgentConfig says where the capture agent publishes.
+type AgentConfig struct {
+	URL   string // WHIP endpoint, e.g. http://gateway:8080/whip/cam1
+	Token string // bearer token, optional
+	// Wait keeps retrying when the very first publish fails (an agent started
+	// before its gateway). Without it the first failure is returned.
+	Wait bool
+	// LoopbackOnly keeps ICE on 127.0.0.1 (agent and gateway on one machine, tests).
+	LoopbackOnly bool
+	// MinBackoff and MaxBackoff bound the wait between reconnects; 0 = 500 ms and 10 s.
+	MinBackoff, MaxBackoff time.Duration
+	// ConnectTimeout bounds one publish attempt (HTTP + ICE + DTLS); 0 = 10 s.
+	ConnectTimeout time.Duration
+	Logger         *slog.Logger
+}
+
+// HTTPError is a WHIP POST answered with something else than 201.
+type HTTPError struct {
+	Status int
+	Body   string
+}
+
+func (e *HTTPError) Error() string {
+	msg := strings.TrimSpace(e.Body)
+	if len(msg) > 300 {
+		msg = msg[:300] + "..."
+	}
+	return fmt.Sprintf("WHIP POST answered %d %s: %s", e.Status, http.StatusText(e.Status), msg)
+}
+
+// AgentStats counts what the agent did.
+type AgentStats struct {
+	Sessions     int64 // publishes that connected
+	Attempts     int64 // publish attempts
+	PLIs         int64 // keyframe requests (PLI/FIR) received from the gateway
+	DeletesSent  int64
+	LastDeleteOK bool
+}
+
+// Agent publishes a Capture over WHIP and keeps publishing: when the
+// connection drops or the gateway restarts it reconnects with backoff.
+type Agent struct {
+	cfg AgentConfig
+	cap *Capture
+	log *slog.Logger
+
+	sessions, attempts, plis, deletes atomic.Int64
+	lastDeleteOK                      atomic.Bool
+	connected                         chan struct{} // closed at the first connect
+	connOnce                          sync.Once
+}
+
+// NewAgent returns an agent for c. Run it with Run.
+func NewAgent(c *Capture, cfg AgentConfig) (*Agent, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("WHIP URL %q: want http(s)://host[:port]/whip/STREAM", cfg.URL)
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 500 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 10 * time.Second
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = cfg.MinBackoff
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Agent{cfg: cfg, cap: c, log: cfg.Logger, connected: make(chan struct{})}, nil
+}
+
+// Stats returns the agent's counters.
+func (a *Agent) Stats() AgentStats {
+	return AgentStats{
+		Sessions: a.sessions.Load(), Attempts: a.attempts.Load(), PLIs: a.plis.Load(),
+		DeletesSent: a.deletes.Load(), LastDeleteOK: a.lastDeleteOK.Load(),
+	}
+}
+
+// Connected is closed once the first publish is up.
+func (a *Agent) Connected() <-chan struct{} { return a.connected }
+
+// Run publishes until ctx is done (then it sends the WHIP DELETE and returns
+// nil) or the capture fails. Without Wait, a failing first publish is returned.
+func (a *Agent) Run(ctx context.Context) error {
+	backoff := a.cfg.MinBackoff
+	first := true
+	for {
+		a.attempts.Add(1)
+		a.log.Info("publishing", "url", a.cfg.URL)
+		s, err := a.dial(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if first && !a.cfg.Wait {
+				return fmt.Errorf("publish to %s: %w", a.cfg.URL, err)
+			}
+			a.log.Warn("publish failed; retrying", "err", err, "in", backoff.Round(time.Millisecond))
+		} else {
+			first = false
+			a.sessions.Add(1)
+			a.connOnce.Do(func() { close(a.connected) })
+			a.log.Info("live", "session", s.location)
+			a.cap.SetSink(s)
+			a.cap.RequestKeyframe()
+			began := time.Now()
+			var reason string
+			select {
+			case <-ctx.Done():
+				a.cap.SetSink(nil)
+				status := s.close(true)
+				a.deletes.Add(1)
+				a.lastDeleteOK.Store(status == http.StatusOK)
+				a.log.Info("stopped; WHIP DELETE sent", "status", status)
+				return nil
+			case <-a.cap.Done():
+				a.cap.SetSink(nil)
+				s.close(true)
+				return fmt.Errorf("capture failed: %w", a.cap.Err())
+			case <-s.ended:
+				reason = s.endReason()
+			}
+			a.cap.SetSink(nil)
+			s.close(true) // the gateway may still be there (takeover): say goodbye
+			a.log.Warn("connection lost; reconnecting", "reason", reason, "after", time.Since(began).Round(time.Millisecond))
+			if time.Since(began) > 30*time.Second {
+				backoff = a.cfg.MinBackoff
+			}
+		}
+		// Jitter so a fleet of agents does not reconnect in lockstep.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.cap.Done():
+			return fmt.Errorf("capture failed: %w", a.cap.Err())
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, a.cfg.MaxBackoff)
+	}
+}
+
+// whipSession is one WHIP publish: a PeerConnection and its resource URL.
+type whipSession struct {
+	a        *Agent
+	pc       *webrtc.PeerConnection
+	video    *webrtc.TrackLocalStaticSample
+	audio    *webrtc.TrackLocalStaticSample
+	location string
+	client   *http.Client
+
+	ended     chan struct{}
+	endOnce   sync.Once
+	reason    atomic.Value
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+	status    int
+}
+
+func (s *whipSession) end(reason string) {
+	s.endOnce.Do(func() {
+		s.reason.Store(reason)
+		close(s.ended)
+	})
+}
+
+func (s *whipSession) endReason() string {
+	r, _ := s.reason.Load().(string)
+	return r
+}
+
+// WriteVideo implements Sink.
+func (s *whipSession) WriteVideo(f Frame) {
+	if s.video != nil {
+		_ = s.video.WriteSample(media.Sample{Data: f.Data, Duration: f.Duration})
+	}
+}
+
+// WriteAudio implements Sink.
+func (s *whipSession) WriteAudio(f Frame) {
+	if s.audio != nil {
+		_ = s.audio.WriteSample(media.Sample{Data: f.Data, Duration: f.Duration})
+	}
+}
+
+// newAPI builds the Pion API of the agent. The MediaEngine registers exactly
+// the codecs the agent sends (H.264 packetization-mode 1, Opus), and the
+// tracks are Pion's TrackLocalStaticSample, so the payload types on the wire
+// are the ones negotiated on this MediaEngine. (mediadevices' own tracks stamp
+// the payload type of their CodecSelector unless CodecSelector.Populate is
+// called on the negotiating MediaEngine; the agent does not use them.)
+func (a *Agent) newAPI() (*webrtc.API, error) {
+	me := &webrtc.MediaEngine{}
+	fb := []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
+	if err := me.RegisterCodec(webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f", RTCPFeedback: fb},
+		PayloadType: 102,
+	}, webrtc.RTPCodecTypeVideo); err != nil {
+		return nil, err
+	}
+	if err := me.RegisterCodec(webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"},
+		PayloadType:        111,
+	}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+		return nil, err
+	}
+	se := webrtc.SettingEngine{}
+	// Notice a dead gateway or network within seconds, not Pion's 25 s.
+	se.SetICETimeouts(3*time.Second, 5*time.Second, time.Second)
+	if a.cfg.LoopbackOnly {
+		se.SetIncludeLoopbackCandidate(true)
+		loop := func(ip net.IP) bool { return ip.IsLoopback() }
+		se.SetIPFilter(loop)
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+}
+
+// dial makes one publish: offer, POST, answer, and waits for the connection.
+func (a *Agent) dial(ctx context.Context) (*whipSession, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.ConnectTimeout)
+	defer cancel()
+	api, err := a.newAPI()
+	if err != nil {
+		return nil, err
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	s := &whipSession{a: a, pc: pc, ended: make(chan struct{}), client: &http.Client{Timeout: a.cfg.ConnectTimeout}}
+	fail := func(err error) (*whipSession, error) {
+		s.close(s.location != "")
+		return nil, err
+	}
+	if a.cap.HasVideo() {
+		s.video, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000}, "video", "capture")
+		if err != nil {
+			return fail(err)
+		}
+		tr, err := pc.AddTransceiverFromTrack(s.video, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		if err != nil {
+			return fail(err)
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.readRTCP(tr.Sender())
+		}()
+	}
+	if a.cap.HasAudio() {
+		s.audio, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "capture")
+		if err != nil {
+			return fail(err)
+		}
+		tr, err := pc.AddTransceiverFromTrack(s.audio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		if err != nil {
+			return fail(err)
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.readRTCP(tr.Sender())
+		}()
+	}
+	connected := make(chan struct{})
+	var connOnce sync.Once
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		a.log.Debug("connection state", "state", st.String())
+		switch st {
+		case webrtc.PeerConnectionStateConnected:
+			connOnce.Do(func() { close(connected) })
+		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+			s.end("connection " + st.String())
+		}
+	})
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return fail(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return fail(err)
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		return fail(fmt.Errorf("ICE gathering: %w", ctx.Err()))
+	}
+	answer, err := s.post(ctx, pc.LocalDescription().SDP)
+	if err != nil {
+		return fail(err)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		return fail(fmt.Errorf("bad SDP answer: %w", err))
+	}
+	select {
+	case <-connected:
+	case <-s.ended:
+		return fail(fmt.Errorf("connection failed: %s", s.endReason()))
+	case <-ctx.Done():
+		return fail(errors.New("ICE/DTLS connection not established in time"))
+	}
+	return s, nil
+}
+
+func (s *whipSession) post(ctx context.Context, offer string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.a.cfg.URL, strings.NewReader(offer))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/sdp")
+	if s.a.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.a.cfg.Token)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusCreated {
+		return "", &HTTPError{Status: resp.StatusCode, Body: string(body)}
+	}
+	loc := resp.Header.Get("Location")
+	if loc == "" {
+		return "", errors.New("WHIP POST answered 201 without a Location header")
+	}
+	base, _ := url.Parse(s.a.cfg.URL)
+	ref, err := url.Parse(loc)
+	if err != nil {
+		return "", fmt.Errorf("bad Location %q: %w", loc, err)
+	}
+	s.location = base.ResolveReference(ref).String()
+	return string(body), nil
+}
+
+func (s *whipSession) readRTCP(sender *webrtc.RTPSender) {
+	for {
+		pkts, _, err := sender.ReadRTCP()
+		if err != nil {
+			s.end("RTCP: " + err.Error())
+			return
+		}
+		for _, p := range pkts {
+			switch p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				s.a.plis.Add(1)
+				s.a.cap.RequestKeyframe()
+			}
+		}
+	}
+}
+
+// close ends the session: the WHIP DELETE (when asked and a session exists),
+// then the PeerConnection. It returns the DELETE's status (0 if none).
+func (s *whipSession) close(sendDelete bool) int {
+	s.closeOnce.Do(func() {
+		if sendDelete && s.location != "" {
+			s.status = s.delete()
+		}
+		_ = s.pc.Close()
+		s.end("closed")
+		s.wg.Wait()
+	})
+	return s.status
+}
+
+func (s *whipSession) delete() int {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, s.location, nil)
+	if err != nil {
+		return 0
+	}
+	if s.a.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.a.cfg.Token)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}

@@ -1,0 +1,489 @@
+package devices
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/mediadevices/pkg/codec"
+	"github.com/pion/mediadevices/pkg/driver"
+	"github.com/pion/mediadevices/pkg/prop"
+)
+
+// ErrNoEncoder is returned by Open in a build without cgo.
+var ErrNoEncoder = errors.New("no H.264/Opus encoder in this build (it was built with CGO_ENABLED=0)")
+
+// Config selects the devices to capture and how to encode them.
+type Config struct {
+	Video string // VideoTest, Camera, Screen, a device name/label/ID from List, or "" / None
+	Audio string // AudioTest, Microphone, a device name/label/ID from List, or "" / None
+
+	Width, Height int // wanted video size; a camera delivers its closest mode
+	FPS           int // wanted frame rate
+
+	VideoBitrate int // bits/s
+	AudioBitrate int // bits/s
+	// KeyframeInterval is the time between keyframes; 0 = only when the
+	// receiver asks (PLI) and at the start.
+	KeyframeInterval time.Duration
+
+	Logger *slog.Logger
+}
+
+// Defaults for zero Config fields.
+const (
+	DefaultWidth        = 640
+	DefaultHeight       = 480
+	DefaultFPS          = 30
+	DefaultVideoBitrate = 1_000_000
+	DefaultAudioBitrate = 64_000
+)
+
+// Validate fills defaults and checks the values.
+func (c *Config) Validate() error {
+	if c.Video == "" {
+		c.Video = None
+	}
+	if c.Audio == "" {
+		c.Audio = None
+	}
+	if c.Width == 0 {
+		c.Width = DefaultWidth
+	}
+	if c.Height == 0 {
+		c.Height = DefaultHeight
+	}
+	if c.FPS == 0 {
+		c.FPS = DefaultFPS
+	}
+	if c.VideoBitrate == 0 {
+		c.VideoBitrate = DefaultVideoBitrate
+	}
+	if c.AudioBitrate == 0 {
+		c.AudioBitrate = DefaultAudioBitrate
+	}
+	switch {
+	case c.Video == None && c.Audio == None:
+		return errors.New("nothing to capture: both video and audio are none")
+	case c.Width < 16 || c.Width > 7680 || c.Width%2 != 0:
+		return fmt.Errorf("width %d: want an even number of pixels in 16-7680", c.Width)
+	case c.Height < 16 || c.Height > 4320 || c.Height%2 != 0:
+		return fmt.Errorf("height %d: want an even number of pixels in 16-4320", c.Height)
+	case c.FPS < 1 || c.FPS > 120:
+		return fmt.Errorf("fps %d: want 1-120", c.FPS)
+	case c.VideoBitrate < 10_000 || c.VideoBitrate > 100_000_000:
+		return fmt.Errorf("video bitrate %d: want 10000-100000000 bits/s", c.VideoBitrate)
+	case c.AudioBitrate < 6_000 || c.AudioBitrate > 510_000:
+		return fmt.Errorf("audio bitrate %d: want 6000-510000 bits/s", c.AudioBitrate)
+	case c.KeyframeInterval < 0:
+		return errors.New("keyframe interval must not be negative")
+	}
+	return nil
+}
+
+// Frame is one encoded frame.
+type Frame struct {
+	// Data is an H.264 access unit in Annex-B form, or one Opus packet.
+	Data []byte
+	// Time is the capture time since the Capture started: video on the
+	// nominal frame grid (multiples of 1/fps), audio by sample count (its
+	// packets are exactly Duration apart).
+	Time     time.Duration
+	Duration time.Duration
+	Keyframe bool
+}
+
+// Sink receives encoded frames on the capture goroutines. It must not block
+// for long: capture does not wait for a slow network.
+type Sink interface {
+	WriteVideo(Frame)
+	WriteAudio(Frame)
+}
+
+// Stats are a Capture's counters.
+type Stats struct {
+	VideoFrames      int64 // encoded video frames (skipped frames not counted)
+	Keyframes        int64
+	KeyframeRequests int64 // calls to RequestKeyframe
+	AudioPackets     int64
+}
+
+// Capture is a running capture of one video and/or one audio device. Its
+// goroutines run from Open to Close.
+type Capture struct {
+	cfg   Config
+	log   *slog.Logger
+	start time.Time
+
+	video, audio *track
+
+	sink     atomic.Pointer[sinkBox]
+	forceKey atomic.Bool
+
+	stop      chan struct{}
+	done      chan struct{} // closed when a track ended by itself (device error)
+	doneOnce  sync.Once
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+	err       atomic.Pointer[error]
+
+	videoFrames, keyframes, keyRequests, audioPackets atomic.Int64
+}
+
+type sinkBox struct{ s Sink }
+
+// track is one device and its encoder.
+type track struct {
+	kind string
+	drv  driver.Driver
+	enc  codec.ReadCloser
+	prop prop.Media
+}
+
+func (t *track) close() {
+	if t.enc != nil {
+		_ = t.enc.Close()
+	}
+	_ = t.drv.Close()
+}
+
+// Open opens the devices and encoders of cfg and starts capturing. Frames
+// are dropped until SetSink is given a sink.
+func Open(cfg Config) (*Capture, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if !cgoEnabled {
+		return nil, ErrNoEncoder
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	c := &Capture{cfg: cfg, log: log, stop: make(chan struct{}), done: make(chan struct{})}
+	if cfg.Video != None {
+		t, err := c.openVideo()
+		if err != nil {
+			return nil, err
+		}
+		c.video = t
+	}
+	if cfg.Audio != None {
+		t, err := c.openAudio()
+		if err != nil {
+			if c.video != nil {
+				c.video.close()
+			}
+			return nil, err
+		}
+		c.audio = t
+	}
+	c.start = time.Now()
+	c.forceKey.Store(true)
+	if c.video != nil {
+		c.wg.Add(1)
+		go c.runVideo()
+	}
+	if c.audio != nil {
+		c.wg.Add(1)
+		go c.runAudio()
+	}
+	return c, nil
+}
+
+func (c *Capture) openVideo() (*track, error) {
+	d, err := findDriver("video", c.cfg.Video)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.Open(); err != nil {
+		return nil, fmt.Errorf("open video device %q: %w", d.Info().Label, err)
+	}
+	t := &track{kind: "video", drv: d}
+	fail := func(err error) (*track, error) {
+		t.close()
+		return nil, err
+	}
+	want := prop.MediaConstraints{VideoConstraints: prop.VideoConstraints{
+		Width: prop.Int(c.cfg.Width), Height: prop.Int(c.cfg.Height), FrameRate: prop.Float(float32(c.cfg.FPS)),
+	}}
+	p, err := bestProp(d, want)
+	if err != nil {
+		return fail(err)
+	}
+	switch {
+	case d.Info().Label == "VideoTest":
+		// The test pattern renders at any size and rate.
+		p.Width, p.Height, p.FrameRate = c.cfg.Width, c.cfg.Height, float32(c.cfg.FPS)
+	case d.Info().DeviceType == driver.Screen:
+		// Screens deliver their own size, at any rate.
+		p.FrameRate = float32(c.cfg.FPS)
+	}
+	if p.FrameRate <= 0 {
+		p.FrameRate = float32(c.cfg.FPS)
+	}
+	rec, ok := d.(driver.VideoRecorder)
+	if !ok {
+		return fail(fmt.Errorf("device %q is not a video device", d.Info().Label))
+	}
+	r, err := rec.VideoRecord(p)
+	if err != nil {
+		return fail(fmt.Errorf("start video device %q: %w", d.Info().Label, err))
+	}
+	keyint := 0
+	if c.cfg.KeyframeInterval > 0 {
+		keyint = max(1, int(c.cfg.KeyframeInterval.Seconds()*float64(p.FrameRate)+0.5))
+	}
+	t.enc, err = newVideoEncoder(r, p, c.cfg.VideoBitrate, keyint)
+	if err != nil {
+		return fail(fmt.Errorf("%s encoder: %w", H264Encoder, err))
+	}
+	t.prop = p
+	c.log.Info("video device opened", "device", d.Info().Label, "width", p.Width, "height", p.Height, "fps", p.FrameRate,
+		"encoder", H264Encoder, "bitrate", c.cfg.VideoBitrate, "keyframe_interval", c.cfg.KeyframeInterval)
+	return t, nil
+}
+
+func (c *Capture) openAudio() (*track, error) {
+	d, err := findDriver("audio", c.cfg.Audio)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.Open(); err != nil {
+		return nil, fmt.Errorf("open audio device %q: %w", d.Info().Label, err)
+	}
+	t := &track{kind: "audio", drv: d}
+	fail := func(err error) (*track, error) {
+		t.close()
+		return nil, err
+	}
+	want := prop.MediaConstraints{AudioConstraints: prop.AudioConstraints{
+		SampleRate: prop.Int(48000), ChannelCount: prop.Int(2), Latency: prop.Duration(20 * time.Millisecond),
+	}}
+	p, err := bestProp(d, want)
+	if err != nil {
+		return fail(err)
+	}
+	if p.SampleRate == 0 {
+		p.SampleRate = 48000
+	}
+	if p.ChannelCount == 0 {
+		p.ChannelCount = 2
+	}
+	rec, ok := d.(driver.AudioRecorder)
+	if !ok {
+		return fail(fmt.Errorf("device %q is not an audio device", d.Info().Label))
+	}
+	r, err := rec.AudioRecord(p)
+	if err != nil {
+		return fail(fmt.Errorf("start audio device %q: %w", d.Info().Label, err))
+	}
+	t.enc, err = newAudioEncoder(r, p, c.cfg.AudioBitrate)
+	if err != nil {
+		return fail(fmt.Errorf("opus encoder: %w", err))
+	}
+	t.prop = p
+	c.log.Info("audio device opened", "device", d.Info().Label, "sample_rate", p.SampleRate, "channels", p.ChannelCount,
+		"encoder", "opus", "bitrate", c.cfg.AudioBitrate)
+	return t, nil
+}
+
+// VideoSize returns the captured video size (0, 0 without video).
+func (c *Capture) VideoSize() (int, int) {
+	if c.video == nil {
+		return 0, 0
+	}
+	return c.video.prop.Width, c.video.prop.Height
+}
+
+// HasVideo and HasAudio report which tracks the capture has.
+func (c *Capture) HasVideo() bool { return c.video != nil }
+
+// HasAudio reports whether the capture has an audio track.
+func (c *Capture) HasAudio() bool { return c.audio != nil }
+
+// SetSink makes s receive the frames from now on; nil drops them.
+func (c *Capture) SetSink(s Sink) {
+	if s == nil {
+		c.sink.Store(nil)
+		return
+	}
+	c.sink.Store(&sinkBox{s})
+}
+
+// RequestKeyframe makes the next video frame a keyframe. It never blocks;
+// requests before the next frame coalesce.
+func (c *Capture) RequestKeyframe() {
+	c.keyRequests.Add(1)
+	c.forceKey.Store(true)
+}
+
+// Stats returns the capture's counters.
+func (c *Capture) Stats() Stats {
+	return Stats{
+		VideoFrames:      c.videoFrames.Load(),
+		Keyframes:        c.keyframes.Load(),
+		KeyframeRequests: c.keyRequests.Load(),
+		AudioPackets:     c.audioPackets.Load(),
+	}
+}
+
+// Done is closed when a device stopped delivering (unplugged, failed); Err
+// then tells why. It is not closed by Close.
+func (c *Capture) Done() <-chan struct{} { return c.done }
+
+// Err returns why the capture ended by itself, or nil.
+func (c *Capture) Err() error {
+	if e := c.err.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+func (c *Capture) fail(err error) {
+	c.err.CompareAndSwap(nil, &err)
+	c.doneOnce.Do(func() { close(c.done) })
+}
+
+func (c *Capture) stopped() bool {
+	select {
+	case <-c.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// runVideo reads, encodes and delivers video frames. The device and encoder
+// are closed here, after the last read returned: some drivers (videotest)
+// block a read forever when closed under it.
+func (c *Capture) runVideo() {
+	defer c.wg.Done()
+	t := c.video
+	defer t.close()
+	kfc, _ := t.enc.Controller().(codec.KeyFrameController)
+	frameDur := time.Second / time.Duration(max(1, int(t.prop.FrameRate)))
+	var ids idNormalizer
+	var last time.Duration = -1
+	for !c.stopped() {
+		if c.forceKey.Swap(false) && kfc != nil {
+			// Called here, on the goroutine that encodes, so the encoder's
+			// state is never touched concurrently.
+			_ = kfc.ForceKeyFrame()
+		}
+		data, release, err := t.enc.Read()
+		if err != nil {
+			if !c.stopped() {
+				c.log.Error("video capture ended", "err", err)
+				c.fail(fmt.Errorf("video: %w", err))
+			}
+			return
+		}
+		now := time.Since(c.start)
+		if len(data) == 0 { // the encoder skipped this frame (rate control)
+			release()
+			continue
+		}
+		au := ids.normalize(data)
+		if len(au) > 0 && &au[0] == &data[0] {
+			au = append([]byte(nil), data...) // the encoder may reuse its buffer
+		}
+		f := Frame{Data: au, Time: now, Duration: frameDur, Keyframe: isH264Keyframe(au)}
+		release()
+		// Timestamps on the nominal frame grid: a steady source gets exact
+		// frame durations, a skipped frame a gap of whole frames (players
+		// and muxers dislike jittery or colliding timestamps).
+		q := (now + frameDur/2) / frameDur * frameDur
+		if last >= 0 && q <= last {
+			q = last + frameDur
+		}
+		f.Time = q
+		if last >= 0 {
+			f.Duration = q - last
+		}
+		last = q
+		c.videoFrames.Add(1)
+		if f.Keyframe {
+			c.keyframes.Add(1)
+		}
+		if b := c.sink.Load(); b != nil {
+			b.s.WriteVideo(f)
+		}
+	}
+}
+
+// runAudio reads, encodes and delivers 20 ms Opus packets.
+func (c *Capture) runAudio() {
+	defer c.wg.Done()
+	t := c.audio
+	defer t.close()
+	const packet = 20 * time.Millisecond
+	var n int64
+	for !c.stopped() {
+		data, release, err := t.enc.Read()
+		if err != nil {
+			if !c.stopped() {
+				c.log.Error("audio capture ended", "err", err)
+				c.fail(fmt.Errorf("audio: %w", err))
+			}
+			return
+		}
+		if len(data) == 0 {
+			release()
+			continue
+		}
+		f := Frame{Data: append([]byte(nil), data...), Time: time.Duration(n) * packet, Duration: packet}
+		release()
+		n++
+		c.audioPackets.Add(1)
+		if b := c.sink.Load(); b != nil {
+			b.s.WriteAudio(f)
+		}
+	}
+}
+
+// Close stops capturing and closes the devices and encoders. It waits for
+// the capture goroutines, which finish their current frame first.
+func (c *Capture) Close() {
+	c.closeOnce.Do(func() {
+		c.SetSink(nil)
+		close(c.stop)
+		finished := make(chan struct{})
+		go func() { c.wg.Wait(); close(finished) }()
+		select {
+		case <-finished:
+		case <-time.After(3 * time.Second):
+			// A device read that never returns (a stalled camera): closing
+			// the device under it makes it return.
+			c.log.Warn("capture device did not stop; closing it under the reader")
+			for _, t := range []*track{c.video, c.audio} {
+				if t != nil {
+					_ = t.drv.Close()
+				}
+			}
+			<-finished
+		}
+	})
+}
+
+// isH264Keyframe reports whether an Annex-B access unit holds an IDR slice.
+func isH264Keyframe(au []byte) bool {
+	zeros := 0
+	for i := 0; i < len(au); i++ {
+		b := au[i]
+		if b == 0 {
+			zeros++
+			continue
+		}
+		if b == 1 && zeros >= 2 && i+1 < len(au) {
+			if au[i+1]&0x1f == 5 {
+				return true
+			}
+		}
+		zeros = 0
+	}
+	return false
+}

@@ -1,0 +1,5 @@
+//go:build !(screen && cgo)
+
+package devices
+
+const screenBuilt = false

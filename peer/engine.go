@@ -162,6 +162,34 @@ func registerCodecs(me *webrtc.MediaEngine) error {
 		}
 		pt += 2
 	}
+	// Then VP9 (profiles 0 and 2), AV1 (main profile) and H.265 (Main,
+	// Main 10), in that order of preference (PROTOCOL.md). Never VP8.
+	others := []struct {
+		mime, fmtp string
+		pt         webrtc.PayloadType
+	}{
+		{webrtc.MimeTypeVP9, "profile-id=0", 98},
+		{webrtc.MimeTypeVP9, "profile-id=2", 100},
+		{webrtc.MimeTypeAV1, "profile=0", 45},
+		{webrtc.MimeTypeH265, "profile-id=1", 116},
+		{webrtc.MimeTypeH265, "profile-id=2", 118},
+	}
+	for _, o := range others {
+		c := webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: o.mime, ClockRate: 90000, RTCPFeedback: fb, SDPFmtpLine: o.fmtp},
+			PayloadType:        o.pt,
+		}
+		if err := me.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
+			return err
+		}
+		rtx := webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeRTX, ClockRate: 90000, SDPFmtpLine: fmt.Sprintf("apt=%d", o.pt)},
+			PayloadType:        o.pt + 1,
+		}
+		if err := me.RegisterCodec(rtx, webrtc.RTPCodecTypeVideo); err != nil {
+			return err
+		}
+	}
 	opus := webrtc.RTPCodecParameters{
 		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"},
 		PayloadType:        111,

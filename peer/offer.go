@@ -15,8 +15,9 @@ var (
 	ErrNoAcceptableCodec = errors.New("no acceptable codec")
 )
 
-// Accepted names what the gateway accepts, for error messages.
-const Accepted = "video H264 (packetization-mode=1), audio opus"
+// Accepted names what the gateway accepts, for error messages, video in
+// order of preference.
+const Accepted = "video H264 (packetization-mode=1), VP9 (profile-id 0 or 2), AV1 (profile 0), H265 (profile-id 1 or 2); audio opus"
 
 // OfferMedia is what an offer proposes that the gateway can take.
 type OfferMedia struct {
@@ -70,15 +71,12 @@ func CheckOffer(offer string) (OfferMedia, error) {
 			if name == "" {
 				continue
 			}
-			switch {
-			case kind == "video" && strings.EqualFold(name, "H264") && packetizationMode1(fmtp[pt]):
+			ok, label := acceptable(kind, name, fmtp[pt])
+			if ok && kind == "video" {
 				om.Video = true
-			case kind == "audio" && strings.EqualFold(name, "opus"):
-				om.Audio = true
 			}
-			label := name
-			if strings.EqualFold(name, "H264") && !packetizationMode1(fmtp[pt]) {
-				label = "H264 (packetization-mode=0)"
+			if ok && kind == "audio" {
+				om.Audio = true
 			}
 			if !seen[label] && !isHelperCodec(name) {
 				seen[label] = true
@@ -106,6 +104,48 @@ func (om OfferMedia) describe() string {
 		parts = append(parts, k+" "+strings.Join(om.Offered[k], ", "))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// acceptable reports whether the gateway takes codec name with these format
+// parameters, and how to name it in an error message.
+func acceptable(kind, name, fmtp string) (bool, string) {
+	if kind == "audio" {
+		return strings.EqualFold(name, "opus"), name
+	}
+	switch strings.ToUpper(name) {
+	case "H264":
+		if !packetizationMode1(fmtp) {
+			return false, "H264 (packetization-mode=0)"
+		}
+		return true, name
+	case "VP9":
+		if p := fmtpParam(fmtp, "profile-id", "0"); p != "0" && p != "2" {
+			return false, "VP9 (profile-id=" + p + ")"
+		}
+		return true, name
+	case "AV1":
+		if p := fmtpParam(fmtp, "profile", "0"); p != "0" {
+			return false, "AV1 (profile=" + p + ")"
+		}
+		return true, name
+	case "H265":
+		if p := fmtpParam(fmtp, "profile-id", "1"); p != "1" && p != "2" {
+			return false, "H265 (profile-id=" + p + ")"
+		}
+		return true, name
+	}
+	return false, name
+}
+
+// fmtpParam returns the value of key in an fmtp line, or def.
+func fmtpParam(fmtp, key, def string) string {
+	for _, kv := range strings.Split(fmtp, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
+		if strings.EqualFold(k, key) {
+			return strings.TrimSpace(v)
+		}
+	}
+	return def
 }
 
 func packetizationMode1(fmtp string) bool {

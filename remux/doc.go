@@ -6,34 +6,53 @@
 //
 //   - RTP -> access units: per-track reorder window (sequence numbers wrap at
 //     65536), duplicate and late packet rejection, loss detection, and a
-//     per-codec frame assembler (H.264 today: single NAL unit, STAP-A and FU-A
-//     packets, several slices per frame). A frame with missing data is never
-//     emitted: after a loss every video frame is dropped until the next
-//     keyframe and Config.RequestKeyframe is called.
+//     per-codec frame assembler behind one seam (videoAssembler):
+//     H.264 (RFC 6184: single NAL unit, STAP-A, FU-A; several slices per
+//     frame), H.265 (RFC 7798 without DONL: single NAL unit, AP, FU), VP9
+//     (RFC 9628 descriptor, flexible and non-flexible; spatial layer 0 only)
+//     and AV1 (AV1 RTP spec: aggregation header Z/Y/W/N, fragmented OBU
+//     elements; output in the low-overhead format with obu_size, without
+//     temporal delimiters, tile lists or padding). A frame with missing data
+//     is never emitted: after a loss every video frame is dropped until the
+//     next keyframe (a non-key frame right after a gap too: the lost packets
+//     may have been a whole frame it references) and Config.RequestKeyframe
+//     is called.
 //   - Opus: one RTP payload is one sample; its duration comes from the TOC
 //     byte (RFC 6716 section 3.1). Invalid Opus packets are dropped.
-//   - Timestamps: 32-bit RTP timestamps are unwrapped to 64 bits. Until RTCP
-//     sender-report sync exists, tracks are aligned by arrival time: the first
-//     packet of each track maps its RTP timestamp to its arrival time relative
-//     to the stream's first arrival, and each track then follows its own RTP
-//     clock. The shared timeline starts (time 0) at the first emitted video
-//     keyframe (or the first audio sample of an audio-only stream).
+//   - Timestamps: 32-bit RTP timestamps are unwrapped to 64 bits. Tracks are
+//     first aligned by arrival time: the first packet of each track maps its
+//     RTP timestamp to its arrival time relative to the stream's first
+//     arrival, and each track then follows its own RTP clock. Once both
+//     tracks have an RTCP sender report (PushSenderReport), audio follows
+//     video on the sender's NTP clock: the audio timeline moves (empty Opus
+//     frames fill forward, samples are dropped backward) so that what was
+//     captured at the same instant plays at the same time; video, which
+//     carries the keyframes, never moves. The shared timeline starts (time 0)
+//     at the first emitted video keyframe (or the first audio sample of an
+//     audio-only stream).
 //   - fMP4: one init segment (ftyp+moov, built with mp4ff) holding every track
 //     (track 1 = video, track 2 = audio; audio-only: track 1 = audio), codec
-//     strings built from the bitstream (the H.264 SPS), and one media segment
-//     per video frame, emitted the moment the frame's last packet arrives.
-//     Audio that arrived since the previous video frame rides in the same
-//     segment (one moof with a video traf then an audio traf, one mdat).
+//     strings built from the bitstream (the H.264/H.265 SPS, the VP9 keyframe
+//     header, the AV1 sequence header), and one media segment per video
+//     frame, emitted the moment the frame's last packet arrives. Audio that
+//     arrived since the previous video frame rides in the same segment (one
+//     moof with a video traf then an audio traf, one mdat).
 //
-// H.264 parameter sets (SPS/PPS, NAL types 7 and 8) are taken out of the
-// sample data and carried in the init segment's avcC ("avc1"); when they
-// change (a browser stepping up its resolution sends a new SPS), a new Init is
-// emitted at the next keyframe, before that keyframe's segment, and decode
-// times stay on the same timeline. AUD, filler data and end-of-sequence /
-// end-of-stream NAL units are dropped; SEI is kept.
+// Decoder configuration: H.264 SPS/PPS and H.265 VPS/SPS/PPS are taken out of
+// the sample data and carried in avcC ("avc1") / hvcC ("hvc1"); VP9's vpcC
+// ("vp09": profile, level, bit depth, chroma, colour) comes from each
+// keyframe's uncompressed header; AV1's av1C ("av01") holds the sequence
+// header OBU, which also stays in band. When the configuration changes (a
+// browser stepping up its resolution sends a new SPS; a new VP9 frame size;
+// a new AV1 sequence header), a new Init is emitted at the next keyframe,
+// before that keyframe's segment, and decode times stay on the same
+// timeline. AUD, filler data and end-of-sequence / end-of-stream NAL units
+// are dropped; SEI is kept.
 //
-// Presentation time equals decode time (no composition offsets): WebRTC
-// publishers send no B-frames. A video sample's duration is not known until
+// WebRTC publishers send no B-frames: presentation time equals decode time,
+// except after a frame-rate gap inside a GOP, where decode times stay
+// contiguous (MSE drops frames after a decode-time jump on a non-sync sample)
+// and a composition offset carries the gap until the next keyframe. A video sample's duration is not known until
 // the next frame arrives, so a frame is emitted at once with the previous
 // inter-frame delta as its duration (1/30 s at the start), never zero.
 //

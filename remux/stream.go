@@ -11,7 +11,8 @@ import (
 )
 
 // MIME types of the codecs a Stream accepts (the values of pion/webrtc's
-// MimeTypeH264 and MimeTypeOpus, without importing pion/webrtc here).
+// MimeTypeH264 and MimeTypeOpus, without importing pion/webrtc here; VP9,
+// AV1 and H.265 are next to their assemblers).
 const (
 	MimeTypeH264 = "video/H264"
 	MimeTypeOpus = "audio/opus"
@@ -27,7 +28,7 @@ var ErrUnsupportedCodec = errors.New("remux: unsupported codec")
 
 // CodecParams describes one negotiated RTP track.
 type CodecParams struct {
-	MimeType  string // "video/H264" or "audio/opus" (case-insensitive)
+	MimeType  string // "video/H264", "video/VP9", "video/AV1", "video/H265" or "audio/opus" (case-insensitive)
 	ClockRate uint32 // 90000 for video, 48000 for opus; 0 means that default
 	Channels  uint16 // opus: 2; 0 means 2
 }
@@ -59,6 +60,8 @@ type Stats struct {
 	AudioSamplesDropped uint64 // invalid, or before the first video keyframe
 	AudioFillers        uint64 // empty Opus frames inserted to cover lost audio
 	KeyframeRequests    uint64 // calls to RequestKeyframe
+	SenderReports       uint64 // RTCP sender reports pushed (both tracks)
+	SyncCorrections     uint64 // audio timeline moves made to follow sender reports
 	InitsEmitted        uint64
 	SegmentsEmitted     uint64
 	BytesEmitted        uint64 // init and segment bytes
@@ -71,6 +74,7 @@ const (
 	audioReorderWait  = 60 * time.Millisecond
 
 	audioAloneAfter     = 60 * time.Millisecond // flush audio without video after this
+	syncTolerance       = 5 * time.Millisecond  // audio/video offset change below which SR sync leaves audio alone
 	audioOnlyBatch      = 2                     // audio-only: Opus packets per segment
 	maxPendingAudio     = 128                   // samples held for the next segment
 	maxPendingAudioData = 256 << 10
@@ -102,7 +106,8 @@ type Stream struct {
 }
 
 // NewStream validates cfg and returns a Stream. It fails with an error
-// wrapping ErrUnsupportedCodec for anything but H.264 video and Opus audio.
+// wrapping ErrUnsupportedCodec for anything but H.264, VP9, AV1 or H.265
+// video (90 kHz) and Opus audio.
 func NewStream(cfg Config) (*Stream, error) {
 	if cfg.Sink == nil {
 		return nil, errors.New("remux: Config.Sink is nil")
@@ -115,12 +120,18 @@ func NewStream(cfg Config) (*Stream, error) {
 		var asm videoAssembler
 		switch {
 		case strings.EqualFold(v.MimeType, MimeTypeH264):
-			if v.ClockRate != 0 && v.ClockRate != 90000 {
-				return nil, fmt.Errorf("%w: H264 with clock rate %d", ErrUnsupportedCodec, v.ClockRate)
-			}
 			asm = newH264Assembler()
+		case strings.EqualFold(v.MimeType, MimeTypeVP9):
+			asm = newVP9Assembler()
+		case strings.EqualFold(v.MimeType, MimeTypeAV1):
+			asm = newAV1Assembler()
+		case strings.EqualFold(v.MimeType, MimeTypeH265):
+			asm = newH265Assembler()
 		default:
 			return nil, fmt.Errorf("%w: video %q", ErrUnsupportedCodec, v.MimeType)
+		}
+		if v.ClockRate != 0 && v.ClockRate != 90000 {
+			return nil, fmt.Errorf("%w: %s with clock rate %d", ErrUnsupportedCodec, v.MimeType, v.ClockRate)
 		}
 		s.video = &videoTrack{
 			s:       s,
@@ -208,6 +219,87 @@ func (s *Stream) PushAudio(pkt *rtp.Packet, arrival time.Time) {
 	if s.video != nil && len(a.samples) > 0 && arrival.Sub(a.pendingSince) > audioAloneAfter {
 		s.flushAudio()
 	}
+}
+
+// TrackKind names one of a Stream's tracks.
+type TrackKind int
+
+// Track kinds.
+const (
+	KindVideo TrackKind = iota + 1
+	KindAudio
+)
+
+// PushSenderReport feeds the NTP <-> RTP timestamp mapping of an RTCP sender
+// report (RFC 3550 6.4.1) of the track of the given kind: ntpTime is the
+// 64-bit NTP timestamp (32.32 fixed point), rtpTime the RTP timestamp of the
+// same instant. Until both tracks have a report they are aligned by arrival
+// time; from then on audio follows video on the sender's clock: the audio
+// timeline moves (filled with empty frames forward, samples dropped backward)
+// whenever the offset the reports imply changes by more than 5 ms. The video
+// timeline, which holds the keyframes, never moves. Reports for a track that
+// has not received a packet yet are ignored.
+func (s *Stream) PushSenderReport(kind TrackKind, ntpTime uint64, rtpTime uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var c *trackClock
+	switch {
+	case kind == KindVideo && s.video != nil:
+		c = &s.video.clk
+	case kind == KindAudio && s.audio != nil:
+		c = &s.audio.clk
+	default:
+		return
+	}
+	s.stats.SenderReports++
+	if !c.started {
+		return
+	}
+	c.srHave = true
+	c.srNTP = ntpTime
+	c.srExt = c.ext + int64(int32(rtpTime-c.lastTS))
+	s.syncAudio()
+}
+
+// syncAudio sets the audio clock's offset so that audio and video samples
+// captured at the same instant (per the sender reports) share a timeline
+// position.
+func (s *Stream) syncAudio() {
+	if s.video == nil || s.audio == nil {
+		return
+	}
+	v, a := &s.video.clk, &s.audio.clk
+	if !v.srHave || !a.srHave {
+		return
+	}
+	// Timeline position of the video report's instant, in 48 kHz ticks.
+	tlV := v.srExt + v.offset
+	tlV48 := floorDiv(tlV*48000, 90000)
+	// NTP difference between the two reports (32.32 fixed point, signed),
+	// in 48 kHz ticks; bounded so the product cannot overflow.
+	d := int64(a.srNTP - v.srNTP)
+	if d > 1<<44 || d < -(1<<44) {
+		return // reports more than an hour apart: wait for fresh ones
+	}
+	dTicks := floorDiv(d*48000, 1<<32)
+	want := tlV48 + dTicks - a.srExt
+	diff := want - a.offset
+	if diff < 0 {
+		diff = -diff
+	}
+	if diff <= durToTicks(syncTolerance, 48000) {
+		return
+	}
+	a.offset = want
+	s.stats.SyncCorrections++
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
 }
 
 // Stats returns a snapshot of the Stream's counters.
@@ -324,6 +416,12 @@ type trackClock struct {
 	ext         int64 // unwrapped lastTS
 	offset      int64 // timeline ticks = ext + offset
 	originTicks int64 // decode time 0, in ticks
+
+	// Latest RTCP sender report: its NTP time and its RTP time unwrapped
+	// like ext.
+	srHave bool
+	srNTP  uint64
+	srExt  int64
 }
 
 // timeline returns the timeline position, in ticks, of RTP timestamp ts. The
@@ -426,7 +524,9 @@ func (v *videoTrack) finishFrame() {
 		v.drop()
 		return
 	}
-	if !f.key && (v.needKey || f.configChanged) {
+	// A non-key frame right after a gap may reference a frame that was lost
+	// whole (one packet, or all of its packets): it is not decodable.
+	if !f.key && (v.needKey || f.configChanged || v.curAfter) {
 		v.drop()
 		return
 	}
@@ -575,9 +675,14 @@ func (a *audioTrack) handlePacket(ts uint32, _ bool, payload []byte, bad bool, a
 		gap := dt - a.end
 		switch {
 		case gap == 0:
-		case gap < 0 && gap > -2*48000:
-			// Overlap (clock jitter): keep samples back to back.
+		case gap < 0 && gap > -int64(dur)/2:
+			// Overlap of less than half a sample: keep samples back to back.
 			dt = a.end
+		case gap < 0 && gap > -10*48000:
+			// The timeline already covers this sample (sender-report sync
+			// moved audio back): drop it.
+			s.stats.AudioSamplesDropped++
+			return
 		case gap > 0 && gap <= maxAudioFill*960:
 			a.fill(gap, arrival)
 			dt = a.end

@@ -526,7 +526,8 @@ func TestNewStreamErrors(t *testing.T) {
 	sink := &recSink{}
 	for _, cfg := range []Config{
 		{Sink: sink, Video: &CodecParams{MimeType: "video/VP8", ClockRate: 90000}},
-		{Sink: sink, Video: &CodecParams{MimeType: "video/VP9", ClockRate: 90000}},
+		{Sink: sink, Video: &CodecParams{MimeType: "video/VP9", ClockRate: 48000}},
+		{Sink: sink, Video: &CodecParams{MimeType: "video/H266", ClockRate: 90000}},
 		{Sink: sink, Audio: &CodecParams{MimeType: "audio/PCMU", ClockRate: 8000}},
 		{Sink: sink, Audio: &CodecParams{MimeType: "audio/opus", ClockRate: 16000}},
 	} {

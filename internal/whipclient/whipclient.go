@@ -1,7 +1,9 @@
 // Package whipclient is a WHIP (RFC 9725) publisher built on Pion that sends
-// H.264 access units and Opus packets from memory at real-time pace, looping
-// them. It answers keyframe requests (PLI) by jumping to the next keyframe, as
-// an encoder would. The integration tests and the load tool use it.
+// video frames (H.264, VP9, AV1 or H.265) and Opus packets from memory at
+// real-time pace, looping them. It answers keyframe requests (PLI) by
+// jumping to the next keyframe, as an encoder would, and can impair its own
+// network (loss, reordering, shifted sender reports) for tests. The
+// integration tests and the load tool use it.
 package whipclient
 
 import (
@@ -34,14 +36,30 @@ type Options struct {
 	WebSocketURL string
 	Token        string // bearer token, optional
 
-	Video []mediafile.AccessUnit // H.264, starting with a keyframe; nil = no video
-	FPS   int                    // video frame rate; 0 = 30
-	Audio [][]byte               // Opus packets of 20 ms; nil = no audio
+	Video []mediafile.AccessUnit // starting with a keyframe; nil = no video
+	// VideoCodec is the MIME type of Video: webrtc.MimeTypeH264 (the
+	// default), MimeTypeVP9, MimeTypeAV1 or MimeTypeH265 (see ReadVideo).
+	// The offer holds only that video codec.
+	VideoCodec string
+	FPS        int      // video frame rate; 0 = 30
+	Audio      [][]byte // Opus packets of 20 ms; nil = no audio
 
 	// LoopbackOnly keeps ICE on loopback addresses (tests).
 	LoopbackOnly bool
 	// ConnectTimeout bounds negotiation and ICE/DTLS; 0 = 15 s.
 	ConnectTimeout time.Duration
+	// Impair, when set, makes the outgoing network lossy (tests).
+	Impair *Impairment
+	// LogSent records every frame and audio packet with the time it was
+	// handed to Pion (see Sent): tests match what viewers receive with it.
+	LogSent bool
+}
+
+// Sent is one frame or audio packet as it was sent.
+type Sent struct {
+	Video bool
+	Data  []byte // shared with Options.Video / Options.Audio: do not modify
+	At    time.Time
 }
 
 // Publisher is one live WHIP publish.
@@ -64,6 +82,26 @@ type Publisher struct {
 	jumpToKey  atomic.Bool
 	framesSent atomic.Int64
 	audioSent  atomic.Int64
+	impair     *impairInterceptor
+
+	sentMu sync.Mutex
+	sent   []Sent
+}
+
+func (p *Publisher) logSent(video bool, data []byte, at time.Time) {
+	if !p.opts.LogSent {
+		return
+	}
+	p.sentMu.Lock()
+	p.sent = append(p.sent, Sent{Video: video, Data: data, At: at})
+	p.sentMu.Unlock()
+}
+
+// Sent returns what was sent so far when Options.LogSent is set.
+func (p *Publisher) Sent() []Sent {
+	p.sentMu.Lock()
+	defer p.sentMu.Unlock()
+	return append([]Sent(nil), p.sent...)
 }
 
 // HTTPError is a non-201 answer to the WHIP POST.
@@ -88,11 +126,25 @@ func Publish(ctx context.Context, opts Options) (*Publisher, error) {
 	if len(opts.Video) == 0 && len(opts.Audio) == 0 {
 		return nil, errors.New("whipclient: nothing to publish")
 	}
+	if opts.VideoCodec == "" {
+		opts.VideoCodec = webrtc.MimeTypeH264
+	}
+	videoCap, err := videoCapability(opts.VideoCodec)
+	if err != nil {
+		return nil, err
+	}
 	me := &webrtc.MediaEngine{}
-	if err := me.RegisterDefaultCodecs(); err != nil {
+	if err := registerCodecs(me, videoCap); err != nil {
 		return nil, err
 	}
 	ir := &interceptor.Registry{}
+	var imp *impairInterceptor
+	if opts.Impair != nil {
+		// Registered first: it sits next to the network, behind the NACK
+		// responder, so lost packets can be retransmitted.
+		imp = newImpairInterceptor(*opts.Impair)
+		ir.Add(impairFactory{imp})
+	}
 	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
 		return nil, err
 	}
@@ -120,7 +172,7 @@ func Publish(ctx context.Context, opts Options) (*Publisher, error) {
 		udp.Close()
 		return nil, err
 	}
-	p := &Publisher{pc: pc, udp: udp, opts: opts, client: &http.Client{Timeout: opts.ConnectTimeout}}
+	p := &Publisher{pc: pc, udp: udp, opts: opts, client: &http.Client{Timeout: opts.ConnectTimeout}, impair: imp}
 	fail := func(err error) (*Publisher, error) {
 		_ = pc.Close()
 		udp.Close()
@@ -129,10 +181,7 @@ func Publish(ctx context.Context, opts Options) (*Publisher, error) {
 
 	var videoTrack, audioTrack *webrtc.TrackLocalStaticSample
 	if len(opts.Video) > 0 {
-		videoTrack, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{
-			MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
-			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
-		}, "video", "whipclient")
+		videoTrack, err = webrtc.NewTrackLocalStaticSample(videoCap, "video", "whipclient")
 		if err != nil {
 			return fail(err)
 		}
@@ -312,6 +361,7 @@ func (p *Publisher) sendVideo(ctx context.Context, track *webrtc.TrackLocalStati
 				}
 			}
 		}
+		p.logSent(true, aus[i].Data, time.Now())
 		if err := track.WriteSample(media.Sample{Data: aus[i].Data, Duration: interval}); err != nil && !errors.Is(err, io.ErrClosedPipe) {
 			return
 		}
@@ -330,6 +380,7 @@ func (p *Publisher) sendAudio(ctx context.Context, track *webrtc.TrackLocalStati
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for i := 0; ; i = (i + 1) % len(p.opts.Audio) {
+		p.logSent(false, p.opts.Audio[i], time.Now())
 		if err := track.WriteSample(media.Sample{Data: p.opts.Audio[i], Duration: interval}); err != nil && !errors.Is(err, io.ErrClosedPipe) {
 			return
 		}
@@ -340,6 +391,54 @@ func (p *Publisher) sendAudio(ctx context.Context, track *webrtc.TrackLocalStati
 		case <-tick.C:
 		}
 	}
+}
+
+// videoCapability is what the publisher offers for a video MIME type.
+func videoCapability(mime string) (webrtc.RTPCodecCapability, error) {
+	c := webrtc.RTPCodecCapability{MimeType: mime, ClockRate: 90000}
+	switch strings.ToLower(mime) {
+	case strings.ToLower(webrtc.MimeTypeH264):
+		c.MimeType = webrtc.MimeTypeH264
+		c.SDPFmtpLine = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+	case strings.ToLower(webrtc.MimeTypeVP9):
+		c.MimeType = webrtc.MimeTypeVP9
+		c.SDPFmtpLine = "profile-id=0"
+	case strings.ToLower(webrtc.MimeTypeAV1):
+		c.MimeType = webrtc.MimeTypeAV1
+		c.SDPFmtpLine = "profile=0"
+	case strings.ToLower(webrtc.MimeTypeH265):
+		c.MimeType = webrtc.MimeTypeH265
+		c.SDPFmtpLine = "profile-id=1"
+	default:
+		return c, fmt.Errorf("whipclient: cannot send video %q", mime)
+	}
+	return c, nil
+}
+
+// registerCodecs registers the one video codec to send (with RTX) and Opus.
+func registerCodecs(me *webrtc.MediaEngine, video webrtc.RTPCodecCapability) error {
+	video.RTCPFeedback = []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
+	for _, c := range []struct {
+		c    webrtc.RTPCodecParameters
+		kind webrtc.RTPCodecType
+	}{
+		{webrtc.RTPCodecParameters{RTPCodecCapability: video, PayloadType: 96}, webrtc.RTPCodecTypeVideo},
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeRTX, ClockRate: 90000, SDPFmtpLine: "apt=96"}, PayloadType: 97}, webrtc.RTPCodecTypeVideo},
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111}, webrtc.RTPCodecTypeAudio},
+	} {
+		if err := me.RegisterCodec(c.c, c.kind); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ImpairStats returns what the impairment did (zero without one).
+func (p *Publisher) ImpairStats() ImpairStats {
+	if p.impair == nil {
+		return ImpairStats{}
+	}
+	return p.impair.stats()
 }
 
 // KeyframeRequests returns how many PLI/FIR the publisher received.

@@ -126,6 +126,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	// The files are public and carry no credentials: let other sites import the
+	// player (<script type="module" src=".../mse-player.js">), which needs CORS for
+	// module scripts and for the worker they start.
+	w.Header().Set("Access-Control-Allow-Origin", "*")
 	http.ServeContent(w, r, name, time.Time{}, rs)
 }
 

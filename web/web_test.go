@@ -31,11 +31,18 @@ func TestHandlerServesFiles(t *testing.T) {
 		{"/watch.html", "text/html", "watch.js"},
 		{"/player.js", "text/javascript", "export class MSEPlayer"},
 		{"/engine.js", "text/javascript", "export class MSEPipeline"},
-		{"/publish.js", "text/javascript", "/whip/"},
+		{"/publish.js", "text/javascript", "new Publisher("},
 		{"/watch.js", "text/javascript", "MSEPlayer"},
 		{"/index.js", "text/javascript", "/api/streams"},
 		{"/common.js", "text/javascript", "STREAM_NAME_RE"},
 		{"/style.css", "text/css", "--bg"},
+		{"/mse-player.js", "text/javascript", "customElements.define('mse-player'"},
+		{"/mse-worker.js", "text/javascript", "StreamEngine"},
+		{"/publisher.js", "text/javascript", "/ws/publish/"},
+		{"/embed.html", "text/html", "<mse-player"},
+		{"/test/clock.js", "text/javascript", "clockReader"},
+		{"/test/g2g-publish.html", "text/html", "g2g-publish.js"},
+		{"/test/g2g-watch.html", "text/html", "g2g-watch.js"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.path, func(t *testing.T) {
@@ -45,6 +52,9 @@ func TestHandlerServesFiles(t *testing.T) {
 			}
 			if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, tc.ctype) {
 				t.Errorf("Content-Type = %q, want %s", ct, tc.ctype)
+			}
+			if res.Header.Get("Access-Control-Allow-Origin") != "*" {
+				t.Errorf("missing Access-Control-Allow-Origin: * (other sites import the player)")
 			}
 			if res.Header.Get("X-Content-Type-Options") != "nosniff" {
 				t.Errorf("missing X-Content-Type-Options: nosniff")

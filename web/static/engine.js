@@ -278,8 +278,9 @@ export class WatchSocket {
  * The owner keeps `playhead` up to date (the element's currentTime) for eviction.
  */
 export class MSEPipeline {
-  constructor({ attach, onEvent, maxQueue = 200 } = {}) {
-    if (!MS) throw new Error('this browser has no MediaSource support');
+  constructor({ attach, onEvent, maxQueue = 200, MSClass = MS } = {}) {
+    if (!MSClass) throw new Error('this browser has no MediaSource support');
+    this.MS = MSClass;
     this.attachFn = attach;
     this.onEvent = onEvent || (() => {});
     this.maxQueue = maxQueue;
@@ -313,7 +314,7 @@ export class MSEPipeline {
   /** Handle an init message + its init segment. Builds the MediaSource on first use. */
   handleInit(info, data, { forceRebuild = false } = {}) {
     const mime = info && info.mime;
-    const type = resolveMime(mime);
+    const type = resolveMime(mime, this.MS);
     if (!type) {
       this._emit('error', { fatal: true, message: `this browser cannot play ${mime || '(no mime)'}` });
       return false;
@@ -434,7 +435,7 @@ export class MSEPipeline {
 
   _build(type, sig) {
     this._teardown();
-    const ms = new MS();
+    const ms = new this.MS();
     this.ms = ms;
     this.type = type;
     this.sig = sig;
@@ -543,5 +544,170 @@ export class MSEPipeline {
       sb.timestampOffset = lastEnd - t;
       this._emit('timeline', { from: at, to: lastEnd, offset: sb.timestampOffset });
     }
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+/**
+ * StreamEngine: one viewer socket feeding one MSEPipeline. This is the part that runs
+ * in the dedicated worker (mse-worker.js) or, as a fallback, on the main thread. It
+ * knows nothing about the <video> element: the page tells it the playhead (for
+ * eviction and quota handling) and asks it to rebuild after a media error.
+ *
+ * Options: url, attach(ms) (see MSEPipeline), onEvent(ev), maxQueue, MSClass.
+ * Events (ev.type): 'open', 'waiting', 'init' {info}, 'eos', 'error' {message} (server),
+ * 'close' {retryIn, error, opened}, 'pipeline' (a new MediaSource is being attached),
+ * 'mse-open', 'appended' {kind}, 'rebuilt', 'mse-error' {fatal, message},
+ * 'dropped' {count}, 'timeline' {from, to, offset}.
+ */
+export class StreamEngine {
+  constructor({ url, attach, onEvent, maxQueue = 200, MSClass = MS, minBackoff = 500, maxBackoff = 8000 } = {}) {
+    this.url = url;
+    this.attach = attach;
+    this.onEvent = onEvent || (() => {});
+    this.maxQueue = maxQueue;
+    this.MSClass = MSClass;
+    this.pipeline = null;
+    this.socket = new WatchSocket(url, {
+      onOpen: () => this._emit('open'),
+      onWaiting: () => { this.sinceInit = false; this._emit('waiting'); },
+      onInit: (info, data) => this._onInit(info, data),
+      onSegment: (data) => this._onSegment(data),
+      onEos: () => { this.sinceInit = false; this._emit('eos'); },
+      onError: (message) => { this.sinceInit = false; this._emit('error', { message }); },
+      onClose: (c) => {
+        this.needRebuild = true; // the server sends a fresh init on the next connection
+        this.sinceInit = false;
+        this._emit('close', c);
+      },
+    }, { minBackoff, maxBackoff });
+    this.sinceInit = false;
+    this.needRebuild = false;
+    this.inits = 0;
+    this.segments = 0;
+    this.held = null; // segments held back by stall() (test hook)
+    this.heldTimer = null;
+    this.playhead = NaN;
+  }
+
+  _emit(type, extra) {
+    try { this.onEvent(Object.assign({ type }, extra)); } catch (e) { console.error('StreamEngine event handler', e); }
+  }
+
+  start() { this.socket.start(); }
+
+  stop() {
+    this.socket.stop();
+    clearTimeout(this.heldTimer);
+    this.held = null;
+    this._destroyPipeline();
+    this.sinceInit = false;
+  }
+
+  send(obj) { return this.socket.send(obj); }
+
+  setPlayhead(t) {
+    this.playhead = t;
+    if (this.pipeline) this.pipeline.playhead = t;
+  }
+
+  evict(playhead, keep) {
+    this.setPlayhead(playhead);
+    if (this.pipeline) this.pipeline.evict(playhead, keep);
+  }
+
+  /** Fresh MediaSource from the last init (after a media element error). */
+  rebuild() {
+    const last = this.pipeline && this.pipeline.lastInit;
+    if (!last || !this.sinceInit) {
+      this.needRebuild = true;
+      return false;
+    }
+    this._createPipeline();
+    this.pipeline.handleInit(last.info, last.data);
+    this._emit('rebuilt');
+    return true;
+  }
+
+  /**
+   * Test hook: hold incoming media for ms, then hand it all over at once, as a
+   * network that stalls and then delivers its backlog in a burst would.
+   */
+  stall(ms) {
+    if (this.held) return;
+    this.held = [];
+    this.heldTimer = setTimeout(() => {
+      const held = this.held || [];
+      this.held = null;
+      for (const d of held) this._append(d);
+    }, ms);
+  }
+
+  status() {
+    const p = this.pipeline;
+    const s = this.socket;
+    return {
+      bytes: s.bytes,
+      messages: s.messages,
+      reconnects: Math.max(0, s.connects - 1),
+      open: s.open,
+      inits: this.inits,
+      segments: this.segments,
+      queue: p ? p.pending : 0,
+      appends: p ? p.appends : 0,
+      droppedSegments: p ? p.dropped : 0,
+      sinceInit: this.sinceInit,
+      buffered: p ? p.bufferedRanges() : [],
+    };
+  }
+
+  _onInit(info, data) {
+    this.inits++;
+    this.sinceInit = true;
+    if (this.needRebuild || !this.pipeline) {
+      this.needRebuild = false;
+      this._createPipeline();
+    }
+    if (this.held) { // an init ends a simulated stall: keep the order
+      const held = this.held;
+      this.held = null;
+      clearTimeout(this.heldTimer);
+      for (const d of held) this._append(d);
+    }
+    if (!this.pipeline.handleInit(info, data)) return;
+    this._emit('init', { info });
+  }
+
+  _onSegment(data) {
+    this.segments++;
+    if (this.held) this.held.push(data);
+    else this._append(data);
+  }
+
+  _append(data) {
+    if (this.pipeline && this.sinceInit) this.pipeline.appendSegment(data);
+  }
+
+  _createPipeline() {
+    this._destroyPipeline();
+    this.pipeline = new MSEPipeline({
+      maxQueue: this.maxQueue,
+      MSClass: this.MSClass,
+      attach: (ms) => {
+        this._emit('pipeline');
+        this.attach(ms);
+      },
+      onEvent: ({ type, ...rest }) => {
+        const map = { open: 'mse-open', error: 'mse-error' };
+        this._emit(map[type] || type, rest);
+      },
+    });
+    this.pipeline.playhead = this.playhead;
+  }
+
+  _destroyPipeline() {
+    if (this.pipeline) this.pipeline.destroy();
+    this.pipeline = null;
   }
 }

@@ -1,53 +1,211 @@
 // MSEPlayer: plays a gateway stream (PROTOCOL.md "Watching: MSE over WebSocket") in a
-// <video> element through MediaSource, on the main thread.
+// <video> element through Media Source Extensions.
 //
-// Layout, so the transport and MSE work can later move into a dedicated worker:
-//   engine.js  WatchSocket (WebSocket, reconnect, init pairing) and MSEPipeline
-//              (MediaSource, SourceBuffer, ordered append queue, eviction): no DOM.
-//   player.js  this file: owns the <video>, wires socket -> pipeline, keeps the
-//              playhead at the live edge, handles stalls and media errors, and
-//              reports stats. In a worker build only _createPipeline / the socket
-//              wiring change (the pipeline becomes a postMessage proxy and the
-//              MediaSource handle is set as video.srcObject).
+// Three paths, picked by feature detection (or forced with the `mode` option):
+//   worker   MediaSource.canConstructInDedicatedWorker: a dedicated worker
+//            (mse-worker.js) owns the WebSocket, the MediaSource and the SourceBuffer
+//            and transfers `mediaSource.handle`; the page sets video.srcObject.
+//   main     MediaSource on the main thread (engine.js StreamEngine in the page).
+//   managed  ManagedMediaSource (Safari 17+ where plain MSE is missing), main thread,
+//            with disableRemotePlayback set as it requires.
+// In every path the page keeps the live-edge controller: it needs video.currentTime
+// and video.buffered, which only the element has. The worker is told the playhead
+// (eviction, quota) and asked to rebuild after media errors; it reports status
+// (bytes, queue, segment counts) every 250 ms.
 
-import { WatchSocket, MSEPipeline, mediaSourceClass } from './engine.js';
+import { StreamEngine } from './engine.js';
 
-export { WatchSocket, MSEPipeline } from './engine.js';
+export { WatchSocket, MSEPipeline, StreamEngine } from './engine.js';
 
-/** ws(s)://host/ws/watch/NAME[?token=T] for the page's origin. */
-export function watchSocketURL(stream, token, loc = globalThis.location) {
-  const proto = loc.protocol === 'https:' ? 'wss' : 'ws';
+const MODULE_URL = import.meta.url;
+
+/** ws(s)://host/ws/watch/NAME[?token=T]; host = server (an http(s) URL) or the page's. */
+export function watchSocketURL(stream, token, loc = globalThis.location, server = '') {
+  const base = server ? new URL(server, loc.href) : loc;
+  const proto = base.protocol === 'https:' ? 'wss' : 'ws';
   const q = token ? `?token=${encodeURIComponent(token)}` : '';
-  return `${proto}://${loc.host}/ws/watch/${encodeURIComponent(stream)}${q}`;
+  return `${proto}://${base.host}/ws/watch/${encodeURIComponent(stream)}${q}`;
+}
+
+/**
+ * Which path this browser can use: {mode, error}. requested: 'auto' (default),
+ * 'worker', 'main' or 'managed'. A forced path the browser lacks gives an error.
+ */
+export function detectMode(requested = 'auto', g = globalThis) {
+  const MS = g.MediaSource;
+  const MMS = g.ManagedMediaSource;
+  const worker = !!(MS && MS.canConstructInDedicatedWorker === true && typeof g.Worker === 'function');
+  switch (requested) {
+    case 'worker':
+      return worker ? { mode: 'worker' } : { mode: null, error: 'MSE in a dedicated worker is not supported by this browser' };
+    case 'main':
+      return MS ? { mode: 'main' } : { mode: null, error: 'this browser has no MediaSource' };
+    case 'managed':
+      return MMS ? { mode: 'managed' } : { mode: null, error: 'this browser has no ManagedMediaSource (Safari 17+ has it)' };
+    default:
+      if (worker) return { mode: 'worker' };
+      if (MS) return { mode: 'main' };
+      if (MMS) return { mode: 'managed' };
+      return { mode: null, error: 'this browser has no MediaSource support' };
+  }
 }
 
 const round = (x, d = 3) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : null);
 
+// ---------------------------------------------------------------------------
+// Backends: where the StreamEngine runs. Both call player._engineEvent(ev) and
+// have the same methods.
+
+class LocalBackend {
+  constructor(player, managed) {
+    this.player = player;
+    this.managed = managed;
+    this.objectURL = null;
+    const MSClass = managed ? globalThis.ManagedMediaSource : globalThis.MediaSource;
+    this.engine = new StreamEngine({
+      url: player.url,
+      maxQueue: player.maxQueue,
+      MSClass,
+      attach: (ms) => this._attach(ms),
+      onEvent: (ev) => {
+        if (ev.type === 'mse-open') this._revoke();
+        player._engineEvent(ev);
+      },
+    });
+  }
+
+  _attach(ms) {
+    const v = this.player.video;
+    this._revoke();
+    // ManagedMediaSource only opens when remote playback (AirPlay) is off.
+    if (this.managed) v.disableRemotePlayback = true;
+    v.srcObject = null;
+    this.objectURL = URL.createObjectURL(ms);
+    v.src = this.objectURL;
+  }
+
+  _revoke() {
+    if (this.objectURL) URL.revokeObjectURL(this.objectURL);
+    this.objectURL = null;
+  }
+
+  start() { this.engine.start(); }
+  stop() { this.engine.stop(); this._revoke(); }
+  send(msg) { return this.engine.send(msg); }
+  setPlayhead(t) { this.engine.setPlayhead(t); }
+  evict(t, keep) { this.engine.evict(t, keep); }
+  rebuild() { this.engine.rebuild(); }
+  stall(ms) { this.engine.stall(ms); }
+  status() { return this.engine.status(); }
+}
+
+function makeWorker(url) {
+  const u = new URL(url, globalThis.location.href);
+  if (u.origin === globalThis.location.origin) return new Worker(u, { type: 'module' });
+  // Embedded from another site: a worker script must be same-origin, so start a
+  // tiny blob worker that imports the gateway's (CORS-enabled) module.
+  const src = `import ${JSON.stringify(u.href)};`;
+  const blob = URL.createObjectURL(new Blob([src], { type: 'text/javascript' }));
+  const w = new Worker(blob, { type: 'module' });
+  setTimeout(() => URL.revokeObjectURL(blob), 10000);
+  return w;
+}
+
+class WorkerBackend {
+  constructor(player) {
+    this.player = player;
+    this.gotHandle = false;
+    this.lastStatus = null;
+    this.worker = makeWorker(player.workerURL);
+    this.worker.onmessage = (e) => this._onMessage(e.data || {});
+    this.worker.onerror = (e) => {
+      e.preventDefault();
+      player._workerFailed(`worker error: ${e.message || 'could not load mse-worker.js'}`, this);
+    };
+  }
+
+  _onMessage(m) {
+    const p = this.player;
+    switch (m.type) {
+      case 'handle':
+        this.gotHandle = true;
+        p.video.removeAttribute('src');
+        p.video.srcObject = m.handle;
+        break;
+      case 'status':
+        this.lastStatus = m.status;
+        break;
+      case 'event':
+        p._engineEvent(m.ev);
+        break;
+      case 'fatal':
+        p._workerFailed(m.message, this);
+        break;
+      default:
+    }
+  }
+
+  _post(msg) {
+    try { this.worker.postMessage(msg); } catch (e) { console.warn('worker postMessage', e); }
+  }
+
+  start() { this._post({ type: 'start', url: this.player.url, maxQueue: this.player.maxQueue }); }
+  stop() {
+    this._post({ type: 'stop' });
+    this.worker.terminate();
+  }
+  send(msg) { this._post({ type: 'send', msg }); return true; }
+  setPlayhead(t) { this._post({ type: 'playhead', t }); }
+  evict(t, keep) { this._post({ type: 'evict', t, keep }); }
+  rebuild() { this._post({ type: 'rebuild' }); }
+  stall(ms) { this._post({ type: 'stall', ms }); }
+  status() { return this.lastStatus || { bytes: 0, reconnects: 0, queue: 0, segments: 0, inits: 0, buffered: [] }; }
+}
+
+// ---------------------------------------------------------------------------
+
 /**
  * Events (EventTarget): 'state' {detail: {state, message}}, 'stats' {detail: stats},
  * 'init' {detail: info}, 'gesture' (playback needs a click).
- * Public fields used by tests: state, stats, inits, lastError.
+ * Public fields used by tests: state, message, mode, stats, inits, lastError,
+ * targetLatency (current, adaptive), baseLatency.
+ *
+ * Options:
+ *   stream, token, server (gateway http(s) URL; default: the page's origin), url (ws URL)
+ *   mode            'auto' | 'worker' | 'main' | 'managed'
+ *   targetLatency   seconds behind the live edge to aim for (default 0.1)
+ *   maxLatency      the adaptive target never rises above this (default max(1, 4 x target))
+ *   evictKeep       seconds kept behind the playhead (default 10)
  */
 export class MSEPlayer extends EventTarget {
   constructor(video, {
     stream,
     token = '',
+    server = '',
     url = '',
-    targetLatency = 0.2,
+    mode = 'auto',
+    targetLatency = 0.1,
+    maxLatency = 0,
     statsIntervalMs = 1000,
     controlIntervalMs = 250,
     evictKeep = 10,
     maxQueue = 200,
+    workerURL = new URL('./mse-worker.js', MODULE_URL).href,
   } = {}) {
     super();
-    if (!video) throw new Error('MSEPlayer needs a <video> element');
     this.video = video;
-    this.stream = stream;
-    this.url = url || watchSocketURL(stream, token);
-    this.targetLatency = targetLatency;
+    this.streamName = stream;
+    this.url = url || watchSocketURL(stream, token, globalThis.location, server);
+    this.requestedMode = mode || 'auto';
+    this.mode = null;
+    this.workerURL = workerURL;
+    this.baseLatency = targetLatency;
+    this.targetLatency = targetLatency; // adaptive: rises after stalls, creeps back down
+    this.maxLatency = maxLatency > 0 ? Math.max(maxLatency, targetLatency) : Math.max(1, 4 * targetLatency);
     this.statsIntervalMs = statsIntervalMs;
     this.controlIntervalMs = controlIntervalMs;
     this.evictKeep = evictKeep;
+    this.evictEveryMs = Math.min(3000, Math.max(500, evictKeep * 500));
     this.maxQueue = maxQueue;
 
     this.state = 'connecting';
@@ -56,24 +214,25 @@ export class MSEPlayer extends EventTarget {
     this.lastError = null;
     this.initInfo = null;
     this.stats = {};
-    this.segments = 0;
     this.seeks = 0;
+    this.jumps = 0;
+    this.stalls = 0;
     this.gapJumps = 0;
     this.rebuilds = 0;
     this.needsGesture = false;
 
-    this.pipeline = null;
-    this.socket = null;
+    this.backend = null;
     this.started = false; // playhead placed into the buffer and play() called
     this.sinceInit = false; // media of a live init is flowing (not after eos/error)
-    this.needRebuild = false; // next init builds a fresh MediaSource (after reconnect)
     this.stopped = true;
     this.userPaused = false;
-    this.objectURL = null;
     this.lastRebuildAt = 0;
     this.startedAt = 0;
     this.lastT = NaN;
     this.stallTicks = 0;
+    this.inStall = false;
+    this.lastStallAt = 0;
+    this.lastCreepAt = 0;
     this.lastEvictAt = 0;
     this._timers = [];
     this._statsPrev = null;
@@ -95,25 +254,48 @@ export class MSEPlayer extends EventTarget {
 
   start() {
     if (!this.stopped) return;
-    if (!mediaSourceClass()) {
-      this._fail('this browser has no MediaSource support');
+    const { mode, error } = detectMode(this.requestedMode);
+    if (!mode) {
+      this._fail(error);
       return;
     }
     this.stopped = false;
     this._setState('connecting', 'connecting');
-    this.socket = new WatchSocket(this.url, {
-      onOpen: () => this._onOpen(),
-      onWaiting: () => this._onWaiting(),
-      onInit: (info, data) => this._onInit(info, data),
-      onSegment: (data) => this._onSegment(data),
-      onEos: () => this._onEos(),
-      onError: (msg) => this._onServerError(msg),
-      onClose: (c) => this._onClose(c),
-    });
-    this.socket.start();
+    this._startBackend(mode);
     this._timers.push(setInterval(() => this._tick(), this.controlIntervalMs));
     this._timers.push(setInterval(() => this._statsTick(), this.statsIntervalMs));
     document.addEventListener('visibilitychange', this._onVisibility);
+  }
+
+  _startBackend(mode) {
+    this.mode = mode;
+    this.started = false;
+    this.sinceInit = false;
+    try {
+      this.backend = mode === 'worker' ? new WorkerBackend(this) : new LocalBackend(this, mode === 'managed');
+    } catch (e) {
+      if (mode === 'worker' && this.requestedMode === 'auto') {
+        console.warn('MSE worker unavailable, using the main thread:', e);
+        this._startBackend('main');
+        return;
+      }
+      this._fail(`cannot start the player: ${e.message || e}`);
+      return;
+    }
+    this.backend.start();
+  }
+
+  /** The worker could not start: fall back to the main thread unless the path was forced. */
+  _workerFailed(message, backend) {
+    if (backend !== this.backend || this.stopped) return;
+    console.warn(message);
+    this.lastError = message;
+    if (this.requestedMode === 'auto' && !backend.gotHandle && globalThis.MediaSource) {
+      backend.stop();
+      this._startBackend('main');
+      return;
+    }
+    this._fail(message);
   }
 
   /** User stop: close the socket (no reconnect) and release the MediaSource. */
@@ -123,8 +305,10 @@ export class MSEPlayer extends EventTarget {
     this._timers.forEach(clearInterval);
     this._timers = [];
     document.removeEventListener('visibilitychange', this._onVisibility);
-    if (this.socket) this.socket.stop();
-    this._destroyPipeline();
+    if (this.backend) this.backend.stop();
+    this.backend = null;
+    this.started = false;
+    this.video.srcObject = null;
     this.video.removeAttribute('src');
     try { this.video.load(); } catch { /* ignore */ }
     this.sinceInit = false;
@@ -163,97 +347,67 @@ export class MSEPlayer extends EventTarget {
     this._play();
   }
 
-  // ---- socket events ----------------------------------------------------
-
-  _onOpen() {
-    if (this.state === 'connecting') this._setState('connecting', 'connected, waiting for the server');
+  /** Change the base target latency (seconds). */
+  setTargetLatency(s) {
+    if (!(s > 0)) return;
+    this.baseLatency = s;
+    this.targetLatency = s;
+    this.maxLatency = Math.max(this.maxLatency, s);
   }
 
-  _onWaiting() {
-    this.sinceInit = false;
-    this._setState('waiting', 'waiting for publisher');
+  /** Test hook: the network "stalls" for ms (media is held back, then delivered at once). */
+  simulateStall(ms) {
+    if (this.backend) this.backend.stall(ms);
   }
 
-  _onInit(info, data) {
-    this.inits++;
-    this.initInfo = info;
-    this.sinceInit = true;
-    if (this.needRebuild || !this.pipeline) {
-      this.needRebuild = false;
-      this._createPipeline();
-    }
-    if (!this.pipeline.handleInit(info, data)) return;
-    this.dispatchEvent(new CustomEvent('init', { detail: info }));
-    if (this.state !== 'playing') this._setState('connecting', 'starting playback');
-  }
+  // ---- engine events ----------------------------------------------------
 
-  _onSegment(data) {
-    this.segments++;
-    if (this.pipeline && this.sinceInit) this.pipeline.appendSegment(data);
-  }
-
-  _onEos() {
-    this.sinceInit = false;
-    this._setState('ended', 'stream ended: waiting for the publisher to return');
-  }
-
-  _onServerError(msg) {
-    this.lastError = msg;
-    this.sinceInit = false;
-    this._setState('error', msg);
-  }
-
-  _onClose({ retryIn, error, opened }) {
-    this.needRebuild = true; // the server sends a fresh init on the next connection
-    const why = error ? `${error}; ` : opened ? 'connection lost; ' : 'cannot reach the gateway; ';
-    const msg = `${why}reconnecting in ${retryIn}s`;
-    if (this.state === 'error' || this.state === 'ended') {
-      this.message = this.state === 'error' ? msg : `stream ended; reconnecting in ${retryIn}s`;
-      this._emitState();
-    } else {
-      this.sinceInit = false;
-      this._setState('connecting', msg);
-    }
-  }
-
-  // ---- pipeline ---------------------------------------------------------
-
-  _createPipeline() {
-    this._destroyPipeline();
-    this.started = false;
-    this.pipeline = new MSEPipeline({
-      maxQueue: this.maxQueue,
-      attach: (ms) => {
-        if (this.objectURL) URL.revokeObjectURL(this.objectURL);
-        this.objectURL = URL.createObjectURL(ms);
-        this.video.src = this.objectURL;
-      },
-      onEvent: (ev) => this._pipelineEvent(ev),
-    });
-  }
-
-  _destroyPipeline() {
-    if (this.pipeline) this.pipeline.destroy();
-    this.pipeline = null;
-    this.started = false;
-    if (this.objectURL) {
-      URL.revokeObjectURL(this.objectURL);
-      this.objectURL = null;
-    }
-  }
-
-  _pipelineEvent(ev) {
+  _engineEvent(ev) {
+    if (this.stopped) return;
     switch (ev.type) {
       case 'open':
-        if (this.objectURL) {
-          URL.revokeObjectURL(this.objectURL);
-          this.objectURL = null;
+        if (this.state === 'connecting') this._setState('connecting', 'connected, waiting for the server');
+        break;
+      case 'waiting':
+        this.sinceInit = false;
+        this._setState('waiting', 'waiting for publisher');
+        break;
+      case 'init':
+        this.inits++;
+        this.initInfo = ev.info;
+        this.sinceInit = true;
+        this.dispatchEvent(new CustomEvent('init', { detail: ev.info }));
+        if (this.state !== 'playing') this._setState('connecting', 'starting playback');
+        break;
+      case 'eos':
+        this.sinceInit = false;
+        this._setState('ended', 'stream ended: waiting for the publisher to return');
+        break;
+      case 'error':
+        this.lastError = ev.message;
+        this.sinceInit = false;
+        this._setState('error', ev.message);
+        break;
+      case 'close': {
+        const why = ev.error ? `${ev.error}; ` : ev.opened ? 'connection lost; ' : 'cannot reach the gateway; ';
+        const msg = `${why}reconnecting in ${ev.retryIn}s`;
+        if (this.state === 'error' || this.state === 'ended') {
+          this.message = this.state === 'error' ? msg : `stream ended; reconnecting in ${ev.retryIn}s`;
+          this._emitState();
+        } else {
+          this.sinceInit = false;
+          this._setState('connecting', msg);
         }
+        break;
+      }
+      case 'pipeline':
+      case 'rebuilt':
+        this.started = false;
         break;
       case 'appended':
         if (!this.started) this._maybeStart();
         break;
-      case 'error':
+      case 'mse-error':
         console.warn('MSE:', ev.message);
         this.lastError = ev.message;
         if (ev.fatal) {
@@ -261,14 +415,11 @@ export class MSEPlayer extends EventTarget {
           this._setState('error', ev.message);
         }
         break;
-      case 'rebuilt':
-        this.started = false;
-        break;
       case 'dropped':
         console.warn(`MSE: append queue overflow, dropped ${ev.count} segments`);
         break;
       case 'timeline':
-        console.info(`MSE: new timeline mapped to ${ev.to.toFixed(3)}s`);
+        console.info(`MSE: new timeline mapped to ${Number(ev.to).toFixed(3)}s`);
         break;
       default:
     }
@@ -287,22 +438,18 @@ export class MSEPlayer extends EventTarget {
         this._jumpGap();
         break;
       case 'error': {
-        if (!this.pipeline || this.stopped) break;
+        if (!this.backend || this.stopped) break;
         const e = v.error;
         const msg = `media error ${e ? e.code : '?'}${e && e.message ? ': ' + e.message : ''}`;
         console.warn(msg);
         this.lastError = msg;
-        // Rebuild from the last init; MSE drops frames until the next keyframe. Throttled,
-        // and otherwise the next init rebuilds.
+        // Rebuild from the last init (throttled); MSE drops frames until the next keyframe.
         const now = performance.now();
         if (now - this.lastRebuildAt > 2000 && this.sinceInit) {
           this.lastRebuildAt = now;
           this.rebuilds++;
-          const last = this.pipeline.lastInit;
-          this._createPipeline();
-          if (last) this.pipeline.handleInit(last.info, last.data);
-        } else {
-          this.needRebuild = true;
+          this.started = false;
+          this.backend.rebuild();
         }
         break;
       }
@@ -329,6 +476,7 @@ export class MSEPlayer extends EventTarget {
 
   _seek(t) {
     if (!Number.isFinite(t)) return;
+    this.smoothLatency = NaN;
     try {
       this.video.currentTime = t;
       this.seeks++;
@@ -353,6 +501,7 @@ export class MSEPlayer extends EventTarget {
     this.started = true;
     this.startedAt = performance.now();
     this.stallTicks = 0;
+    this.inStall = false;
     if (!this.userPaused) this._play();
   }
 
@@ -372,58 +521,101 @@ export class MSEPlayer extends EventTarget {
     return false;
   }
 
-  /** Live-edge control, stall recovery and eviction (every ~250 ms). */
+  /** One stall episode (counted once): raise the target by 0.1 s, up to maxLatency. */
+  _noteStall(now) {
+    this.lastStallAt = now;
+    if (this.inStall) return;
+    this.inStall = true;
+    this.stalls++;
+    this.targetLatency = Math.min(this.maxLatency, round(this.targetLatency + 0.1));
+  }
+
+  /** Seconds of media ahead of the playhead in the range that holds it. */
+  _ahead(b, t) {
+    for (let i = 0; i < b.length; i++) {
+      if (b.start(i) <= t + 0.05 && t < b.end(i)) return b.end(i) - t;
+    }
+    return 0;
+  }
+
+  /**
+   * Live-edge control (every ~250 ms):
+   *  - a real stall (playing, readyState < HAVE_FUTURE_DATA or < 0.1 s ahead, time not
+   *    moving for 0.5 s) raises the target by 0.1 s (up to maxLatency); after 10 s
+   *    without a stall it comes back down by 0.025 s every 2.5 s to the base;
+   *  - latency > target + max(1 s, target) (target + 0.3 s in the first 3 s: the
+   *    GOP-cache burst) jumps to end - target;
+   *  - a smoothed latency over target + 15 ms plays faster: 1 + 0.5 x excess, at most 1.15x;
+   *  - under half the target (or under 40 ms) plays at 0.97x so the buffer refills.
+   */
   _tick() {
-    if (this.stopped) return;
+    if (this.stopped || !this.backend) return;
     const v = this.video;
-    if (this.pipeline) this.pipeline.playhead = v.currentTime;
+    const t = v.currentTime;
+    this.backend.setPlayhead(t);
     const b = v.buffered;
     if (!b.length) return;
     if (!this.started) {
       this._maybeStart();
       return;
     }
-    const target = this.targetLatency;
+    const now = performance.now();
     const last = b.length - 1;
     const end = b.end(last);
-    const t = v.currentTime;
     const latency = end - t;
+
+    // Stall detection and adaptive target.
+    const moving = Math.abs(t - this.lastT) > 0.001;
+    // Chromium underflows (readyState HAVE_CURRENT_DATA) with up to ~0.1 s still buffered.
+    const starved = v.readyState < 3 || this._ahead(b, t) < 0.1;
+    if (!v.paused && !v.seeking && !moving && !this.userPaused && this.sinceInit && starved) {
+      if (++this.stallTicks >= 2) this._noteStall(now);
+    } else if (moving) {
+      this.stallTicks = 0;
+      if (!starved) this.inStall = false; // recovered: playing with data ahead
+    }
+    if (this.targetLatency > this.baseLatency && now - this.lastStallAt > 10000 && now - this.lastCreepAt > 2500) {
+      this.lastCreepAt = now;
+      this.targetLatency = Math.max(this.baseLatency, round(this.targetLatency - 0.025));
+    }
+    const target = this.targetLatency;
 
     if (t < b.start(0) - 0.05 || t > end + 0.5) {
       // Playhead outside the data (evicted under it, timeline jump): go to the live edge.
       this._seek(Math.max(b.start(last), end - target));
     } else if (!this.userPaused) {
-      const startup = performance.now() - this.startedAt < 3000;
-      const jumpAt = target + (startup ? 0.3 : 1.5); // GOP-cache burst right after start
+      const startup = now - this.startedAt < 3000;
+      const jumpAt = target + (startup ? 0.3 : Math.max(1, target));
+      // The buffered end moves in whole frames: steer on a smoothed latency.
+      this.smoothLatency = Number.isFinite(this.smoothLatency) ? 0.7 * this.smoothLatency + 0.3 * latency : latency;
+      const excess = this.smoothLatency - target;
       if (latency > jumpAt) {
-        this._seek(end - target);
+        this.jumps++;
+        this._seek(Math.max(b.start(last), end - target));
         this._setRate(1);
-      } else if (latency > target + 0.1) {
-        this._setRate(Math.min(1.15, 1.05 + 0.1 * (latency - target - 0.1) / 1.4));
-      } else if (latency < target) {
-        this._setRate(latency < 0.05 ? 0.97 : 1);
+        this.smoothLatency = NaN;
+      } else if (excess > 0.015) {
+        // Gentle: +1 % per 20 ms over the target, at most +15 %.
+        this._setRate(Math.min(1.15, 1 + 0.5 * excess));
+      } else if (latency < Math.min(0.04, target / 2)) {
+        this._setRate(0.97);
+      } else {
+        this._setRate(1);
       }
       if (v.paused && this.sinceInit) this._play();
     }
 
     // Stall with data buffered after a hole.
-    if (!v.paused && Math.abs(t - this.lastT) < 0.001) {
-      if (++this.stallTicks >= 2) {
-        this.stallTicks = 0;
-        this._jumpGap();
-      }
-    } else {
-      this.stallTicks = 0;
-      if (!v.paused && this.sinceInit && this.state !== 'playing' && t > this.lastT) {
-        this._setState('playing', 'playing');
-      }
+    if (!v.paused && !moving) {
+      if (this.stallTicks >= 2) this._jumpGap();
+    } else if (!v.paused && this.sinceInit && this.state !== 'playing' && t > this.lastT) {
+      this._setState('playing', 'playing');
     }
     this.lastT = t;
 
-    const now = performance.now();
-    if (this.pipeline && now - this.lastEvictAt > 3000) {
+    if (now - this.lastEvictAt > this.evictEveryMs) {
       this.lastEvictAt = now;
-      this.pipeline.evict(t, this.evictKeep);
+      this.backend.evict(t, this.evictKeep);
     }
   }
 
@@ -433,13 +625,12 @@ export class MSEPlayer extends EventTarget {
     const b = v.buffered;
     let latency = null;
     let ahead = null;
+    let range = 0;
     if (b.length) {
       const t = v.currentTime;
       latency = Math.max(0, b.end(b.length - 1) - t);
-      ahead = 0;
-      for (let i = 0; i < b.length; i++) {
-        if (b.start(i) <= t + 0.05 && t < b.end(i)) ahead = b.end(i) - t;
-      }
+      ahead = this._ahead(b, t);
+      range = b.end(b.length - 1) - b.start(0);
     }
     let decoded = 0;
     let dropped = 0;
@@ -458,7 +649,8 @@ export class MSEPlayer extends EventTarget {
     fb.lastDropped = dropped;
     const totalDecoded = fb.decoded + decoded;
     const totalDropped = fb.dropped + dropped;
-    const bytes = this.socket ? this.socket.bytes : 0;
+    const st = this.backend ? this.backend.status() : {};
+    const bytes = st.bytes || 0;
 
     let fps = null;
     let bitrate = null;
@@ -474,8 +666,10 @@ export class MSEPlayer extends EventTarget {
 
     this.stats = {
       state: this.state,
+      mode: this.mode,
       latency: round(latency),
       buffered: round(ahead),
+      bufferedRange: round(range),
       decodedFrames: totalDecoded,
       droppedFrames: totalDropped,
       fps: round(fps, 1),
@@ -486,17 +680,20 @@ export class MSEPlayer extends EventTarget {
       playbackRate: round(v.playbackRate, 3),
       currentTime: round(v.currentTime),
       targetLatency: this.targetLatency,
-      segments: this.segments,
+      baseLatency: this.baseLatency,
+      segments: st.segments || 0,
       inits: this.inits,
-      queue: this.pipeline ? this.pipeline.pending : 0,
+      queue: st.queue || 0,
       seeks: this.seeks,
+      jumps: this.jumps,
+      stalls: this.stalls,
       gapJumps: this.gapJumps,
       rebuilds: this.rebuilds,
-      reconnects: this.socket ? Math.max(0, this.socket.connects - 1) : 0,
+      reconnects: st.reconnects || 0,
       mime: this.initInfo ? this.initInfo.mime : null,
     };
-    if (this.socket && latency !== null && this.sinceInit) {
-      this.socket.send({
+    if (this.backend && latency !== null && this.sinceInit) {
+      this.backend.send({
         type: 'stats',
         latency: this.stats.latency,
         buffered: this.stats.buffered,

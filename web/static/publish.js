@@ -1,365 +1,88 @@
-// publish.html: camera + microphone -> WHIP (RFC 9725) -> POST /whip/NAME.
-// Query: stream=NAME (required), token=T (sent as Authorization: Bearer T), autostart=1,
-// width=, height=, fps= (capture size and rate; default 1280x720 at 30).
-// Test hook: window.publisher = {pc, stream, state, error, resource, start(), stop()},
-// document.body.dataset.state = idle|starting|connecting|connected|failed|stopped.
-import { params, validStreamName, responseError, formatBitrate, codecName } from './common.js';
+// publish.html: capture -> the gateway (publisher.js), with device pickers, constraints,
+// codec choice, bitrate cap, mute, live source switching (replaceTrack) and viewer count.
+// Query: stream=NAME (required), token=T, autostart=1, signal=ws|whip (default ws),
+// codec=h264|vp9|av1, source=camera|screen|canvas|none, width=, height=, fps=, bitrate= (bits/s).
+// Test hook: window.publisher (see publisher.js), document.body.dataset.state =
+// idle|starting|connecting|connected|failed|stopped.
+import { params, validStreamName, formatBitrate, codecName } from './common.js';
+import { Publisher, availableVideoCodecs } from './publisher.js';
+
+// Kept for older tests and tools that imported it from here.
+export { videoCodecPreferences } from './publisher.js';
 
 const $ = (id) => document.getElementById(id);
-const ICE_GATHER_TIMEOUT_MS = 2000;
-
-// ---- WebRTC helpers -----------------------------------------------------------
-
-function codecScore(c) {
-  const f = c.sdpFmtpLine || '';
-  let s = 0;
-  if (/packetization-mode=1/.test(f)) s += 100;
-  const m = /profile-level-id=([0-9a-fA-F]{6})/.exec(f);
-  const profile = m ? m[1].slice(0, 4).toLowerCase() : '';
-  s += { '42e0': 30, '4200': 20, '4d00': 10, '6400': 5 }[profile] || 0;
-  if (/level-asymmetry-allowed=1/.test(f)) s += 1;
-  return s;
-}
-
-/**
- * Codec preference list: H.264 (packetization-mode=1 first, Constrained Baseline
- * first), then RTX. RED/ULPFEC/FlexFEC are left out. Without H.264 fall back to what
- * the gateway also accepts: VP9, then AV1. Returns {codecs, name} or null.
- */
-export function videoCodecPreferences(caps) {
-  if (!caps || !Array.isArray(caps.codecs)) return null;
-  const of = (re) => caps.codecs.filter((c) => re.test(c.mimeType));
-  const rtx = of(/^video\/rtx$/i);
-  const h264 = of(/^video\/h264$/i).sort((a, b) => codecScore(b) - codecScore(a));
-  if (h264.length) return { codecs: [...h264, ...rtx], name: 'H.264' };
-  const alt = [...of(/^video\/vp9$/i), ...of(/^video\/av1$/i)];
-  if (alt.length) return { codecs: [...alt, ...rtx], name: alt[0].mimeType.split('/')[1].toUpperCase() };
-  return null;
-}
-
-function setVideoCodecs(transceiver) {
-  if (typeof transceiver.setCodecPreferences !== 'function') {
-    return 'this browser cannot set codec preferences; the gateway picks from the offer';
-  }
-  const tries = [];
-  if (typeof RTCRtpSender.getCapabilities === 'function') tries.push(RTCRtpSender.getCapabilities('video'));
-  if (typeof RTCRtpReceiver.getCapabilities === 'function') tries.push(RTCRtpReceiver.getCapabilities('video'));
-  let lastErr = null;
-  for (const caps of tries) {
-    const prefs = videoCodecPreferences(caps);
-    if (!prefs) continue;
-    try {
-      transceiver.setCodecPreferences(prefs.codecs);
-      return prefs.name === 'H.264' ? null : `H.264 is not available in this browser: sending ${prefs.name}`;
-    } catch (e) {
-      lastErr = e; // older engines only accept receiver capabilities: try those
-    }
-  }
-  if (lastErr) return `could not force H.264 (${lastErr.message}); the gateway picks from the offer`;
-  return 'this browser offers neither H.264 nor VP9/AV1: the gateway will likely refuse';
-}
-
-function setAudioCodecs(transceiver) {
-  if (typeof transceiver.setCodecPreferences !== 'function' || typeof RTCRtpSender.getCapabilities !== 'function') return;
-  const caps = RTCRtpSender.getCapabilities('audio');
-  if (!caps) return;
-  const opus = caps.codecs.filter((c) => /^audio\/opus$/i.test(c.mimeType));
-  if (!opus.length) return;
-  const rest = caps.codecs.filter((c) => !/^audio\/(opus|red)$/i.test(c.mimeType));
-  try { transceiver.setCodecPreferences([...opus, ...rest]); } catch { /* keep browser order */ }
-}
-
-async function setDegradation(sender, keepResolution) {
-  if (!sender || typeof sender.getParameters !== 'function') return;
-  try {
-    const p = sender.getParameters();
-    p.degradationPreference = keepResolution ? 'maintain-resolution' : 'balanced';
-    await sender.setParameters(p);
-  } catch (e) {
-    console.warn('degradationPreference not applied:', e.message || e);
-  }
-}
-
-function waitIceGathering(pc, timeoutMs) {
-  return new Promise((resolve) => {
-    if (pc.iceGatheringState === 'complete') { resolve(); return; }
-    let timer = null;
-    const done = () => {
-      clearTimeout(timer);
-      pc.removeEventListener('icegatheringstatechange', check);
-      pc.removeEventListener('icecandidate', onCand);
-      resolve();
-    };
-    const check = () => { if (pc.iceGatheringState === 'complete') done(); };
-    const onCand = (ev) => { if (!ev.candidate) done(); };
-    pc.addEventListener('icegatheringstatechange', check);
-    pc.addEventListener('icecandidate', onCand);
-    timer = setTimeout(done, timeoutMs);
-  });
-}
-
-function mediaErrorMessage(e, wanted) {
-  const what = wanted.video && wanted.audio ? 'camera and microphone' : wanted.video ? 'camera' : 'microphone';
-  switch (e && e.name) {
-    case 'NotAllowedError':
-    case 'SecurityError':
-      return `Permission to use the ${what} was denied. Allow access in the browser's site settings and press Start again.`;
-    case 'NotFoundError':
-      return `No ${what.replace(' and ', ' or ')} found. Connect a device or choose "No camera" / "No microphone".`;
-    case 'OverconstrainedError':
-      return `The selected ${what} is not available (unplugged?). Pick another device.`;
-    case 'NotReadableError':
-    case 'AbortError':
-      return `The ${what} could not be started: it may be in use by another application.`;
-    default:
-      return `Could not open the ${what}: ${(e && e.message) || e}`;
-  }
-}
-
-// ---- Publisher ------------------------------------------------------------------
-
-/** Capture size and rate: 1280x720 at 30 fps unless the URL asks for
- *  another (?width=640&height=360&fps=15). */
-function captureConstraints() {
-  const q = new URLSearchParams(location.search);
-  const num = (k, d) => { const v = parseInt(q.get(k), 10); return v > 0 && v <= 4096 ? v : d; };
-  return { width: { ideal: num('width', 1280) }, height: { ideal: num('height', 720) }, frameRate: { ideal: num('fps', 30) } };
-}
-
-export class Publisher extends EventTarget {
-  constructor({ stream, token = '' }) {
-    super();
-    this.streamName = stream;
-    this.token = token;
-    this.pc = null;
-    this.stream = null;
-    this.state = 'idle';
-    this.error = null;
-    this.warning = null;
-    this.resource = null; // WHIP session URL from the Location header
-    this.videoSender = null;
-    this.audioSender = null;
-    this._gen = 0;
-  }
-
-  _set(state, error) {
-    this.state = state;
-    if (error !== undefined) this.error = error;
-    this.dispatchEvent(new CustomEvent('change'));
-  }
-
-  _warn(msg) {
-    this.warning = msg;
-    this.dispatchEvent(new CustomEvent('change'));
-  }
-
-  _headers(extra) {
-    const h = Object.assign({}, extra);
-    if (this.token) h.Authorization = `Bearer ${this.token}`;
-    return h;
-  }
-
-  async _getMedia(cameraId, micId) {
-    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      throw new Error(window.isSecureContext === false
-        ? 'Camera access needs a secure page: open this over https:// or http://localhost.'
-        : 'This browser has no getUserMedia.');
-    }
-    const video = cameraId === 'none' ? false : {
-      ...captureConstraints(),
-      ...(cameraId ? { deviceId: { exact: cameraId } } : {}),
-    };
-    const audio = micId === 'none' ? false : (micId ? { deviceId: { exact: micId } } : true);
-    if (!video && !audio) throw new Error('Choose a camera or a microphone (both are set to "No …").');
-    try {
-      return await navigator.mediaDevices.getUserMedia({ video, audio });
-    } catch (e) {
-      // One of the two missing: publish what there is, and say so.
-      if (video && audio && (e.name === 'NotFoundError' || e.name === 'OverconstrainedError' || e.name === 'NotReadableError')) {
-        for (const [c, label] of [[{ video }, 'microphone'], [{ audio }, 'camera']]) {
-          try {
-            const s = await navigator.mediaDevices.getUserMedia(c);
-            this._warn(`No usable ${label}: publishing ${label === 'camera' ? 'audio' : 'video'} only.`);
-            return s;
-          } catch { /* try the other */ }
-        }
-      }
-      throw new Error(mediaErrorMessage(e, { video: !!video, audio: !!audio }));
-    }
-  }
-
-  /** getUserMedia, offer, WHIP POST. Resolves when the answer is set. */
-  async start({ cameraId = '', micId = '', keepResolution = true } = {}) {
-    if (this.state === 'starting' || this.state === 'connecting' || this.state === 'connected') return;
-    const gen = ++this._gen;
-    const live = () => gen === this._gen;
-    this.error = null;
-    this.warning = null;
-    this.resource = null;
-    if (this.stream) {
-      this.stream.getTracks().forEach((t) => t.stop());
-      this.stream = null;
-    }
-    this._set('starting', null);
-    try {
-      if (!validStreamName(this.streamName)) throw new Error(`invalid stream name "${this.streamName}"`);
-      const stream = await this._getMedia(cameraId, micId);
-      if (!live()) { stream.getTracks().forEach((t) => t.stop()); return; }
-      this.stream = stream;
-      this.dispatchEvent(new CustomEvent('media'));
-
-      const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
-      this.pc = pc;
-      pc.addEventListener('connectionstatechange', () => this._onConnState(pc));
-      pc.addEventListener('iceconnectionstatechange', () => this.dispatchEvent(new CustomEvent('change')));
-
-      const vt = stream.getVideoTracks()[0];
-      const at = stream.getAudioTracks()[0];
-      if (vt) {
-        const tr = pc.addTransceiver(vt, { direction: 'sendonly', streams: [stream] });
-        const w = setVideoCodecs(tr);
-        if (w) this._warn(w);
-        this.videoSender = tr.sender;
-        await setDegradation(tr.sender, keepResolution);
-      }
-      if (at) {
-        const tr = pc.addTransceiver(at, { direction: 'sendonly', streams: [stream] });
-        setAudioCodecs(tr);
-        this.audioSender = tr.sender;
-      }
-
-      const offer = await pc.createOffer();
-      await pc.setLocalDescription(offer);
-      await waitIceGathering(pc, ICE_GATHER_TIMEOUT_MS);
-      if (!live()) return;
-
-      this._set('connecting');
-      const url = `/whip/${encodeURIComponent(this.streamName)}`;
-      let res;
-      try {
-        res = await fetch(url, {
-          method: 'POST',
-          headers: this._headers({ 'Content-Type': 'application/sdp' }),
-          body: pc.localDescription.sdp,
-        });
-      } catch (e) {
-        throw new Error(`Cannot reach the gateway (${e.message || e}).`);
-      }
-      if (!live()) return;
-      if (res.status !== 201) throw new Error(await responseError(res));
-      const loc = res.headers.get('Location');
-      if (loc) this.resource = new URL(loc, res.url || location.href).href;
-      else this._warn('The gateway sent no Location header: Stop cannot end the session on the server.');
-      const answer = await res.text();
-      if (!live()) { this._delete(); return; }
-      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-      if (this.videoSender) await setDegradation(this.videoSender, keepResolution);
-      this.dispatchEvent(new CustomEvent('change'));
-      if (pc.connectionState === 'connected') this._set('connected');
-    } catch (e) {
-      if (!live()) return;
-      console.warn('publish failed:', e.message || e);
-      this._teardown();
-      this._set('failed', e.message || String(e));
-    }
-  }
-
-  _onConnState(pc) {
-    if (pc !== this.pc) return;
-    switch (pc.connectionState) {
-      case 'connected':
-        this._set('connected');
-        break;
-      case 'disconnected':
-        if (this.state === 'connected') this._set('connecting');
-        else this.dispatchEvent(new CustomEvent('change'));
-        break;
-      case 'failed':
-        this._delete();
-        this._teardown({ keepMedia: true });
-        this._set('failed', 'Connection to the gateway failed (ICE/DTLS): check network and firewall.');
-        break;
-      default:
-        this.dispatchEvent(new CustomEvent('change'));
-    }
-  }
-
-  _delete({ keepalive = false } = {}) {
-    const url = this.resource;
-    this.resource = null;
-    if (!url) return Promise.resolve();
-    const ctl = typeof AbortController === 'function' ? new AbortController() : null;
-    const timer = ctl ? setTimeout(() => ctl.abort(), 3000) : null;
-    return fetch(url, { method: 'DELETE', headers: this._headers(), keepalive, signal: ctl ? ctl.signal : undefined })
-      .then((res) => { if (!res.ok && res.status !== 404) console.warn(`WHIP DELETE: HTTP ${res.status}`); })
-      .catch((e) => console.warn('WHIP DELETE failed:', e.message || e))
-      .finally(() => clearTimeout(timer));
-  }
-
-  _teardown({ keepMedia = false } = {}) {
-    if (this.pc) {
-      try { this.pc.close(); } catch { /* ignore */ }
-    }
-    this.videoSender = null;
-    this.audioSender = null;
-    if (!keepMedia && this.stream) {
-      this.stream.getTracks().forEach((t) => t.stop());
-      this.stream = null;
-      this.dispatchEvent(new CustomEvent('media'));
-    }
-  }
-
-  /** Stop: DELETE the WHIP resource, close the connection, stop the tracks. */
-  async stop({ keepalive = false } = {}) {
-    this._gen++;
-    const del = this._delete({ keepalive });
-    this._teardown();
-    this.pc = null;
-    this._set('stopped', null);
-    await del;
-  }
-
-  async setKeepResolution(keep) {
-    if (this.videoSender) await setDegradation(this.videoSender, keep);
-  }
-
-  /** Swap the camera or microphone of a running publish without renegotiating. */
-  async switchDevice(kind, deviceId) {
-    const sender = kind === 'video' ? this.videoSender : this.audioSender;
-    if (!sender || !this.stream) return false;
-    let track = null;
-    if (deviceId !== 'none') {
-      const c = kind === 'video'
-        ? { video: { ...captureConstraints(), ...(deviceId ? { deviceId: { exact: deviceId } } : {}) } }
-        : { audio: deviceId ? { deviceId: { exact: deviceId } } : true };
-      const s = await navigator.mediaDevices.getUserMedia(c);
-      track = kind === 'video' ? s.getVideoTracks()[0] : s.getAudioTracks()[0];
-    }
-    await sender.replaceTrack(track);
-    const old = kind === 'video' ? this.stream.getVideoTracks() : this.stream.getAudioTracks();
-    old.forEach((t) => { t.stop(); this.stream.removeTrack(t); });
-    if (track) this.stream.addTrack(track);
-    this.dispatchEvent(new CustomEvent('media'));
-    return true;
-  }
-}
-
-// ---- page -----------------------------------------------------------------------
-
 const q = params();
 const name = q.get('stream') || '';
 const token = q.get('token') || '';
-const publisher = new Publisher({ stream: name, token });
+const publisher = new Publisher({ stream: name, token, signal: q.get('signal') || 'ws' });
 window.publisher = publisher;
 
 const BANNER = {
-  idle: 'Camera is off',
-  starting: 'Opening camera and microphone…',
+  idle: 'Not publishing: choose a source and press Start',
+  starting: 'Opening camera / microphone…',
   connecting: 'Connecting to the gateway…',
   connected: '',
   failed: 'Not publishing',
   stopped: 'Stopped',
 };
+
+function num(k, lo, hi) {
+  const v = parseInt(q.get(k), 10);
+  return v >= lo && v <= hi ? v : 0;
+}
+
+function selectedResolution() {
+  const [w, h] = $('resolution').value.split('x').map((x) => parseInt(x, 10));
+  return { width: w, height: h };
+}
+
+function formOptions() {
+  const { width, height } = selectedResolution();
+  return {
+    source: $('source').value,
+    cameraId: $('camera').value,
+    micId: $('mic').value,
+    width,
+    height,
+    fps: parseInt($('fps').value, 10),
+    facingMode: $('facing').value,
+    codec: $('codec').value || 'h264',
+    maxBitrate: parseInt($('bitrate').value, 10) || 0,
+    keepResolution: $('keepres').checked,
+  };
+}
+
+function ensureOption(sel, value, label) {
+  if (![...sel.options].some((o) => o.value === value)) sel.append(new Option(label, value));
+  sel.value = value;
+}
+
+function applyQuery() {
+  const w = num('width', 16, 4096);
+  const h = num('height', 16, 4096);
+  if (w && h) ensureOption($('resolution'), `${w}x${h}`, `${w}×${h}`);
+  const fps = num('fps', 1, 120);
+  if (fps) ensureOption($('fps'), String(fps), `${fps} fps`);
+  const src = q.get('source');
+  if (['camera', 'screen', 'canvas', 'none'].includes(src)) $('source').value = src;
+  const br = num('bitrate', 1, 1e9);
+  if (br) ensureOption($('bitrate'), String(br), formatBitrate(br));
+  const codecs = availableVideoCodecs();
+  const sel = $('codec');
+  sel.replaceChildren(...codecs.map((c) => new Option(c.name, c.id)));
+  const want = (q.get('codec') || 'h264').toLowerCase();
+  if (codecs.some((c) => c.id === want)) sel.value = want;
+  else if (q.get('codec')) publisher.warn(`This browser cannot send ${want.toUpperCase()}; using ${sel.options[0] ? sel.options[0].text : 'the default'}.`);
+  if (q.get('keepres') === '0') $('keepres').checked = false;
+}
+
+/** Show what the publisher actually uses (it may have been changed through the API). */
+function syncForm() {
+  const o = publisher.opts || {};
+  if (publisher.source && publisher.source !== 'stream') $('source').value = publisher.source;
+  if (o.width && o.height) ensureOption($('resolution'), `${o.width}x${o.height}`, `${o.width}×${o.height}`);
+  if (o.fps) ensureOption($('fps'), String(o.fps), `${o.fps} fps`);
+}
 
 async function fillDevices() {
   if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
@@ -371,22 +94,66 @@ async function fillDevices() {
     sel.replaceChildren();
     sel.append(new Option(defLabel, ''));
     list.forEach((d, i) => sel.append(new Option(d.label || `${generic} ${i + 1}`, d.deviceId)));
-    sel.append(new Option(noneLabel, 'none'));
+    if (noneLabel) sel.append(new Option(noneLabel, 'none'));
     sel.value = [...sel.options].some((o) => o.value === keep) ? keep : '';
   };
-  fill($('camera'), 'videoinput', 'Default camera', 'No camera', 'Camera');
+  fill($('camera'), 'videoinput', 'Default camera', null, 'Camera');
   fill($('mic'), 'audioinput', 'Default microphone', 'No microphone', 'Microphone');
-  // Show the devices actually in use.
   const s = publisher.stream;
   if (s) {
-    const vt = s.getVideoTracks()[0];
-    const at = s.getAudioTracks()[0];
     const pick = (sel, t) => {
       const id = t && t.getSettings ? t.getSettings().deviceId : '';
       if (id && [...sel.options].some((o) => o.value === id)) sel.value = id;
     };
-    if ($('camera').value === '') pick($('camera'), vt);
-    if ($('mic').value === '') pick($('mic'), at);
+    if ($('camera').value === '' && publisher.source === 'camera') pick($('camera'), s.getVideoTracks()[0]);
+    if ($('mic').value === '') pick($('mic'), s.getAudioTracks()[0]);
+  }
+}
+
+function range(c) {
+  if (!c || typeof c !== 'object') return Array.isArray(c) ? c.join('/') : c === undefined ? '' : String(c);
+  const r = (x) => (Number.isInteger(x) ? x : Math.round(x * 10) / 10);
+  return `${r(c.min)}–${r(c.max)}`;
+}
+
+function renderTrackInfo() {
+  const s = publisher.stream;
+  const vt = s && s.getVideoTracks()[0];
+  const at = s && s.getAudioTracks()[0];
+  if (vt) {
+    const st = vt.getSettings ? vt.getSettings() : {};
+    const parts = [];
+    if (st.width && st.height) parts.push(`${st.width}×${st.height}`);
+    if (st.frameRate) parts.push(`${Math.round(st.frameRate * 10) / 10} fps`);
+    if (st.facingMode) parts.push(st.facingMode);
+    if (st.displaySurface) parts.push(st.displaySurface);
+    parts.push(vt.label || publisher.source || '');
+    $('i-vsettings').textContent = parts.filter(Boolean).join(' · ');
+    const caps = typeof vt.getCapabilities === 'function' ? vt.getCapabilities() : null;
+    if (caps && Object.keys(caps).length) {
+      const c = [];
+      if (caps.width) c.push(`width ${range(caps.width)}`);
+      if (caps.height) c.push(`height ${range(caps.height)}`);
+      if (caps.frameRate) c.push(`fps ${range(caps.frameRate)}`);
+      if (caps.facingMode && caps.facingMode.length) c.push(`facing ${caps.facingMode.join('/')}`);
+      $('i-vcaps').textContent = c.join(' · ') || '—';
+    } else {
+      $('i-vcaps').textContent = publisher.source === 'canvas' ? 'test pattern: any size' : '—';
+    }
+  } else {
+    $('i-vsettings').textContent = '—';
+    $('i-vcaps').textContent = '—';
+  }
+  if (at) {
+    const st = at.getSettings ? at.getSettings() : {};
+    const parts = [];
+    if (st.sampleRate) parts.push(`${st.sampleRate / 1000} kHz`);
+    if (st.channelCount) parts.push(`${st.channelCount} ch`);
+    if (st.echoCancellation !== undefined) parts.push(`echo cancel ${st.echoCancellation ? 'on' : 'off'}`);
+    parts.push(at.label || '');
+    $('i-asettings').textContent = parts.filter(Boolean).join(' · ');
+  } else {
+    $('i-asettings').textContent = '—';
   }
 }
 
@@ -400,7 +167,14 @@ function render() {
   const pc = publisher.pc;
   $('i-conn').textContent = pc ? pc.connectionState : '—';
   $('i-ice').textContent = pc ? `${pc.iceConnectionState} (gathering ${pc.iceGatheringState})` : '—';
-  $('i-resource').textContent = publisher.resource || '—';
+  $('i-signal').textContent = publisher.signal === 'ws'
+    ? `WebSocket${publisher.ws ? ' (open)' : ''}`
+    : `WHIP${publisher.resource ? ` ${new URL(publisher.resource).pathname}` : ''}`;
+  const v = publisher.viewers;
+  $('i-viewers').textContent = v === null || v === undefined ? '—' : String(v);
+  $('viewers-badge').hidden = v === null || v === undefined;
+  $('viewers-count').textContent = String(v || 0);
+  $('viewers-word').textContent = v === 1 ? 'viewer' : 'viewers';
 
   const err = $('error');
   err.hidden = !publisher.error;
@@ -413,10 +187,22 @@ function render() {
   $('start').disabled = busy || !validStreamName(name);
   $('start').textContent = st === 'failed' || st === 'stopped' ? 'Publish again' : 'Start publishing';
   $('stop').disabled = !busy;
+  $('codec').disabled = busy; // the codec is negotiated once
+  const hasV = !!(publisher.stream && publisher.stream.getVideoTracks().length);
+  const hasA = !!(publisher.stream && publisher.stream.getAudioTracks().length);
+  $('mute-video').disabled = !hasV;
+  $('mute-audio').disabled = !hasA;
+  $('mute-video').textContent = publisher.muted.video ? 'Show video' : 'Hide video';
+  $('mute-audio').textContent = publisher.muted.audio ? 'Unmute mic' : 'Mute mic';
+  $('mute-video').setAttribute('aria-pressed', String(publisher.muted.video));
+  $('mute-audio').setAttribute('aria-pressed', String(publisher.muted.audio));
+  $('camera').disabled = $('source').value !== 'camera';
+  $('facing').disabled = $('source').value !== 'camera';
 
   const text = st === 'failed' && publisher.error ? publisher.error : BANNER[st];
   $('banner-text').textContent = text || '';
-  $('banner').hidden = !text || (st !== 'failed' && publisher.stream && st !== 'starting' && st !== 'connecting');
+  const showingMedia = publisher.stream && publisher.stream.getVideoTracks().length;
+  $('banner').hidden = !text || (st !== 'failed' && showingMedia && st !== 'starting' && st !== 'connecting');
   $('banner').classList.toggle('banner-error', st === 'failed');
   $('banner').classList.toggle('banner-busy', st === 'starting' || st === 'connecting');
 }
@@ -425,6 +211,7 @@ function renderMedia() {
   const v = $('preview');
   if (v.srcObject !== publisher.stream) v.srcObject = publisher.stream || null;
   if (publisher.stream) v.play().catch(() => {});
+  renderTrackInfo();
 }
 
 let prevStats = null;
@@ -442,9 +229,8 @@ async function pollStats() {
   const out = {};
   report.forEach((r) => {
     if (r.type === 'codec') codecs.set(r.id, r);
-    if (r.type === 'outbound-rtp' && (r.kind === 'video' || r.kind === 'audio' || r.mediaType)) {
-      const kind = r.kind || r.mediaType;
-      if (!out[kind] || (r.bytesSent || 0) > (out[kind].bytesSent || 0)) out[kind] = r;
+    if (r.type === 'outbound-rtp' && (r.kind === 'video' || r.kind === 'audio')) {
+      if (!out[r.kind] || (r.bytesSent || 0) > (out[r.kind].bytesSent || 0)) out[r.kind] = r;
     }
   });
   const line = (kind) => {
@@ -470,17 +256,35 @@ async function pollStats() {
   $('i-audio').textContent = a || (publisher.audioSender ? '…' : '—');
   $('live-figures').textContent = v || '';
   prevStats = { at: now, video: out.video, audio: out.audio };
+  renderTrackInfo();
 }
 
-async function pollViewers() {
-  if (publisher.state !== 'connected') return;
+async function onSourceChange() {
+  render();
+  if (!publisher.videoSender) return; // not publishing: used at the next Start
   try {
-    const res = await fetch('/api/streams', { cache: 'no-store' });
-    if (!res.ok) return;
-    const list = await res.json();
-    const s = Array.isArray(list) && list.find((x) => x && x.name === name);
-    $('i-viewers').textContent = s ? String(s.viewers ?? 0) : '—';
-  } catch { /* gateway busy; next time */ }
+    const o = formOptions();
+    if (o.source === 'none') {
+      await publisher.switchSource('video', { track: null, source: 'none' });
+    } else {
+      await publisher.switchSource('video', o);
+    }
+    publisher.warn(null);
+  } catch (e) {
+    publisher.warn(`Could not switch the video source: ${e.message || e}`);
+  }
+}
+
+async function onConstraintsChange() {
+  if (!publisher.videoSender || !publisher.stream) return;
+  const o = formOptions();
+  try {
+    if (publisher.source === 'camera' || publisher.source === 'canvas') {
+      await publisher.applyVideoConstraints({ width: o.width, height: o.height, fps: o.fps });
+    }
+  } catch (e) {
+    publisher.warn(`The camera cannot do ${o.width}×${o.height} at ${o.fps} fps: ${e.message || e.name}`);
+  }
 }
 
 function main() {
@@ -490,7 +294,8 @@ function main() {
   $('watch-link').href = `/watch.html?stream=${encodeURIComponent(name)}${token ? `&token=${encodeURIComponent(token)}` : ''}`;
 
   publisher.addEventListener('change', render);
-  publisher.addEventListener('media', () => { renderMedia(); fillDevices(); });
+  publisher.addEventListener('media', () => { syncForm(); renderMedia(); fillDevices(); render(); });
+  applyQuery();
 
   if (!validStreamName(name)) {
     publisher.error = name
@@ -504,35 +309,38 @@ function main() {
 
   $('form').addEventListener('submit', (ev) => {
     ev.preventDefault();
-    publisher.start({ cameraId: $('camera').value, micId: $('mic').value, keepResolution: $('keepres').checked });
+    publisher.start(formOptions());
   });
   $('stop').addEventListener('click', () => publisher.stop());
   $('keepres').addEventListener('change', () => publisher.setKeepResolution($('keepres').checked));
-  for (const [id, kind] of [['camera', 'video'], ['mic', 'audio']]) {
-    $(id).addEventListener('change', async () => {
-      if (!publisher.pc || !publisher.stream) return;
-      try {
-        const ok = await publisher.switchDevice(kind, $(id).value);
-        if (!ok) publisher._warn(`No ${kind} track was published: stop and start again to add one.`);
-      } catch (e) {
-        publisher._warn(`Could not switch ${kind === 'video' ? 'camera' : 'microphone'}: ${e.message || e}`);
-      }
-    });
-  }
+  $('bitrate').addEventListener('change', () => publisher.setMaxBitrate(parseInt($('bitrate').value, 10) || 0));
+  $('source').addEventListener('change', onSourceChange);
+  $('camera').addEventListener('change', onSourceChange);
+  $('facing').addEventListener('change', onSourceChange);
+  $('resolution').addEventListener('change', onConstraintsChange);
+  $('fps').addEventListener('change', onConstraintsChange);
+  $('mic').addEventListener('change', async () => {
+    if (!publisher.pc || !publisher.stream) return;
+    try {
+      const ok = await publisher.switchSource('audio', { micId: $('mic').value });
+      if (!ok) publisher.warn('No audio track was published: stop and start again to add one.');
+    } catch (e) {
+      publisher.warn(`Could not switch the microphone: ${e.message || e}`);
+    }
+  });
+  $('mute-video').addEventListener('click', () => publisher.setMuted('video', !publisher.muted.video));
+  $('mute-audio').addEventListener('click', () => publisher.setMuted('audio', !publisher.muted.audio));
   if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
     navigator.mediaDevices.addEventListener('devicechange', fillDevices);
   }
   window.addEventListener('pagehide', () => {
-    if (publisher.resource) publisher.stop({ keepalive: true });
+    if (publisher.pc) publisher.stop({ keepalive: true });
   });
   setInterval(pollStats, 1000);
-  setInterval(pollViewers, 2000);
 
   render();
   fillDevices().finally(() => {
-    if (q.get('autostart') === '1') {
-      publisher.start({ cameraId: $('camera').value, micId: $('mic').value, keepResolution: $('keepres').checked });
-    }
+    if (q.get('autostart') === '1') publisher.start(formOptions());
   });
 }
 

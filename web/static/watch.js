@@ -1,5 +1,6 @@
 // watch.html: plays /ws/watch/NAME with MSEPlayer and shows its state and stats.
-// Query: stream=NAME (required), token=T, latency=seconds (target, default 0.2), muted=0.
+// Query: stream=NAME (required), token=T, latency=seconds (target, default 0.1), muted=0,
+// mode=auto|worker|main|managed (MSE path), keep=seconds (buffer kept behind the playhead).
 import { MSEPlayer } from './player.js';
 import { params, validStreamName, describeTrack, formatBitrate } from './common.js';
 
@@ -8,7 +9,10 @@ const q = params();
 const name = q.get('stream') || '';
 const token = q.get('token') || '';
 let target = parseFloat(q.get('latency'));
-if (!Number.isFinite(target) || target < 0.05 || target > 30) target = 0.2;
+if (!Number.isFinite(target) || target < 0.05 || target > 30) target = 0.1;
+const mode = ['worker', 'main', 'managed'].includes(q.get('mode')) ? q.get('mode') : 'auto';
+let keep = parseFloat(q.get('keep'));
+if (!Number.isFinite(keep) || keep < 1 || keep > 600) keep = 10;
 
 const video = $('video');
 const STATE_TEXT = {
@@ -47,7 +51,9 @@ function renderState(state, message) {
 
 function renderStats(s) {
   $('s-latency').textContent = s.latency === null ? '—' : `${fmtSec(s.latency)} (target ${fmtSec(s.targetLatency)})`;
-  $('s-buffer').textContent = s.buffered === null ? '—' : fmtSec(s.buffered);
+  $('s-buffer').textContent = s.buffered === null ? '—' : `${fmtSec(s.buffered)} ahead, ${s.bufferedRange.toFixed(1)} s kept`;
+  $('s-mode').textContent = s.mode || '—';
+  $('s-stalls').textContent = `${s.stalls} stalls, ${s.jumps} jumps`;
   $('s-res').textContent = s.width && s.height ? `${s.width}×${s.height}` : '—';
   $('s-fps').textContent = s.fps === null ? '—' : s.fps.toFixed(1);
   $('s-bitrate').textContent = s.bitrate === null ? '—' : formatBitrate(s.bitrate);
@@ -111,7 +117,7 @@ function setupControls(player) {
 function main() {
   $('stream-name').textContent = name || '(none)';
   $('i-name').textContent = name || '—';
-  $('i-target').textContent = fmtSec(target);
+  $('i-target').textContent = `${fmtSec(target)} (adapts after stalls)`;
   document.title = `${name || 'Watch'} · mseway`;
 
   if (!validStreamName(name)) {
@@ -124,10 +130,11 @@ function main() {
   }
   $('publish-link').href = `/publish.html?stream=${encodeURIComponent(name)}${token ? `&token=${encodeURIComponent(token)}` : ''}`;
 
-  const player = new MSEPlayer(video, { stream: name, token, targetLatency: target });
+  const player = new MSEPlayer(video, { stream: name, token, targetLatency: target, mode, evictKeep: keep });
   window.player = player;
   player.addEventListener('state', (ev) => {
     renderState(ev.detail.state, ev.detail.message);
+    $('i-mode').textContent = player.mode ? `${player.mode}${mode === 'auto' ? ' (auto)' : ' (forced)'}` : '—';
     $('i-error').textContent = player.lastError || '—';
   });
   player.addEventListener('stats', (ev) => renderStats(ev.detail));

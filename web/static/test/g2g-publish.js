@@ -1,0 +1,52 @@
+// Clock publisher for the glass-to-glass latency test (internal/gateway/latency_test.go).
+// Query: stream=NAME, codec=h264|vp9|av1, baseline=0 (skip the direct WebRTC baseline).
+// Test hook: window.g2g = {publisher, baseline: clockReader | null, state}.
+import { Publisher, videoCodecPreferences } from '/publisher.js';
+import { clockStream, clockReader, percentile } from '/test/clock.js';
+
+const q = new URLSearchParams(location.search);
+const name = q.get('stream') || 'g2g';
+const codec = q.get('codec') || 'h264';
+const clock = clockStream(30);
+const g2g = { publisher: null, baseline: null, clock, state: 'starting' };
+window.g2g = g2g;
+document.getElementById('name').textContent = name;
+document.getElementById('source').srcObject = clock.stream;
+
+async function startBaseline() {
+  // Direct WebRTC: the same canvas track, pc1 -> pc2 in this page, same codec choice.
+  const pc1 = new RTCPeerConnection();
+  const pc2 = new RTCPeerConnection();
+  pc1.onicecandidate = (e) => e.candidate && pc2.addIceCandidate(e.candidate);
+  pc2.onicecandidate = (e) => e.candidate && pc1.addIceCandidate(e.candidate);
+  const video = document.getElementById('baseline');
+  pc2.ontrack = (e) => { video.srcObject = new MediaStream([e.track]); video.play().catch(() => {}); };
+  const tr = pc1.addTransceiver(clock.stream.getVideoTracks()[0], { direction: 'sendonly' });
+  const prefs = videoCodecPreferences(RTCRtpSender.getCapabilities('video'), codec);
+  if (prefs) tr.setCodecPreferences(prefs.codecs);
+  await pc1.setLocalDescription(await pc1.createOffer());
+  await pc2.setRemoteDescription(pc1.localDescription);
+  await pc2.setLocalDescription(await pc2.createAnswer());
+  await pc1.setRemoteDescription(pc2.localDescription);
+  g2g.baselinePCs = [pc1, pc2];
+  g2g.baseline = clockReader(video);
+}
+
+async function main() {
+  const p = new Publisher({ stream: name, signal: q.get('signal') || 'ws' });
+  g2g.publisher = p;
+  p.addEventListener('change', () => {
+    g2g.state = p.state;
+    document.body.dataset.state = p.state;
+    document.getElementById('state').textContent = p.error ? `${p.state}: ${p.error}` : p.state;
+  });
+  await p.start({ stream: clock.stream, codec });
+  if (q.get('baseline') !== '0') await startBaseline();
+  setInterval(() => {
+    const b = g2g.baseline;
+    if (b) document.getElementById('base').textContent =
+      `${b.samples.length} samples, p50 ${percentile(b.samples, 50)} ms, p95 ${percentile(b.samples, 95)} ms`;
+  }, 1000);
+}
+
+main().catch((e) => { g2g.state = 'failed'; g2g.error = String(e); document.body.dataset.state = 'failed'; });

@@ -45,7 +45,7 @@ func TestGlassToGlass(t *testing.T) {
 	pub := newTab(t, browser, gw.base+"/test/g2g-publish.html?stream=g2g")
 	waitJS(t, pub, "clock publisher connected", `window.g2g && window.g2g.state === 'connected' && !!window.g2g.baseline`, 45*time.Second,
 		`JSON.stringify({state: window.g2g && window.g2g.state, error: String(window.g2g && (window.g2g.error || window.g2g.publisher && window.g2g.publisher.error))})`)
-	targets := []string{"0.2", "0.1"} // the player's default, and a low-latency setting
+	targets := []string{"0.15", "0.1"} // the player's default, and a low-latency setting
 	if v := os.Getenv("LATENCY_TARGETS"); v != "" {
 		targets = strings.Split(v, ",")
 	}

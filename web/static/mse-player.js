@@ -1,12 +1,12 @@
 // <mse-player>: the gateway's live player as a custom element, for any site.
 //
 //   <script type="module" src="https://gateway.example.com/mse-player.js"></script>
-//   <mse-player stream="demo" latency="0.1"></mse-player>
+//   <mse-player stream="demo" latency="0.15"></mse-player>
 //
 // Attributes (all optional but stream):
 //   stream    stream name
 //   server    gateway base URL (default: where this module was loaded from)
-//   latency   target latency in seconds (default 0.1; adapts after stalls)
+//   latency   target latency in seconds (default 0.15; adapts after stalls)
 //   token     viewer token, when the gateway needs one
 //   mode      auto | worker | main | managed (MSE path; default auto)
 //   keep      seconds of media kept behind the playhead (default 10)
@@ -85,7 +85,7 @@ export class MSEPlayerElement extends HTMLElement {
   attributeChangedCallback(name, oldV, newV) {
     if (oldV === newV || !this.isConnected) return;
     if (name === 'latency' && this.player) {
-      this.player.setTargetLatency(parseFloat(newV) || 0.1);
+      this.player.setTargetLatency(parseFloat(newV) || 0.15);
       return;
     }
     if (name === 'stats') {
@@ -113,7 +113,7 @@ export class MSEPlayerElement extends HTMLElement {
       server: this.getAttribute('server') || SERVER,
       token: this.getAttribute('token') || '',
       mode: this.getAttribute('mode') || 'auto',
-      targetLatency: num('latency', 0.1),
+      targetLatency: num('latency', 0.15),
       evictKeep: num('keep', 10),
     });
     this.player = p;

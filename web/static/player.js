@@ -173,7 +173,7 @@ class WorkerBackend {
  * Options:
  *   stream, token, server (gateway http(s) URL; default: the page's origin), url (ws URL)
  *   mode            'auto' | 'worker' | 'main' | 'managed'
- *   targetLatency   seconds behind the live edge to aim for (default 0.1)
+ *   targetLatency   seconds behind the live edge to aim for (default 0.15)
  *   maxLatency      the adaptive target never rises above this (default max(1, 4 x target))
  *   evictKeep       seconds kept behind the playhead (default 10)
  */
@@ -184,7 +184,7 @@ export class MSEPlayer extends EventTarget {
     server = '',
     url = '',
     mode = 'auto',
-    targetLatency = 0.1,
+    targetLatency = 0.15,
     maxLatency = 0,
     statsIntervalMs = 1000,
     controlIntervalMs = 250,

@@ -1,5 +1,5 @@
 // watch.html: plays /ws/watch/NAME with MSEPlayer and shows its state and stats.
-// Query: stream=NAME (required), token=T, latency=seconds (target, default 0.1), muted=0,
+// Query: stream=NAME (required), token=T, latency=seconds (target, default 0.15), muted=0,
 // mode=auto|worker|main|managed (MSE path), keep=seconds (buffer kept behind the playhead).
 import { MSEPlayer } from './player.js';
 import { params, validStreamName, describeTrack, formatBitrate } from './common.js';
@@ -9,7 +9,7 @@ const q = params();
 const name = q.get('stream') || '';
 const token = q.get('token') || '';
 let target = parseFloat(q.get('latency'));
-if (!Number.isFinite(target) || target < 0.05 || target > 30) target = 0.1;
+if (!Number.isFinite(target) || target < 0.05 || target > 30) target = 0.15;
 const mode = ['worker', 'main', 'managed'].includes(q.get('mode')) ? q.get('mode') : 'auto';
 let keep = parseFloat(q.get('keep'));
 if (!Number.isFinite(keep) || keep < 1 || keep > 600) keep = 10;

@@ -45,14 +45,18 @@ type Config struct {
 }
 
 // Source is a local capture source: a device or a test pattern captured,
-// encoded (H.264 + Opus) and published into the stream of its name without a
+// encoded (H.264 or VP9, and Opus) and published into the stream of its name without a
 // WebRTC hop. Keys left out get the values of DefaultSource.
 type Source struct {
 	// Video: videotest, camera, screen, a device name/label from
 	// `gateway capture -list`, or none. Audio: audiotest, microphone, a
 	// device name/label, or none.
-	Video            string        `yaml:"video"`
-	Audio            string        `yaml:"audio"`
+	Video string `yaml:"video"`
+	Audio string `yaml:"audio"`
+	// VideoCodec: h264 (openh264, or x264 with the x264 build tag) or vp9
+	// (libvpx, needs the vpx build tag). Never vp8: the gateway does not
+	// accept VP8.
+	VideoCodec       string        `yaml:"video_codec"`
 	Width            int           `yaml:"width"`
 	Height           int           `yaml:"height"`
 	FPS              int           `yaml:"fps"`
@@ -67,7 +71,7 @@ type Source struct {
 
 // DefaultSource holds the values of the keys a sources entry leaves out.
 var DefaultSource = Source{
-	Video: "videotest", Audio: "audiotest", Width: 640, Height: 480, FPS: 30,
+	Video: "videotest", Audio: "audiotest", VideoCodec: "h264", Width: 640, Height: 480, FPS: 30,
 	VideoBitrate: 1_000_000, AudioBitrate: 64_000, KeyframeInterval: 2 * time.Second,
 	OnDemand: false, Linger: 10 * time.Second,
 }
@@ -327,6 +331,13 @@ func (c *Config) validateSources() error {
 		}
 		if s.Video == "none" && s.Audio == "none" {
 			return fmt.Errorf("%s: video and audio are both none", key)
+		}
+		switch s.VideoCodec {
+		case "h264", "vp9":
+		case "vp8", "VP8":
+			return fmt.Errorf("%s.video_codec: %q: VP8 is not supported (the gateway never accepts VP8); want h264 or vp9", key, s.VideoCodec)
+		default:
+			return fmt.Errorf("%s.video_codec: %q: want h264 or vp9", key, s.VideoCodec)
 		}
 		for _, dev := range []struct{ kind, name string }{{"video", s.Video}, {"audio", s.Audio}} {
 			if dev.name == "none" {

@@ -11,7 +11,7 @@ func TestDefaultTestPatternSource(t *testing.T) {
 	if !ok || len(Default().Sources) != 1 {
 		t.Fatalf("default sources = %+v", Default().Sources)
 	}
-	if s.Video != "videotest" || s.Audio != "audiotest" || !s.OnDemand || s.Width != 640 || s.Height != 360 || s.Linger != 10*time.Second {
+	if s.Video != "videotest" || s.Audio != "audiotest" || s.VideoCodec != "h264" || !s.OnDemand || s.Width != 640 || s.Height != 360 || s.Linger != 10*time.Second {
 		t.Fatalf("testpattern = %+v", s)
 	}
 }
@@ -31,6 +31,10 @@ func TestSourcesOverrides(t *testing.T) {
 	if len(c.Sources) != 1 || !ok || cam.Video != "camera" || cam.Audio != "none" || cam.FPS != 15 ||
 		cam.Width != DefaultSource.Width || cam.KeyframeInterval != DefaultSource.KeyframeInterval || cam.OnDemand {
 		t.Fatalf("sources = %+v", c.Sources)
+	}
+	c, err = Parse("x.yaml", []byte("sources:\n  v:\n    video_codec: vp9\n"))
+	if err != nil || c.Sources["v"].VideoCodec != "vp9" || c.Sources["v"].Video != DefaultSource.Video {
+		t.Fatalf("video_codec: vp9 -> %v %+v", err, c.Sources)
 	}
 	c, err = Parse("x.yaml", []byte("sources: {}\n"))
 	if err != nil || len(c.Sources) != 0 {
@@ -54,6 +58,9 @@ func TestSourcesErrors(t *testing.T) {
 		{"sources:\n  a: {}\n  b: {}", "sources.b.video: device \"videotest\" is already used by sources.a"},
 		{"sources:\n  a:\n    on_demand: true\nstreams:\n  a:\n    wait_for_publisher: false", "sources.a.on_demand"},
 		{"sources: [1]", "sources"},
+		{"sources:\n  a:\n    video_codec: vp8", "sources.a.video_codec: \"vp8\": VP8 is not supported"},
+		{"sources:\n  a:\n    video_codec: av1", "sources.a.video_codec: \"av1\": want h264 or vp9"},
+		{"sources:\n  a:\n    video_codec: \"\"", "sources.a.video_codec"},
 	}
 	for _, tc := range cases {
 		_, err := Parse("bad.yaml", []byte(tc.yaml))

@@ -58,6 +58,9 @@ type AgentStats struct {
 	PLIs         int64 // keyframe requests (PLI/FIR) received from the gateway
 	DeletesSent  int64
 	LastDeleteOK bool
+	// Video is the video codec negotiated by the last publish, as
+	// "MIME PT fmtp", e.g. "video/VP9 98 profile-id=0" ("" before one).
+	Video string
 }
 
 // Agent publishes a Capture over WHIP and keeps publishing: when the
@@ -69,6 +72,7 @@ type Agent struct {
 
 	sessions, attempts, plis, deletes atomic.Int64
 	lastDeleteOK                      atomic.Bool
+	video                             atomic.Value  // string: AgentStats.Video
 	connected                         chan struct{} // closed at the first connect
 	connOnce                          sync.Once
 }
@@ -99,9 +103,10 @@ func NewAgent(c *Capture, cfg AgentConfig) (*Agent, error) {
 
 // Stats returns the agent's counters.
 func (a *Agent) Stats() AgentStats {
+	video, _ := a.video.Load().(string)
 	return AgentStats{
 		Sessions: a.sessions.Load(), Attempts: a.attempts.Load(), PLIs: a.plis.Load(),
-		DeletesSent: a.deletes.Load(), LastDeleteOK: a.lastDeleteOK.Load(),
+		DeletesSent: a.deletes.Load(), LastDeleteOK: a.lastDeleteOK.Load(), Video: video,
 	}
 }
 
@@ -129,7 +134,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			first = false
 			a.sessions.Add(1)
 			a.connOnce.Do(func() { close(a.connected) })
-			a.log.Info("live", "session", s.location)
+			if s.videoCodec != "" {
+				a.video.Store(s.videoCodec)
+			}
+			a.log.Info("live", "session", s.location, "video", s.videoCodec)
 			a.cap.SetSink(s)
 			a.cap.RequestKeyframe()
 			began := time.Now()
@@ -177,6 +185,9 @@ type whipSession struct {
 	audio    *webrtc.TrackLocalStaticSample
 	location string
 	client   *http.Client
+	// videoCodec is the negotiated video codec ("MIME PT fmtp").
+	videoCodec  string
+	videoSender *webrtc.RTPSender
 
 	ended     chan struct{}
 	endOnce   sync.Once
@@ -212,20 +223,36 @@ func (s *whipSession) WriteAudio(f Frame) {
 	}
 }
 
-// newAPI builds the Pion API of the agent. The MediaEngine registers exactly
-// the codecs the agent sends (H.264 packetization-mode 1, Opus), and the
-// tracks are Pion's TrackLocalStaticSample, so the payload types on the wire
-// are the ones negotiated on this MediaEngine. (mediadevices' own tracks stamp
-// the payload type of their CodecSelector unless CodecSelector.Populate is
-// called on the negotiating MediaEngine; the agent does not use them.)
-func (a *Agent) newAPI() (*webrtc.API, error) {
-	me := &webrtc.MediaEngine{}
+// videoCodec returns the one video codec the agent offers for a capture
+// codec: H.264 packetization-mode 1 (payload type 102), or VP9 profile 0
+// (payload type 98 and fmtp profile-id=0, as the gateway registers it in
+// peer/engine.go; libvpx encodes 8-bit 4:2:0, which is profile 0).
+func videoCodec(capCodec string) webrtc.RTPCodecParameters {
 	fb := []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
-	if err := me.RegisterCodec(webrtc.RTPCodecParameters{
+	if capCodec == VP9 {
+		return webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP9, ClockRate: 90000,
+				SDPFmtpLine: "profile-id=0", RTCPFeedback: fb},
+			PayloadType: 98,
+		}
+	}
+	return webrtc.RTPCodecParameters{
 		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
 			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f", RTCPFeedback: fb},
 		PayloadType: 102,
-	}, webrtc.RTPCodecTypeVideo); err != nil {
+	}
+}
+
+// newAPI builds the Pion API of the agent. The MediaEngine registers exactly
+// the codecs the agent sends (H.264 packetization-mode 1 or VP9 profile 0,
+// and Opus), and the tracks are Pion's TrackLocalStaticSample, so the
+// payload types on the wire are the ones negotiated on this MediaEngine.
+// (mediadevices' own tracks stamp the payload type of their CodecSelector
+// unless CodecSelector.Populate is called on the negotiating MediaEngine; the
+// agent does not use them.)
+func (a *Agent) newAPI() (*webrtc.API, error) {
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterCodec(videoCodec(a.cap.VideoCodec()), webrtc.RTPCodecTypeVideo); err != nil {
 		return nil, err
 	}
 	if err := me.RegisterCodec(webrtc.RTPCodecParameters{
@@ -268,7 +295,11 @@ func (a *Agent) dial(ctx context.Context) (*whipSession, error) {
 		return nil, err
 	}
 	if a.cap.HasVideo() {
-		s.video, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000}, "video", "capture")
+		c := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000}
+		if a.cap.VideoCodec() == VP9 {
+			c = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP9, ClockRate: 90000, SDPFmtpLine: "profile-id=0"}
+		}
+		s.video, err = webrtc.NewTrackLocalStaticSample(c, "video", "capture")
 		if err != nil {
 			return fail(err)
 		}
@@ -276,6 +307,7 @@ func (a *Agent) dial(ctx context.Context) (*whipSession, error) {
 		if err != nil {
 			return fail(err)
 		}
+		s.videoSender = tr.Sender()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -327,6 +359,11 @@ func (a *Agent) dial(ctx context.Context) (*whipSession, error) {
 	}
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
 		return fail(fmt.Errorf("bad SDP answer: %w", err))
+	}
+	if s.videoSender != nil {
+		if cs := s.videoSender.GetParameters().Codecs; len(cs) > 0 {
+			s.videoCodec = fmt.Sprintf("%s %d %s", cs[0].MimeType, cs[0].PayloadType, cs[0].SDPFmtpLine)
+		}
 	}
 	select {
 	case <-connected:

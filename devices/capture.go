@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,10 +17,23 @@ import (
 // ErrNoEncoder is returned by Open in a build without cgo.
 var ErrNoEncoder = errors.New("no H.264/Opus encoder in this build (it was built with CGO_ENABLED=0)")
 
+// ErrNoVP9 is returned by Open and StartLocal for VideoCodec VP9 in a build
+// without the vpx build tag (VP9Encoder is then "").
+var ErrNoVP9 = errors.New("video codec vp9: this build has no VP9 encoder (build with -tags vpx, which needs cgo and apt libvpx-dev)")
+
+// Video codecs (Config.VideoCodec). VP8 is not one: the gateway never
+// accepts VP8.
+const (
+	H264 = "h264" // H264Encoder: openh264, or x264 with the x264 build tag
+	VP9  = "vp9"  // VP9Encoder: libvpx with the vpx build tag, profile 0
+)
+
 // Config selects the devices to capture and how to encode them.
 type Config struct {
 	Video string // VideoTest, Camera, Screen, a device name/label/ID from List, or "" / None
 	Audio string // AudioTest, Microphone, a device name/label/ID from List, or "" / None
+	// VideoCodec is H264 ("" is H264) or VP9 (needs the vpx build tag).
+	VideoCodec string
 
 	Width, Height int // wanted video size; a camera delivers its closest mode
 	FPS           int // wanted frame rate
@@ -49,6 +63,10 @@ func (c *Config) Validate() error {
 	}
 	if c.Audio == "" {
 		c.Audio = None
+	}
+	c.VideoCodec = strings.ToLower(c.VideoCodec)
+	if c.VideoCodec == "" {
+		c.VideoCodec = H264
 	}
 	if c.Width == 0 {
 		c.Width = DefaultWidth
@@ -80,13 +98,30 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("audio bitrate %d: want 6000-510000 bits/s", c.AudioBitrate)
 	case c.KeyframeInterval < 0:
 		return errors.New("keyframe interval must not be negative")
+	case strings.EqualFold(c.VideoCodec, "vp8"):
+		return errors.New("video codec vp8: not supported (the gateway never accepts VP8); want h264 or vp9")
+	case c.VideoCodec != H264 && c.VideoCodec != VP9:
+		return fmt.Errorf("video codec %q: want h264 or vp9", c.VideoCodec)
+	}
+	return nil
+}
+
+// checkBuild reports whether this build can encode c (after Validate):
+// ErrNoEncoder without cgo, ErrNoVP9 for VP9 video without the vpx tag.
+func (c *Config) checkBuild() error {
+	if !cgoEnabled {
+		return ErrNoEncoder
+	}
+	if c.Video != None && c.VideoCodec == VP9 && VP9Encoder == "" {
+		return ErrNoVP9
 	}
 	return nil
 }
 
 // Frame is one encoded frame.
 type Frame struct {
-	// Data is an H.264 access unit in Annex-B form, or one Opus packet.
+	// Data is an H.264 access unit in Annex-B form, a VP9 frame, or one
+	// Opus packet.
 	Data []byte
 	// Time is the capture time since the Capture started: video on the
 	// nominal frame grid (multiples of 1/fps), audio by sample count (its
@@ -156,8 +191,8 @@ func Open(cfg Config) (*Capture, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if !cgoEnabled {
-		return nil, ErrNoEncoder
+	if err := cfg.checkBuild(); err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -237,13 +272,19 @@ func (c *Capture) openVideo() (*track, error) {
 	if c.cfg.KeyframeInterval > 0 {
 		keyint = max(1, int(c.cfg.KeyframeInterval.Seconds()*float64(p.FrameRate)+0.5))
 	}
-	t.enc, err = newVideoEncoder(r, p, c.cfg.VideoBitrate, keyint)
+	encoder := H264Encoder
+	if c.cfg.VideoCodec == VP9 {
+		encoder = VP9Encoder
+		t.enc, err = newVP9Encoder(r, p, c.cfg.VideoBitrate, keyint)
+	} else {
+		t.enc, err = newVideoEncoder(r, p, c.cfg.VideoBitrate, keyint)
+	}
 	if err != nil {
-		return fail(fmt.Errorf("%s encoder: %w", H264Encoder, err))
+		return fail(fmt.Errorf("%s encoder: %w", encoder, err))
 	}
 	t.prop = p
 	c.log.Info("video device opened", "device", d.Info().Label, "width", p.Width, "height", p.Height, "fps", p.FrameRate,
-		"encoder", H264Encoder, "bitrate", c.cfg.VideoBitrate, "keyframe_interval", c.cfg.KeyframeInterval)
+		"codec", c.cfg.VideoCodec, "encoder", encoder, "bitrate", c.cfg.VideoBitrate, "keyframe_interval", c.cfg.KeyframeInterval)
 	return t, nil
 }
 
@@ -298,6 +339,9 @@ func (c *Capture) VideoSize() (int, int) {
 	}
 	return c.video.prop.Width, c.video.prop.Height
 }
+
+// VideoCodec returns the video codec, H264 or VP9.
+func (c *Capture) VideoCodec() string { return c.cfg.VideoCodec }
 
 // HasVideo and HasAudio report which tracks the capture has.
 func (c *Capture) HasVideo() bool { return c.video != nil }
@@ -366,10 +410,12 @@ func (c *Capture) runVideo() {
 	defer t.close()
 	kfc, _ := t.enc.Controller().(codec.KeyFrameController)
 	frameDur := time.Second / time.Duration(max(1, int(t.prop.FrameRate)))
+	vp9 := c.cfg.VideoCodec == VP9
 	var ids idNormalizer
 	var last time.Duration = -1
 	for !c.stopped() {
-		if c.forceKey.Swap(false) && kfc != nil {
+		asked := c.forceKey.Swap(false)
+		if asked && kfc != nil {
 			// Called here, on the goroutine that encodes, so the encoder's
 			// state is never touched concurrently.
 			_ = kfc.ForceKeyFrame()
@@ -385,13 +431,26 @@ func (c *Capture) runVideo() {
 		now := time.Since(c.start)
 		if len(data) == 0 { // the encoder skipped this frame (rate control)
 			release()
+			if asked && vp9 {
+				c.forceKey.Store(true) // libvpx forgets the request with the frame
+			}
 			continue
 		}
-		au := ids.normalize(data)
-		if len(au) > 0 && &au[0] == &data[0] {
-			au = append([]byte(nil), data...) // the encoder may reuse its buffer
+		var f Frame
+		if vp9 {
+			// libvpx (lag 0) encodes each frame as it comes: the frame
+			// asked to be a keyframe is one, or the request is repeated.
+			f = Frame{Data: append([]byte(nil), data...), Time: now, Duration: frameDur, Keyframe: isVP9Keyframe(data)}
+			if asked && !f.Keyframe {
+				c.forceKey.Store(true)
+			}
+		} else {
+			au := ids.normalize(data)
+			if len(au) > 0 && &au[0] == &data[0] {
+				au = append([]byte(nil), data...) // the encoder may reuse its buffer
+			}
+			f = Frame{Data: au, Time: now, Duration: frameDur, Keyframe: isH264Keyframe(au)}
 		}
-		f := Frame{Data: au, Time: now, Duration: frameDur, Keyframe: isH264Keyframe(au)}
 		release()
 		// Timestamps on the nominal frame grid: a steady source gets exact
 		// frame durations, a skipped frame a gap of whole frames (players
@@ -467,6 +526,27 @@ func (c *Capture) Close() {
 			<-finished
 		}
 	})
+}
+
+// isVP9Keyframe reports whether a VP9 frame (or the first frame of a
+// superframe) is a keyframe: frame_marker, profile, show_existing_frame and
+// frame_type of its uncompressed header (VP9 spec 6.2).
+func isVP9Keyframe(f []byte) bool {
+	if len(f) < 2 || f[0]>>6 != 2 {
+		return false
+	}
+	v := uint(f[0])<<8 | uint(f[1])
+	n := 13 // bits 15 and 14 are frame_marker; profile_low_bit, profile_high_bit follow
+	profile := (v>>n)&1 | ((v>>(n-1))&1)<<1
+	n -= 2
+	if profile == 3 {
+		n-- // reserved_zero
+	}
+	if (v>>n)&1 == 1 { // show_existing_frame
+		return false
+	}
+	n--
+	return (v>>n)&1 == 0 // frame_type: 0 = KEY_FRAME
 }
 
 // isH264Keyframe reports whether an Annex-B access unit holds an IDR slice.

@@ -29,7 +29,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func TestConfigValidate(t *testing.T) {
 	ok := Config{Video: VideoTest, Audio: AudioTest}
-	if err := ok.Validate(); err != nil || ok.Width != DefaultWidth || ok.FPS != DefaultFPS {
+	if err := ok.Validate(); err != nil || ok.Width != DefaultWidth || ok.FPS != DefaultFPS || ok.VideoCodec != H264 {
 		t.Fatalf("defaults: %v %+v", err, ok)
 	}
 	for _, tc := range []struct {
@@ -43,6 +43,8 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Video: VideoTest, VideoBitrate: 5}, "video bitrate"},
 		{Config{Audio: AudioTest, AudioBitrate: 1_000_000}, "audio bitrate"},
 		{Config{Video: VideoTest, KeyframeInterval: -time.Second}, "keyframe interval"},
+		{Config{Video: VideoTest, VideoCodec: "VP8"}, "video codec vp8: not supported (the gateway never accepts VP8)"},
+		{Config{Video: VideoTest, VideoCodec: "av1"}, `video codec "av1": want h264 or vp9`},
 	} {
 		err := tc.c.Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

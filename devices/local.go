@@ -58,8 +58,8 @@ func StartLocal(cfg LocalConfig) (*LocalSource, error) {
 	if cfg.Registry == nil {
 		return nil, errors.New("devices: LocalConfig.Registry is nil")
 	}
-	if !cgoEnabled {
-		return nil, ErrNoEncoder
+	if err := cfg.Capture.checkBuild(); err != nil {
+		return nil, err // ErrNoEncoder, ErrNoVP9
 	}
 	if cfg.Linger <= 0 {
 		cfg.Linger = 10 * time.Second
@@ -331,7 +331,8 @@ type localFeed struct {
 	mu           sync.Mutex
 	vSeq, aSeq   uint16
 	vBase, aBase uint32
-	vPay         codecs.H264Payloader
+	vPay         rtp.Payloader // H.264 or VP9
+	vPT          uint8
 	vSSRC, aSSRC uint32
 }
 
@@ -339,8 +340,16 @@ const localMTU = 1200
 
 func newLocalFeed(c *Capture, pub *mseout.Publication) (*localFeed, error) {
 	cfg := remux.Config{Sink: pub, RequestKeyframe: c.RequestKeyframe}
+	var pay rtp.Payloader = &codecs.H264Payloader{}
+	var pt uint8 = 102
 	if c.HasVideo() {
 		cfg.Video = &remux.CodecParams{MimeType: remux.MimeTypeH264, ClockRate: 90000}
+		if c.VideoCodec() == VP9 {
+			// Non-flexible mode, with the scalability structure (size) on
+			// keyframes, as pion's VP9 tracks send it to the gateway.
+			pay, pt = &codecs.VP9Payloader{}, 98
+			cfg.Video = &remux.CodecParams{MimeType: remux.MimeTypeVP9, ClockRate: 90000}
+		}
 	}
 	if c.HasAudio() {
 		cfg.Audio = &remux.CodecParams{MimeType: remux.MimeTypeOpus, ClockRate: 48000, Channels: 2}
@@ -351,7 +360,8 @@ func newLocalFeed(c *Capture, pub *mseout.Publication) (*localFeed, error) {
 	}
 	return &localFeed{
 		stream: s,
-		vSeq:   uint16(rand.Uint32()), aSeq: uint16(rand.Uint32()),
+		vPay:   pay, vPT: pt,
+		vSeq: uint16(rand.Uint32()), aSeq: uint16(rand.Uint32()),
 		vBase: rand.Uint32(), aBase: rand.Uint32(),
 		vSSRC: rand.Uint32(), aSSRC: rand.Uint32(),
 	}, nil
@@ -365,7 +375,7 @@ func (f *localFeed) WriteVideo(fr Frame) {
 	pkts := make([]rtp.Packet, len(payloads))
 	for i, p := range payloads {
 		pkts[i] = rtp.Packet{
-			Header: rtp.Header{Version: 2, PayloadType: 102, SequenceNumber: f.vSeq, Timestamp: ts,
+			Header: rtp.Header{Version: 2, PayloadType: f.vPT, SequenceNumber: f.vSeq, Timestamp: ts,
 				SSRC: f.vSSRC, Marker: i == len(payloads)-1},
 			Payload: p,
 		}

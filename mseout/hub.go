@@ -2,51 +2,60 @@ package mseout
 
 import (
 	"encoding/json"
+	"runtime"
 	"sync"
 	"time"
-
-	"github.com/gorilla/websocket"
 
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/remux"
 )
 
-// Prepared control messages, shared by every viewer.
-var (
-	msgWaiting = mustPrepareText(`{"type":"waiting"}`)
-	msgEOS     = mustPrepareText(`{"type":"eos"}`)
-)
-
-func mustPrepareText(s string) *websocket.PreparedMessage {
-	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, []byte(s))
-	if err != nil {
-		panic(err)
-	}
-	return pm
-}
-
-func prepareError(msg string) *websocket.PreparedMessage {
-	b, _ := json.Marshal(struct {
-		Type    string `json:"type"`
-		Message string `json:"message"`
-	}{"error", msg})
-	return mustPrepareText(string(b))
-}
-
-// initMsg is an init announcement (text) and init segment (binary), prepared once.
+// initMsg is an init announcement (text) and init segment (binary), framed
+// once, back to back, so a viewer writes both at once.
 type initMsg struct {
 	gen    uint64
-	text   *websocket.PreparedMessage
-	binary *websocket.PreparedMessage
+	frames []byte
 	size   int
 	tracks []remux.Track
 }
 
-// segMsg is one media segment, prepared once and shared by every viewer.
+// segMsg is one media segment, framed once and shared by every viewer.
 type segMsg struct {
-	pm       *websocket.PreparedMessage
+	frame    []byte
 	size     int
 	keyframe bool
+}
+
+// sweepShard is the fewest viewers worth a goroutine of their own in a sweep.
+const sweepShard = 128
+
+// sweep writes directly to viewers. Large sweeps are split over the cores
+// (a write is a syscall of a few microseconds: 1,000 viewers take a few
+// milliseconds on one core), so the last viewer of a stream waits less.
+func sweep(vs []*viewer) {
+	shards := min(runtime.GOMAXPROCS(0), len(vs)/sweepShard)
+	if shards <= 1 {
+		for _, v := range vs {
+			v.flushDirect()
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	per := (len(vs) + shards - 1) / shards
+	for i := per; i < len(vs); i += per {
+		part := vs[i:min(i+per, len(vs))]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, v := range part {
+				v.flushDirect()
+			}
+		}()
+	}
+	for _, v := range vs[:per] {
+		v.flushDirect()
+	}
+	wg.Wait()
 }
 
 const keyframeAskAge = 2 * time.Second // a cached keyframe older than this is refreshed on join
@@ -104,6 +113,48 @@ type Publication struct {
 	done    chan struct{}
 	endOnce sync.Once
 	viewers chan int
+	sweepCh chan struct{} // a sweep is wanted
+}
+
+// kickSweep asks the publication's sweeper to write to the viewers. It never
+// blocks: requests made while a sweep runs are served by one more sweep.
+func (p *Publication) kickSweep() {
+	select {
+	case p.sweepCh <- struct{}{}:
+	default:
+	}
+}
+
+// sweepLoop writes the queued segments of every viewer that keeps up, each
+// with one non-blocking writev (flushDirect), off the publisher's goroutine:
+// the ingest never waits for the fan-out. When a sweep takes longer than a
+// frame (a very large audience, a starved machine), the next sweep writes
+// the segments queued meanwhile together, in one writev per viewer, so the
+// cost per message falls as the load rises; a viewer whose queue overflows
+// skips to the next keyframe as usual. It returns when the publication ends.
+func (p *Publication) sweepLoop() {
+	defer p.r.wg.Done()
+	var vs []*viewer
+	for {
+		ended := false
+		select {
+		case <-p.done:
+			ended = true // a last sweep for what was queued
+		case <-p.sweepCh:
+		}
+		h := p.h
+		h.mu.Lock()
+		for v := range h.viewers {
+			vs = append(vs, v)
+		}
+		h.mu.Unlock()
+		sweep(vs)
+		clear(vs)
+		vs = vs[:0]
+		if ended {
+			return
+		}
+	}
 }
 
 var _ remux.Sink = (*Publication)(nil)
@@ -142,7 +193,7 @@ func (p *Publication) Close() {
 	h.init = nil
 	h.gop, h.gopBytes = nil, 0
 	for v := range h.viewers {
-		v.pushControl(msgEOS, false)
+		v.pushControl(frameEOS, false)
 	}
 	h.mu.Unlock()
 	h.r.log.Info("publish ended", "stream", h.name, "remote", p.info.RemoteAddr, "duration", time.Since(p.since).Round(time.Millisecond))
@@ -160,11 +211,9 @@ func (p *Publication) WriteInit(in *remux.Init) {
 	if err != nil {
 		return
 	}
-	textPM, err1 := websocket.NewPreparedMessage(websocket.TextMessage, text)
-	binPM, err2 := websocket.NewPreparedMessage(websocket.BinaryMessage, in.Data)
-	if err1 != nil || err2 != nil {
-		return
-	}
+	frames := make([]byte, 0, frameSize(len(text))+frameSize(len(in.Data)))
+	frames = appendFrame(frames, opText, text)
+	frames = appendFrame(frames, opBinary, in.Data)
 	h := p.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -172,7 +221,7 @@ func (p *Publication) WriteInit(in *remux.Init) {
 		return
 	}
 	h.initGen++
-	h.init = &initMsg{gen: h.initGen, text: textPM, binary: binPM, size: len(text) + len(in.Data), tracks: in.Tracks}
+	h.init = &initMsg{gen: h.initGen, frames: frames, size: len(text) + len(in.Data), tracks: in.Tracks}
 	// The cache belongs to the old init; the next segment is a keyframe.
 	h.gop, h.gopBytes = nil, 0
 	h.r.log.Info("stream init", "stream", h.name, "mime", in.MIME, "tracks", in.Tracks)
@@ -180,11 +229,7 @@ func (p *Publication) WriteInit(in *remux.Init) {
 
 // WriteSegment shares s with every viewer and the GOP cache.
 func (p *Publication) WriteSegment(s *remux.Segment) {
-	pm, err := websocket.NewPreparedMessage(websocket.BinaryMessage, s.Data)
-	if err != nil {
-		return
-	}
-	seg := &segMsg{pm: pm, size: len(s.Data), keyframe: s.Keyframe}
+	seg := &segMsg{frame: newFrame(opBinary, s.Data), size: len(s.Data), keyframe: s.Keyframe}
 	h := p.h
 	now := time.Now()
 	askKeyframe := false
@@ -223,10 +268,16 @@ func (p *Publication) WriteSegment(s *remux.Segment) {
 	}
 	h.lastSegmentAtTime = now
 	init := h.init
+	swept := false
 	for v := range h.viewers {
-		v.pushSegment(seg, init)
+		if v.pushSegment(seg, init, true) {
+			swept = true
+		}
 	}
 	h.mu.Unlock()
+	if swept {
+		p.kickSweep()
+	}
 
 	h.r.metrics.segments.Add(1)
 	h.r.metrics.segmentBytes.Add(int64(seg.size))
@@ -260,10 +311,10 @@ func (h *hub) addViewer(v *viewer) string {
 	ask := false
 	switch {
 	case pub == nil:
-		v.pushControl(msgWaiting, false)
+		v.pushControl(frameWaiting, false)
 	case h.init != nil && len(h.gop) > 0:
 		for _, s := range h.gop {
-			v.pushSegment(s, h.init)
+			v.pushSegment(s, h.init, false)
 		}
 		ask = time.Since(h.lastKeyframe) > keyframeAskAge
 	default:
@@ -346,11 +397,11 @@ func (h *hub) info() StreamInfo {
 
 // shutdown disconnects every viewer with an error and ends the publication.
 func (h *hub) shutdown(reason string) {
-	pm := prepareError(reason)
+	frame := errorFrame(reason)
 	h.mu.Lock()
 	pub := h.pub
 	for v := range h.viewers {
-		v.pushControl(pm, true)
+		v.pushControl(frame, true)
 	}
 	h.mu.Unlock()
 	if pub != nil {

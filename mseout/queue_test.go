@@ -3,8 +3,6 @@ package mseout
 import (
 	"testing"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/mseway/mseway/configs"
 )
 
@@ -21,27 +19,23 @@ func newTestHub(t *testing.T, edit func(*configs.Stream)) *hub {
 
 func seg(t *testing.T, key bool, size int) *segMsg {
 	t.Helper()
-	pm, err := websocket.NewPreparedMessage(websocket.BinaryMessage, make([]byte, size))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &segMsg{pm: pm, size: size, keyframe: key}
+	return &segMsg{frame: newFrame(opBinary, make([]byte, size)), size: size, keyframe: key}
 }
 
 func testInit(gen uint64) *initMsg {
-	return &initMsg{gen: gen, text: msgWaiting, binary: msgWaiting, size: 100}
+	return &initMsg{gen: gen, frames: frameWaiting, size: 100}
 }
 
 // kinds summarises a queue: I = init, K = keyframe segment, D = delta, C = control.
-func kinds(v *viewer, keys map[*websocket.PreparedMessage]bool) string {
+func kinds(v *viewer) string {
 	out := ""
 	for _, it := range v.queue {
 		switch {
 		case it.initGen != 0:
 			out += "I"
-		case it.binary == nil:
+		case it.control:
 			out += "C"
-		case keys[it.binary]:
+		case it.keyframe:
 			out += "K"
 		default:
 			out += "D"
@@ -52,25 +46,22 @@ func kinds(v *viewer, keys map[*websocket.PreparedMessage]bool) string {
 
 func TestViewerQueueStartsAtKeyframeWithInit(t *testing.T) {
 	h := newTestHub(t, nil)
-	v := &viewer{h: h, wake: make(chan struct{}, 1)}
-	keys := map[*websocket.PreparedMessage]bool{}
+	v := &viewer{h: h}
 	in := testInit(1)
 	d := seg(t, false, 10)
-	v.pushSegment(d, in) // a delta first: skipped
+	v.pushSegment(d, in, false) // a delta first: skipped
 	k := seg(t, true, 10)
-	keys[k.pm] = true
-	v.pushSegment(k, in)
-	v.pushSegment(seg(t, false, 10), in)
-	if got := kinds(v, keys); got != "IKD" {
+	v.pushSegment(k, in, false)
+	v.pushSegment(seg(t, false, 10), in, false)
+	if got := kinds(v); got != "IKD" {
 		t.Fatalf("queue = %s, want IKD", got)
 	}
 	// A new init generation: deltas are skipped until its keyframe, which brings the init.
 	in2 := testInit(2)
-	v.pushSegment(seg(t, false, 10), in2)
+	v.pushSegment(seg(t, false, 10), in2, false)
 	k2 := seg(t, true, 10)
-	keys[k2.pm] = true
-	v.pushSegment(k2, in2)
-	if got := kinds(v, keys); got != "IKDIK" {
+	v.pushSegment(k2, in2, false)
+	if got := kinds(v); got != "IKDIK" {
 		t.Fatalf("queue = %s, want IKDIK", got)
 	}
 }
@@ -80,30 +71,27 @@ func TestViewerOverflowSkipsToNextKeyframe(t *testing.T) {
 		s.ViewerQueueMessages = 5
 		s.ViewerMaxSkips = 100
 	})
-	v := &viewer{h: h, wake: make(chan struct{}, 1)}
-	keys := map[*websocket.PreparedMessage]bool{}
+	v := &viewer{h: h}
 	in := testInit(1)
 	k := seg(t, true, 10)
-	keys[k.pm] = true
-	v.pushSegment(k, in)
+	v.pushSegment(k, in, false)
 	for range 3 {
-		v.pushSegment(seg(t, false, 10), in)
+		v.pushSegment(seg(t, false, 10), in, false)
 	}
-	if got := kinds(v, keys); got != "IKDDD" {
+	if got := kinds(v); got != "IKDDD" {
 		t.Fatalf("queue = %s", got)
 	}
 	// Full: the next delta overflows; the queue is dropped and deltas skipped.
-	v.pushSegment(seg(t, false, 10), in)
-	v.pushSegment(seg(t, false, 10), in)
-	if got := kinds(v, keys); got != "" {
+	v.pushSegment(seg(t, false, 10), in, false)
+	v.pushSegment(seg(t, false, 10), in, false)
+	if got := kinds(v); got != "" {
 		t.Fatalf("after overflow queue = %q, want empty (skipping)", got)
 	}
 	// The next keyframe restarts the viewer, with the init again (never written).
 	k2 := seg(t, true, 10)
-	keys[k2.pm] = true
-	v.pushSegment(k2, in)
-	v.pushSegment(seg(t, false, 10), in)
-	if got := kinds(v, keys); got != "IKD" {
+	v.pushSegment(k2, in, false)
+	v.pushSegment(seg(t, false, 10), in, false)
+	if got := kinds(v); got != "IKD" {
 		t.Fatalf("after keyframe queue = %s, want IKD", got)
 	}
 	if n := h.r.metrics.viewerSkips.Load(); n != 1 {
@@ -113,35 +101,32 @@ func TestViewerOverflowSkipsToNextKeyframe(t *testing.T) {
 
 func TestViewerOverflowKeepsWrittenInit(t *testing.T) {
 	h := newTestHub(t, func(s *configs.Stream) { s.ViewerQueueMessages = 3 })
-	v := &viewer{h: h, wake: make(chan struct{}, 1)}
-	keys := map[*websocket.PreparedMessage]bool{}
+	v := &viewer{h: h}
 	in := testInit(1)
 	k := seg(t, true, 10)
-	keys[k.pm] = true
-	v.pushSegment(k, in)
+	v.pushSegment(k, in, false)
 	// The writer takes the queue (the init is now on the wire).
 	v.queue, v.writtenGen = nil, 1
 	for range 4 {
-		v.pushSegment(seg(t, false, 10), in)
+		v.pushSegment(seg(t, false, 10), in, false)
 	}
 	k2 := seg(t, true, 10)
-	keys[k2.pm] = true
-	v.pushSegment(k2, in)
-	if got := kinds(v, keys); got != "K" {
+	v.pushSegment(k2, in, false)
+	if got := kinds(v); got != "K" {
 		t.Fatalf("queue = %s, want K (init already written)", got)
 	}
 }
 
 func TestViewerBytesBound(t *testing.T) {
 	h := newTestHub(t, func(s *configs.Stream) { s.ViewerQueueBytes = 64 << 10 })
-	v := &viewer{h: h, wake: make(chan struct{}, 1)}
+	v := &viewer{h: h}
 	in := testInit(1)
-	v.pushSegment(seg(t, true, 30<<10), in)
-	v.pushSegment(seg(t, false, 30<<10), in)
+	v.pushSegment(seg(t, true, 30<<10), in, false)
+	v.pushSegment(seg(t, false, 30<<10), in, false)
 	if v.queuedBytes > 64<<10 {
 		t.Fatalf("queued %d bytes over the bound", v.queuedBytes)
 	}
-	v.pushSegment(seg(t, false, 30<<10), in)
+	v.pushSegment(seg(t, false, 30<<10), in, false)
 	if v.queuedBytes > 64<<10 || !v.skipping {
 		t.Fatalf("queued %d bytes, skipping=%v", v.queuedBytes, v.skipping)
 	}
@@ -152,10 +137,10 @@ func TestViewerTooFarBehindIsClosed(t *testing.T) {
 		s.ViewerQueueMessages = 2
 		s.ViewerMaxSkips = 3
 	})
-	v := &viewer{h: h, wake: make(chan struct{}, 1)}
+	v := &viewer{h: h}
 	in := testInit(1)
 	for range 20 {
-		v.pushSegment(seg(t, true, 10), in)
+		v.pushSegment(seg(t, true, 10), in, false)
 	}
 	if !v.closing || len(v.queue) != 1 || !v.queue[0].final {
 		t.Fatalf("closing=%v queue=%+v, want one final error", v.closing, v.queue)
@@ -164,7 +149,7 @@ func TestViewerTooFarBehindIsClosed(t *testing.T) {
 		t.Fatal("drop not counted")
 	}
 	// Nothing more is queued once closing.
-	v.pushSegment(seg(t, true, 10), in)
+	v.pushSegment(seg(t, true, 10), in, false)
 	if len(v.queue) != 1 {
 		t.Fatal("queued after closing")
 	}

@@ -44,7 +44,7 @@ type Registry struct {
 	closed  bool
 	viewers int // all viewers, all streams
 
-	wg      sync.WaitGroup // viewer goroutines
+	wg      sync.WaitGroup // viewers being served (and their writers), publications' sweepers
 	metrics metrics
 }
 
@@ -55,6 +55,7 @@ type metrics struct {
 	segments       atomic.Int64
 	segmentBytes   atomic.Int64
 	messagesSent   atomic.Int64
+	writes         atomic.Int64
 	bytesSent      atomic.Int64
 	viewerSkips    atomic.Int64
 	viewersDropped atomic.Int64
@@ -138,8 +139,6 @@ func (r *Registry) Publish(name string, info PublisherInfo) (*Publication, error
 		return nil, err
 	}
 	h := r.hubLocked(name)
-	r.mu.Unlock()
-
 	p := &Publication{
 		r:       r,
 		h:       h,
@@ -147,7 +146,12 @@ func (r *Registry) Publish(name string, info PublisherInfo) (*Publication, error
 		since:   time.Now(),
 		done:    make(chan struct{}),
 		viewers: make(chan int, 1),
+		sweepCh: make(chan struct{}, 1),
 	}
+	r.wg.Add(1) // under r.mu, after the closed check: before Close waits
+	r.mu.Unlock()
+	go p.sweepLoop()
+
 	old := h.setPublisher(p)
 	if old != nil {
 		old.end()
@@ -277,6 +281,7 @@ func (r *Registry) WriteMetrics(w io.Writer) {
 		{"gateway_segments_total", "Media segments produced (once per stream).", "counter", m.segments.Load()},
 		{"gateway_segment_bytes_total", "Bytes of media segments produced.", "counter", m.segmentBytes.Load()},
 		{"gateway_viewer_messages_total", "WebSocket messages written to viewers.", "counter", m.messagesSent.Load()},
+		{"gateway_viewer_writes_total", "Socket writes to viewers (one writev may carry several messages).", "counter", m.writes.Load()},
 		{"gateway_viewer_bytes_total", "Bytes written to viewers.", "counter", m.bytesSent.Load()},
 		{"gateway_viewer_skips_total", "Times a viewer fell behind and skipped to the next keyframe.", "counter", m.viewerSkips.Load()},
 		{"gateway_viewers_dropped_total", "Viewers disconnected for being too far behind.", "counter", m.viewersDropped.Load()},

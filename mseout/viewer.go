@@ -4,9 +4,11 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -22,13 +24,16 @@ type ViewerStats struct {
 	DroppedFrames int64   `json:"droppedFrames"`
 }
 
-// item is one entry of a viewer's queue: up to two messages written in order.
+// item is one entry of a viewer's queue: one or more complete WebSocket
+// frames, shared with other viewers, written as they are.
 type item struct {
-	text    *websocket.PreparedMessage
-	binary  *websocket.PreparedMessage
-	size    int
-	initGen uint64 // non-zero: this item is an init of that generation
-	final   bool   // close the connection after writing it
+	frame    []byte
+	size     int    // payload bytes, for the queue bound and metrics
+	msgs     int    // WebSocket messages in frame
+	initGen  uint64 // non-zero: this item is an init of that generation
+	keyframe bool   // a segment starting with a keyframe
+	control  bool   // a control message (waiting, eos, error)
+	final    bool   // close the connection after writing it
 }
 
 const (
@@ -37,7 +42,10 @@ const (
 	viewerReadSlack = 3    // read deadline = this many keep-alive intervals
 )
 
-// viewer is one WebSocket watching a stream.
+// viewer is one WebSocket watching a stream. It costs the HTTP handler's
+// goroutine (reading), its queue of references and the socket; a writer
+// goroutine exists only while something waits that the fan-out could not
+// write directly (join burst, control messages, a full socket).
 type viewer struct {
 	h      *hub
 	conn   *websocket.Conn
@@ -45,40 +53,72 @@ type viewer struct {
 
 	mu          sync.Mutex
 	queue       []item
-	spare       []item
 	queuedBytes int
 	skipping    bool   // dropping segments until the next keyframe
 	initGen     uint64 // generation of the last init queued or written
 	writtenGen  uint64 // generation of the last init taken by the writer
 	skips       []time.Time
-	closing     bool // a final item is queued; nothing more is accepted
-	wake        chan struct{}
-	done        chan struct{}
+	closing     bool   // a final item is queued; nothing more is accepted
+	stopped     bool   // the connection is gone: the writer returns
+	pingDue     bool   // the keep-alive timer fired
+	pong        []byte // a pong frame to send (answer to the viewer's ping)
+	pingTimer   *time.Timer
+	writerOn    bool           // a writer goroutine is running (started on demand)
+	wwg         sync.WaitGroup // the writer goroutine
 	stats       atomic.Pointer[ViewerStats]
 	closeReason string
+
+	// Direct writes (flushDirect): the fan-out writes to the socket itself,
+	// without blocking, when nobody else is writing; what the kernel does
+	// not take is left in pending for the writer goroutine.
+	rc      syscall.RawConn // nil: no direct writes (TLS)
+	writing bool            // the fan-out or the writer goroutine owns the socket
+	pending net.Buffers     // the rest of a partial direct write; goes first
+
+	// owned by whoever has writing set
+	bufs       net.Buffers
+	wbufs      net.Buffers
+	iov        []iovec
+	writevFn   func(fd uintptr) bool
+	wn         int
+	werr       error
+	deadlineAt time.Time // the write deadline last set (writer goroutine)
 }
 
-// notify wakes the writer. v.mu must be held.
+// notify makes sure a writer goroutine runs for what is waiting. The writer
+// is started on demand and exits when nothing is left, so a viewer that
+// keeps up (written to directly by the fan-out) has no writer goroutine and
+// no stack for it. v.mu must be held.
 func (v *viewer) notify() {
-	select {
-	case v.wake <- struct{}{}:
-	default:
+	if v.writerOn || v.stopped || v.conn == nil { // no conn: a queue driven by hand in tests
+		return
 	}
+	v.writerOn = true
+	v.wwg.Add(1)
+	go v.writeLoop()
+}
+
+// hasWorkLocked reports whether anything waits to be written. v.mu must be held.
+func (v *viewer) hasWorkLocked() bool {
+	return len(v.pending) > 0 || len(v.queue) > 0 || v.pingDue || v.pong != nil
 }
 
 // pushSegment queues s, keeping the viewer's stream decodable: a viewer
 // starts, and restarts after falling behind, at a keyframe, with the init it
 // belongs to in front of it. h.mu must be held (init is h.init).
-func (v *viewer) pushSegment(s *segMsg, init *initMsg) {
+//
+// With direct set, it returns true when the caller should call flushDirect
+// (after releasing h.mu) instead of waking the writer goroutine.
+func (v *viewer) pushSegment(s *segMsg, init *initMsg, direct bool) (flush bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closing {
-		return
+		return false
 	}
 	if v.skipping || v.initGen != init.gen {
 		if !s.keyframe {
 			v.skipping = true
-			return
+			return false
 		}
 		v.skipping = false
 	}
@@ -106,30 +146,34 @@ func (v *viewer) pushSegment(s *segMsg, init *initMsg) {
 		if len(v.skips) >= st.ViewerMaxSkips {
 			v.h.r.metrics.viewersDropped.Add(1)
 			v.closeReason = "viewer too far behind"
-			v.queue = append(v.queue, item{text: prepareError("viewer too far behind: the connection cannot keep up with the stream"), final: true})
+			v.queue = append(v.queue, item{frame: errorFrame("viewer too far behind: the connection cannot keep up with the stream"), msgs: 1, control: true, final: true})
 			v.closing = true
 			v.notify()
-			return
+			return false
 		}
 		if !s.keyframe {
 			v.skipping = true
-			return
+			return false
 		}
 	}
 	if v.initGen != init.gen {
-		v.queue = append(v.queue, item{text: init.text, binary: init.binary, size: init.size, initGen: init.gen})
+		v.queue = append(v.queue, item{frame: init.frames, size: init.size, msgs: 2, initGen: init.gen})
 		v.queuedBytes += init.size
 		v.initGen = init.gen
 	}
-	v.queue = append(v.queue, item{binary: s.pm, size: s.size})
+	v.queue = append(v.queue, item{frame: s.frame, size: s.size, msgs: 1, keyframe: s.keyframe})
 	v.queuedBytes += s.size
+	if direct && v.rc != nil && !v.writing && v.pending == nil {
+		return true
+	}
 	v.notify()
+	return false
 }
 
 // pushControl queues a control message (waiting, eos, error). A final one
 // closes the connection after it is written. A control message resets the
 // viewer's init: what follows starts with a new init.
-func (v *viewer) pushControl(pm *websocket.PreparedMessage, final bool) {
+func (v *viewer) pushControl(frame []byte, final bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closing {
@@ -141,79 +185,204 @@ func (v *viewer) pushControl(pm *websocket.PreparedMessage, final bool) {
 		v.queue, v.queuedBytes = v.queue[:0], 0
 		v.closing = true
 	}
-	v.queue = append(v.queue, item{text: pm, final: final})
+	v.queue = append(v.queue, item{frame: frame, msgs: 1, control: true, final: final})
 	v.initGen = 0
 	v.skipping = false
 	v.notify()
 }
 
-// writeLoop owns all data writes to the connection.
+// takeLocked moves what is to be written (a partial direct write's rest,
+// keep-alive, pong, the queue) into v.bufs and marks the socket owned. v.mu
+// must be held; the caller writes v.bufs, then calls doneWriting.
+func (v *viewer) takeLocked(control bool) (final bool, bytes, msgs int64) {
+	v.writing = true
+	bufs := v.bufs[:0]
+	if len(v.pending) > 0 {
+		bufs = append(bufs, v.pending...)
+		clear(v.pending)
+		v.pending = v.pending[:0]
+	}
+	if control {
+		if v.pingDue {
+			bufs = append(bufs, framePing)
+		}
+		if v.pong != nil {
+			bufs = append(bufs, v.pong)
+		}
+		v.pingDue, v.pong = false, nil
+	}
+	for _, it := range v.queue {
+		if it.initGen != 0 {
+			v.writtenGen = it.initGen
+		}
+		bufs = append(bufs, it.frame)
+		bytes += int64(it.size)
+		msgs += int64(it.msgs)
+		final = final || it.final
+	}
+	if final {
+		bufs = append(bufs, frameClose)
+	}
+	clear(v.queue)
+	v.queue = v.queue[:0]
+	v.queuedBytes = 0
+	v.bufs = bufs
+	return final, bytes, msgs
+}
+
+// doneWriting releases the socket and v.bufs; if more is waiting, the writer
+// goroutine is woken for it. rest (a part of v.bufs) is what could not be
+// written (direct writes only).
+func (v *viewer) doneWriting(rest net.Buffers) {
+	v.mu.Lock()
+	if len(rest) > 0 {
+		v.pending = append(v.pending[:0], rest...)
+	}
+	clear(v.bufs)
+	v.bufs = v.bufs[:0]
+	v.writing = false
+	if v.hasWorkLocked() {
+		v.notify()
+	}
+	v.mu.Unlock()
+}
+
+func (v *viewer) count(bytes, msgs int64) {
+	m := &v.h.r.metrics
+	m.writes.Add(1)
+	m.messagesSent.Add(msgs)
+	m.bytesSent.Add(bytes)
+}
+
+// flushDirect writes the viewer's queue from the fan-out goroutine with one
+// non-blocking writev: no goroutine is woken when the socket has room, which
+// is the common case for a viewer that keeps up. A viewer whose socket is
+// full gets the rest from its writer goroutine (which may block, with a
+// deadline). Called without h.mu.
+func (v *viewer) flushDirect() {
+	v.mu.Lock()
+	if v.writing || v.stopped || v.closing || len(v.pending) > 0 || len(v.queue) == 0 || v.pingDue || v.pong != nil {
+		// The writer goroutine has been (or will be) woken for it.
+		v.mu.Unlock()
+		return
+	}
+	_, bytes, msgs := v.takeLocked(false)
+	v.mu.Unlock()
+	n, err := v.writevNonblock(v.bufs)
+	if err != nil {
+		v.conn.Close() // the read loop ends and cleans up
+		v.doneWriting(nil)
+		return
+	}
+	v.count(bytes, msgs)
+	v.doneWriting(consume(v.bufs, n))
+}
+
+// consume returns what is left of bufs after n bytes were written.
+func consume(bufs net.Buffers, n int) net.Buffers {
+	for len(bufs) > 0 && n >= len(bufs[0]) {
+		n -= len(bufs[0])
+		bufs = bufs[1:]
+	}
+	if len(bufs) > 0 && n > 0 {
+		bufs[0] = bufs[0][n:]
+	}
+	return bufs
+}
+
+// writeLoop writes what the fan-out could not write directly: the join burst
+// (init + GOP cache), control messages, keep-alives, and everything for a
+// viewer whose socket is full or that cannot take direct writes. Each round
+// takes all that is waiting and writes it with one writev, so a viewer that
+// falls behind costs fewer syscalls, not more. It returns when nothing is
+// left (notify starts it again). No lock is held while writing.
 func (v *viewer) writeLoop() {
-	ping := time.NewTicker(v.h.r.opts.KeepAlive)
-	defer ping.Stop()
+	defer v.wwg.Done()
+	nc := v.conn.NetConn()
 	wt := v.h.r.opts.WriteTimeout
 	for {
-		select {
-		case <-v.done:
-			return
-		case <-ping.C:
-			if err := v.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wt)); err != nil {
-				v.conn.Close()
-				return
-			}
-			continue
-		case <-v.wake:
-		}
 		v.mu.Lock()
-		batch := v.queue
-		v.queue, v.spare = v.spare[:0], nil
-		v.queuedBytes = 0
-		for _, it := range batch {
-			if it.initGen != 0 {
-				v.writtenGen = it.initGen
-			}
+		// A direct write in progress wakes a writer again when it is done.
+		if v.stopped || v.writing || !v.hasWorkLocked() {
+			v.writerOn = false
+			v.mu.Unlock()
+			return
 		}
+		final, bytes, msgs := v.takeLocked(true)
 		v.mu.Unlock()
 
-		final := false
-		var bytes, msgs int64
-		_ = v.conn.SetWriteDeadline(time.Now().Add(wt))
-		for _, it := range batch {
-			for _, pm := range [2]*websocket.PreparedMessage{it.text, it.binary} {
-				if pm == nil {
-					continue
-				}
-				if err := v.conn.WritePreparedMessage(pm); err != nil {
-					v.conn.Close() // the read loop ends and cleans up
-					return
-				}
-				msgs++
+		var err error
+		if len(v.bufs) > 0 {
+			// The deadline bounds each write to between 3/4 and all of wt; it
+			// is refreshed only when needed (setting it has a cost per write).
+			// With direct writes it is cleared after the write: a deadline
+			// left behind would fail the next direct write once it passed.
+			if now := time.Now(); v.rc != nil || v.deadlineAt.Sub(now) < wt*3/4 {
+				v.deadlineAt = now.Add(wt)
+				_ = nc.SetWriteDeadline(v.deadlineAt)
 			}
-			bytes += int64(it.size)
-			final = final || it.final
+			v.wbufs = v.bufs // WriteTo consumes its receiver; a field, so it does not escape
+			_, err = v.wbufs.WriteTo(nc)
+			v.wbufs = nil
+			if v.rc != nil && err == nil {
+				err = nc.SetWriteDeadline(time.Time{})
+			}
+			if err == nil {
+				v.count(bytes, msgs)
+			}
 		}
-		v.h.r.metrics.messagesSent.Add(msgs)
-		v.h.r.metrics.bytesSent.Add(bytes)
-		if final {
-			_ = v.conn.WriteControl(websocket.CloseMessage,
-				websocket.FormatCloseMessage(websocket.ClosePolicyViolation, ""), time.Now().Add(time.Second))
-			v.conn.Close()
+		if err != nil || final {
+			v.conn.Close() // the read loop ends and cleans up
+			v.mu.Lock()
+			v.stopped = true
+			v.mu.Unlock()
+			v.doneWriting(nil)
+			v.mu.Lock()
+			v.writerOn = false
+			v.mu.Unlock()
 			return
 		}
-		clear(batch)
-		v.mu.Lock()
-		v.spare = batch[:0]
-		v.mu.Unlock()
+		v.doneWriting(nil)
 	}
+}
+
+// keepAlive queues a ping; it re-arms itself until the viewer stops.
+func (v *viewer) keepAlive() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.stopped {
+		return
+	}
+	v.pingDue = true
+	v.notify()
+	v.pingTimer.Reset(v.h.r.opts.KeepAlive)
+}
+
+// stop ends the writer and the keep-alive.
+func (v *viewer) stop() {
+	v.mu.Lock()
+	v.stopped = true
+	if v.pingTimer != nil {
+		v.pingTimer.Stop()
+	}
+	clear(v.queue)
+	v.queue = nil
+	v.notify()
+	v.mu.Unlock()
 }
 
 var upgrader = websocket.Upgrader{
 	HandshakeTimeout: 10 * time.Second,
-	// Segments are written as prepared frames, which bypass the write buffer;
-	// a pool keeps idle viewers from each holding one.
+	// Frames are written directly to the connection, never through the
+	// write buffer; a pool keeps viewers from each holding one. Reads use the
+	// HTTP server's buffer, handed over by the hijack.
 	WriteBufferPool: &sync.Pool{},
 	// Viewers embed the player on their own sites; access is controlled by tokens.
 	CheckOrigin: func(*http.Request) bool { return true },
+	// Handshake failures answer in JSON like every other HTTP error.
+	Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+		writeJSONError(w, status, "websocket handshake: "+reason.Error())
+	},
 }
 
 // ServeViewer handles GET /ws/watch/{stream}: it validates the request,
@@ -255,8 +424,13 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 	h := r.hubLocked(name)
 	r.mu.Unlock()
 
-	v := &viewer{h: h, conn: conn, remote: remote, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	v := &viewer{h: h, conn: conn, remote: remote}
+	if rc := directConn(conn.NetConn()); rc != nil {
+		v.rc, v.writevFn = rc, v.writev
+	}
+	r.wg.Add(1) // done when the viewer and its writer are gone
 	if refuse := h.addViewer(v); refuse != "" {
+		r.wg.Done()
 		r.removeIfIdle(h)
 		r.refuse(conn, refuse)
 		return
@@ -265,14 +439,14 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 	r.log.Info("viewer joined", "stream", name, "remote", remote)
 	start := time.Now()
 
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		v.writeLoop()
-	}()
+	v.mu.Lock()
+	v.pingTimer = time.AfterFunc(r.opts.KeepAlive, v.keepAlive)
+	v.mu.Unlock()
 	reason := v.readLoop()
-	close(v.done)
+	v.stop()
 	conn.Close()
+	v.wwg.Wait()
+	r.wg.Done()
 	h.removeViewer(v)
 	v.mu.Lock()
 	if v.closeReason != "" {
@@ -308,8 +482,9 @@ func (r *Registry) detach() {
 // refuse sends an error message and closes a viewer that was not attached.
 func (r *Registry) refuse(conn *websocket.Conn, msg string) {
 	_ = conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	_ = conn.WritePreparedMessage(prepareError(msg))
-	_ = conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, ""))
+	nc := conn.NetConn()
+	_ = nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	_, _ = nc.Write(append(errorFrame(msg), frameClose...))
 	conn.Close()
 	r.log.Info("viewer refused", "remote", conn.RemoteAddr().String(), "reason", msg)
 }
@@ -321,6 +496,36 @@ func (v *viewer) readLoop() string {
 	_ = v.conn.SetReadDeadline(time.Now().Add(deadline))
 	v.conn.SetPongHandler(func(string) error {
 		return v.conn.SetReadDeadline(time.Now().Add(deadline))
+	})
+	// Every write goes through the writer (gorilla's handlers would write
+	// from this goroutine, and set the connection's write deadline).
+	v.conn.SetPingHandler(func(data string) error {
+		v.mu.Lock()
+		v.pong = newFrame(opPong, []byte(data))
+		v.notify()
+		v.mu.Unlock()
+		return nil
+	})
+	v.conn.SetCloseHandler(func(code int, _ string) error {
+		// Echo the close (RFC 6455 5.5.1) when the socket is free: never in
+		// the middle of a frame. The connection is closed right after.
+		v.mu.Lock()
+		free := !v.writing && len(v.pending) == 0 && !v.stopped
+		v.writing = v.writing || free
+		v.mu.Unlock()
+		if free {
+			var payload []byte
+			if code != websocket.CloseNoStatusReceived {
+				payload = websocket.FormatCloseMessage(code, "")
+			}
+			nc := v.conn.NetConn()
+			_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = nc.Write(newFrame(opClose, payload))
+			v.mu.Lock()
+			v.writing = false
+			v.mu.Unlock()
+		}
+		return nil
 	})
 	for {
 		mt, data, err := v.conn.ReadMessage()
@@ -340,7 +545,7 @@ func (v *viewer) readLoop() string {
 			ViewerStats
 		}
 		if err := json.Unmarshal(data, &msg); err != nil {
-			v.pushControl(prepareError("invalid message: not JSON"), true)
+			v.pushControl(errorFrame("invalid message: not JSON"), true)
 			continue
 		}
 		if msg.Type == "stats" {

@@ -25,6 +25,7 @@ func runCapture(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	token := fs.String("token", "", "bearer token for the gateway's publish auth (or env MSEWAY_TOKEN)")
 	video := fs.String("video", devices.Camera, "video device: camera, screen, videotest, a name/label from -list, or none")
 	audio := fs.String("audio", devices.Microphone, "audio device: microphone, audiotest, a name/label from -list, or none")
+	videoCodec := fs.String("codec", devices.H264, "video codec: h264, or vp9 (a build with -tags vpx)")
 	width := fs.Int("width", devices.DefaultWidth, "video width (a camera uses its closest mode)")
 	height := fs.Int("height", devices.DefaultHeight, "video height")
 	fps := fs.Int("fps", devices.DefaultFPS, "video frame rate")
@@ -44,12 +45,12 @@ func runCapture(ctx context.Context, args []string, stdout, stderr io.Writer) in
        gateway capture -list
 
 Captures local devices (camera, microphone, screen, test patterns), encodes
-H.264 (%s) and Opus, and publishes them to a gateway over WHIP. Reconnects
-with backoff when the gateway or the network goes away; Ctrl-C ends the
-publish (WHIP DELETE).
+H.264 (%s) or VP9 (-codec vp9: %s) and Opus, and publishes them to a
+gateway over WHIP. Reconnects with backoff when the gateway or the network
+goes away; Ctrl-C ends the publish (WHIP DELETE).
 
 Flags:
-`, devices.H264Encoder)
+`, devices.H264Encoder, vp9EncoderName())
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -88,11 +89,15 @@ Flags:
 		return 2
 	}
 	cfg := devices.Config{
-		Video: *video, Audio: *audio, Width: *width, Height: *height, FPS: *fps,
+		Video: *video, Audio: *audio, VideoCodec: *videoCodec, Width: *width, Height: *height, FPS: *fps,
 		VideoBitrate: int(bitrate), AudioBitrate: int(audioBitrate), KeyframeInterval: *keyint,
 	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "gateway capture: %v\n", err)
+		return 2
+	}
+	if cfg.VideoCodec == devices.VP9 && cfg.Video != devices.None && devices.VP9Encoder == "" {
+		fmt.Fprintf(stderr, "gateway capture: -codec vp9: this build lacks vpx, it has no VP9 encoder (build with -tags vpx, which needs cgo and apt libvpx-dev; or use -codec h264)\n")
 		return 2
 	}
 	if *token == "" {
@@ -128,7 +133,15 @@ func printDevices(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Kind, d.Type, d.Name, d.Label)
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(w, "\nH.264 encoder: %s. Also accepted: -video camera (first camera), -video screen, -audio microphone (default input), none.\n", devices.H264Encoder)
+	fmt.Fprintf(w, "\nH.264 encoder: %s. VP9 encoder (-codec vp9): %s. Also accepted: -video camera (first camera), -video screen, -audio microphone (default input), none.\n",
+		devices.H264Encoder, vp9EncoderName())
+}
+
+func vp9EncoderName() string {
+	if devices.VP9Encoder == "" {
+		return "none (build with -tags vpx)"
+	}
+	return devices.VP9Encoder
 }
 
 // bitsFlag is a bit rate flag accepting k and M suffixes.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/devices"
 	"github.com/mseway/mseway/internal/gateway"
 )
 
@@ -40,6 +41,8 @@ func TestCaptureErrors(t *testing.T) {
 		{[]string{"capture", "-url", dead, "-keyint", "-1s"}, 2, "keyframe interval"},
 		{[]string{"capture", "-url", dead, "-video", "none", "-audio", "none"}, 2, "nothing to capture"},
 		{[]string{"capture", "-url", dead, "-log-level", "loud"}, 2, "-log-level"},
+		{[]string{"capture", "-url", dead, "-codec", "vp8"}, 2, "the gateway never accepts VP8"},
+		{[]string{"capture", "-url", dead, "-codec", "av1"}, 2, `video codec "av1": want h264 or vp9`},
 		{[]string{"capture", "-url", dead, "extra"}, 2, "unexpected argument"},
 		{[]string{"capture", "-url", dead, "-video", "no-such-camera", "-audio", "none"}, 1, "no such device"},
 		{append([]string{"capture", "-url", dead}, small...), 1, "connection refused"},
@@ -56,12 +59,40 @@ func TestCaptureErrors(t *testing.T) {
 	}
 }
 
+// TestCaptureCodecVP9: without the vpx build tag, -codec vp9 is a bad flag
+// (exit 2) whose message says the build lacks vpx; with it, the VP9 encoder
+// opens and the agent gets as far as the (unreachable) gateway.
+func TestCaptureCodecVP9(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String() + "/whip/x"
+	ln.Close()
+	args := []string{"capture", "-url", dead, "-codec", "vp9", "-video", "videotest", "-audio", "none",
+		"-width", "160", "-height", "120", "-fps", "5", "-loopback"}
+	var out, errOut bytes.Buffer
+	code := run(args, &out, &errOut)
+	if devices.VP9Encoder == "" {
+		if code != 2 || !strings.Contains(errOut.String(), "-codec vp9: this build lacks vpx") ||
+			!strings.Contains(errOut.String(), "-tags vpx") {
+			t.Fatalf("exit %d, stderr %q; want exit 2 saying the build lacks vpx", code, errOut.String())
+		}
+	} else if code != 1 || !strings.Contains(errOut.String(), "connection refused") ||
+		!strings.Contains(errOut.String(), "codec=vp9") {
+		t.Fatalf("exit %d, stderr %q; want the VP9 capture opened and exit 1 for the refused connection", code, errOut.String())
+	}
+	if strings.Contains(errOut.String(), "goroutine ") || strings.Contains(errOut.String(), "panic") {
+		t.Errorf("stack trace printed: %s", errOut.String())
+	}
+}
+
 func TestCaptureList(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := run([]string{"capture", "-list"}, &out, &errOut); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
-	for _, want := range []string{"videotest", "audiotest", "H.264 encoder"} {
+	for _, want := range []string{"videotest", "audiotest", "H.264 encoder", "VP9 encoder (-codec vp9): " + vp9EncoderName()} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("-list output lacks %q:\n%s", want, out.String())
 		}

@@ -259,7 +259,7 @@ func TestAuth(t *testing.T) {
 // the upgrade gets a JSON error like every other endpoint.
 func TestPlainGETOnSocketsIsJSONError(t *testing.T) {
 	gw := startGateway(t, nil)
-	for _, path := range []string{"/ws/publish/x"} {
+	for _, path := range []string{"/ws/publish/x", "/ws/watch/x"} {
 		r := do(t, "GET", gw.base+path, "", "", nil)
 		if r.status != http.StatusBadRequest || r.ctype != "application/json" || !strings.Contains(r.errMsg, "websocket") {
 			t.Errorf("GET %s: %+v", path, r)

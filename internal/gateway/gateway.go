@@ -196,7 +196,7 @@ func (g *Gateway) startSources() error {
 		src, err := devices.StartLocal(devices.LocalConfig{
 			Stream: name,
 			Capture: devices.Config{
-				Video: s.Video, Audio: s.Audio, Width: s.Width, Height: s.Height, FPS: s.FPS,
+				Video: s.Video, Audio: s.Audio, VideoCodec: s.VideoCodec, Width: s.Width, Height: s.Height, FPS: s.FPS,
 				VideoBitrate: s.VideoBitrate, AudioBitrate: s.AudioBitrate, KeyframeInterval: s.KeyframeInterval,
 			},
 			Registry: g.registry,

@@ -1,0 +1,389 @@
+package mseout_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/mseout"
+)
+
+// metric returns a counter of r's Prometheus text.
+func metric(t testing.TB, r *mseout.Registry, name string) int64 {
+	t.Helper()
+	var b bytes.Buffer
+	r.WriteMetrics(&b)
+	sc := bufio.NewScanner(&b)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// The gateway frames messages itself; a standard client must read every
+// payload length form (7-bit, 16-bit, 64-bit) exactly.
+func TestFramesOfEverySize(t *testing.T) {
+	r, base := newServer(t, nil)
+	pub, err := r.Publish("sizes", mseout.PublisherInfo{Protocol: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	c := dial(t, base+"sizes")
+	// Live but no init yet: nothing is sent until the init and a keyframe.
+	pub.WriteInit(testInit("init"))
+	sizes := []int{1, 125, 126, 127, 65535, 65536, 300000}
+	for i, n := range sizes {
+		data := bytes.Repeat([]byte{byte('a' + i)}, n)
+		pub.WriteSegment(segment(string(data), i == 0))
+	}
+	expectText(t, c, "init")
+	expectBinary(t, c, "init")
+	for i, n := range sizes {
+		m := next(t, c)
+		if len(m.Binary) != n || (n > 0 && (m.Binary[0] != byte('a'+i) || m.Binary[n-1] != byte('a'+i))) {
+			t.Fatalf("segment %d: got %d bytes, want %d", i, len(m.Binary), n)
+		}
+	}
+}
+
+// A viewer that joins gets init + the GOP cache in one write; messages are
+// still separate on the wire.
+func TestJoinBurstIsOneWrite(t *testing.T) {
+	r, base := newServer(t, nil)
+	pub, err := r.Publish("burst", mseout.PublisherInfo{Protocol: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	pub.WriteInit(testInit("init"))
+	const gop = 40
+	for i := range gop {
+		pub.WriteSegment(segment(fmt.Sprintf("s%d", i), i == 0))
+	}
+	c := dial(t, base+"burst")
+	expectText(t, c, "init")
+	expectBinary(t, c, "init")
+	for i := range gop {
+		expectBinary(t, c, fmt.Sprintf("s%d", i))
+	}
+	if w, m := metric(t, r, "gateway_viewer_writes_total"), metric(t, r, "gateway_viewer_messages_total"); w != 1 || m != 2+gop {
+		t.Fatalf("writes %d, messages %d: want the join burst (%d messages) in 1 write", w, m, 2+gop)
+	}
+}
+
+// Keep-alive pings reach the viewer, and a viewer's ping gets its pong, both
+// through the writer.
+func TestPingPong(t *testing.T) {
+	cfg := configs.Default()
+	r := mseout.NewRegistry(mseout.Options{Settings: cfg.StreamSettings, Limits: cfg.Limits, KeepAlive: 50 * time.Millisecond})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.ServeViewer(w, req, "pp")
+	}))
+	defer func() {
+		r.Close()
+		srv.Close()
+	}()
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	pings, pongs := make(chan struct{}, 100), make(chan string, 1)
+	ws.SetPingHandler(func(string) error { pings <- struct{}{}; return nil })
+	ws.SetPongHandler(func(s string) error { pongs <- s; return nil })
+	go func() {
+		for {
+			if _, _, err := ws.NextReader(); err != nil {
+				return
+			}
+		}
+	}()
+	if err := ws.WriteControl(websocket.PingMessage, []byte("hello"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-pongs:
+		if s != "hello" {
+			t.Fatalf("pong %q", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no pong")
+	}
+	for range 2 {
+		select {
+		case <-pings:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no keep-alive ping")
+		}
+	}
+}
+
+// BenchmarkFanout measures the gateway side of one media segment (10 KB)
+// reaching N viewers over loopback TCP: WriteSegment, the queues and one
+// write per viewer. Viewers are raw sockets drained with io.Copy, so the
+// client's WebSocket parsing is not in the figure. ns/op is per segment;
+// ns/write is per viewer.
+func BenchmarkFanout(b *testing.B) {
+	for _, n := range []int{10, 100, 500} {
+		b.Run(fmt.Sprintf("viewers=%d", n), func(b *testing.B) { benchFanout(b, n) })
+	}
+}
+
+func benchFanout(b *testing.B, n int) {
+	cfg := configs.Default()
+	cfg.Limits.MaxViewersPerStream = 100000
+	cfg.Limits.MaxViewers = 100000
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	r := mseout.NewRegistry(mseout.Options{Settings: cfg.StreamSettings, Limits: cfg.Limits, Logger: quiet})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.ServeViewer(w, req, "bench")
+	}))
+	defer srv.Close()
+	defer r.Close()
+	pub, err := r.Publish("bench", mseout.PublisherInfo{Protocol: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	pub.WriteInit(testInit("init"))
+	pub.WriteSegment(segment("key", true))
+	var wg sync.WaitGroup
+	var conns []net.Conn
+	var got, target atomic.Int64 // bytes all viewers received; the goal of the op
+	target.Store(1 << 62)
+	reached := make(chan struct{}, 1)
+	for range n {
+		ws, _, err := websocket.DefaultDialer.DialContext(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		nc := ws.NetConn()
+		conns = append(conns, nc)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := nc.Read(buf)
+				if got.Add(int64(n)) >= target.Load() {
+					select {
+					case reached <- struct{}{}:
+					default:
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		wg.Wait()
+	}()
+	wait := func(want int64) {
+		target.Store(want)
+		for got.Load() < want {
+			select {
+			case <-reached:
+			case <-time.After(10 * time.Second):
+				b.Fatalf("viewers got %d bytes, want %d", got.Load(), want)
+			}
+		}
+	}
+	// The first messages (init, keyframe) go out; then each op is one
+	// 10 KB delta segment, a 10004-byte frame to every viewer.
+	deadline := time.Now().Add(10 * time.Second)
+	for metric(b, r, "gateway_viewer_messages_total") < int64(3*n) {
+		if time.Now().After(deadline) {
+			b.Fatal("viewers did not get the init")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(10 * time.Millisecond)
+	data := string(bytes.Repeat([]byte{'x'}, 10000))
+	base := got.Load()
+	b.ReportAllocs()
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	for i := range b.N {
+		pub.WriteSegment(segment(data, false))
+		wait(base + int64(n)*10004*int64(i+1))
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/write")
+	// CPU time of the process (gateway side and the raw readers) per viewer
+	// write: steadier than wall time on a machine shared with other work.
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N)/float64(n), "cpu-ns/write")
+}
+
+// A viewer that reads slowly while big segments stream makes the direct
+// writes partial (the socket is full) and its queue overflow: what it gets
+// must still be whole messages, in order, each gap ending at a keyframe.
+func TestSlowReaderGetsWholeMessagesInOrder(t *testing.T) {
+	r, base := newServer(t, func(c *configs.Config) {
+		c.StreamDefaults.ViewerQueueMessages = 20
+		c.StreamDefaults.ViewerMaxSkips = 1000
+	})
+	pub, err := r.Publish("slow", mseout.PublisherInfo{Protocol: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	pub.WriteInit(testInit("init"))
+	pub.WriteSegment(segment("k", true))
+	// A small receive buffer: the server's socket fills after ~100 KB.
+	nd := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 32<<10) })
+	}}
+	d := websocket.Dialer{NetDialContext: nd.DialContext}
+	ws, _, err := d.Dial(base+"slow", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.SetReadLimit(1 << 20)
+	read := func() (int, []byte) {
+		t.Helper()
+		_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		mt, data, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mt, data
+	}
+	for _, want := range []string{"init", "init", "k"} {
+		if _, data := read(); !bytes.Contains(data, []byte(want)) {
+			t.Fatalf("got %.40q, want %q", data, want)
+		}
+	}
+	const n, size, gop = 300, 60000, 10
+	body := bytes.Repeat([]byte{'z'}, size)
+	go func() {
+		for i := range n {
+			pub.WriteSegment(segment(fmt.Sprintf("%05d", i)+string(body), i%gop == 0))
+			time.Sleep(200 * time.Microsecond)
+		}
+		pub.WriteSegment(segment("end", true))
+	}()
+	last, got := -1, 0
+	for {
+		time.Sleep(2 * time.Millisecond) // a slow viewer
+		mt, data := read()
+		if mt != websocket.BinaryMessage {
+			t.Fatalf("unexpected %s", data)
+		}
+		if string(data) == "end" {
+			break
+		}
+		if len(data) != 5+size || !bytes.Equal(data[5:], body) {
+			t.Fatalf("message after %d: %d bytes, corrupted or cut", last, len(data))
+		}
+		i, err := strconv.Atoi(string(data[:5]))
+		if err != nil {
+			t.Fatalf("bad index %q", data[:5])
+		}
+		if i <= last || (i != last+1 && i%gop != 0) {
+			t.Fatalf("segment %d after %d: out of order or resumed without a keyframe", i, last)
+		}
+		last = i
+		got++
+	}
+	skips := metric(t, r, "gateway_viewer_skips_total")
+	if got == 0 || got == n || skips == 0 {
+		t.Fatalf("got %d of %d segments, %d skips: the viewer was not slow enough to test anything", got, n, skips)
+	}
+	t.Logf("got %d of %d segments; writes %d, messages %d, skips %d", got, n, metric(t, r, "gateway_viewer_writes_total"),
+		metric(t, r, "gateway_viewer_messages_total"), metric(t, r, "gateway_viewer_skips_total"))
+}
+
+// The writer goroutine's write deadline must not outlive its write: direct
+// writes after it (long after WriteTimeout) still go through.
+func TestDirectWritesOutliveWriteDeadline(t *testing.T) {
+	cfg := configs.Default()
+	r := mseout.NewRegistry(mseout.Options{Settings: cfg.StreamSettings, Limits: cfg.Limits, WriteTimeout: 50 * time.Millisecond})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.ServeViewer(w, req, "dl")
+	}))
+	defer func() {
+		r.Close()
+		srv.Close()
+	}()
+	pub, err := r.Publish("dl", mseout.PublisherInfo{Protocol: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	pub.WriteInit(testInit("init"))
+	pub.WriteSegment(segment("k", true))
+	c := dial(t, "ws"+strings.TrimPrefix(srv.URL, "http"))
+	expectText(t, c, "init") // the join burst: written by the writer goroutine
+	expectBinary(t, c, "init")
+	expectBinary(t, c, "k")
+	for i := range 15 {
+		time.Sleep(20 * time.Millisecond) // 300 ms in all: 6 write timeouts
+		pub.WriteSegment(segment(fmt.Sprint(i), false))
+		expectBinary(t, c, fmt.Sprint(i))
+	}
+}
+
+// cpuTime returns the user+system CPU time of this process, in ns.
+func cpuTime() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// A viewer that closes gets the close echoed (a clean close for browsers).
+func TestCloseIsEchoed(t *testing.T) {
+	_, base := newServer(t, nil)
+	ws, _, err := websocket.DefaultDialer.Dial(base+"echo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if err := ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, _, err := ws.ReadMessage()
+		if err == nil {
+			continue // "waiting"
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.CloseNormalClosure {
+			t.Fatalf("got %v, want the close echoed with code 1000", err)
+		}
+		return
+	}
+}

@@ -96,15 +96,27 @@ func NewEngine(cfg Config) (*Engine, error) {
 	return e, nil
 }
 
+// udpSocketBuffer is the receive (and send) buffer asked for the shared ICE
+// socket: every publisher's media arrives on it, and a keyframe burst from
+// many publishers at once overflows the default (~208 KiB). The kernel caps
+// it at net.core.rmem_max / wmem_max.
+const udpSocketBuffer = 8 << 20
+
 func openUDPMux(cfg Config, ipFilter func(net.IP) bool) (ice.UDPMux, error) {
 	if cfg.UDPAddress != "" {
 		conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(cfg.UDPAddress), Port: cfg.UDPPort})
 		if err != nil {
 			return nil, fmt.Errorf("peer: ICE UDP port: %w", err)
 		}
+		_ = conn.SetReadBuffer(udpSocketBuffer)
+		_ = conn.SetWriteBuffer(udpSocketBuffer)
 		return ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn, Logger: pionLogger{cfg.Logger}.NewLogger("ice")}), nil
 	}
-	opts := []ice.UDPMuxFromPortOption{ice.UDPMuxFromPortWithLogger(pionLogger{cfg.Logger}.NewLogger("ice"))}
+	opts := []ice.UDPMuxFromPortOption{
+		ice.UDPMuxFromPortWithLogger(pionLogger{cfg.Logger}.NewLogger("ice")),
+		ice.UDPMuxFromPortWithReadBufferSize(udpSocketBuffer),
+		ice.UDPMuxFromPortWithWriteBufferSize(udpSocketBuffer),
+	}
 	if cfg.IncludeLoopback || cfg.LoopbackOnly {
 		opts = append(opts, ice.UDPMuxFromPortWithLoopback())
 	}

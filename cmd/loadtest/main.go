@@ -38,6 +38,7 @@ import (
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/internal/gateway"
 	"github.com/mseway/mseway/internal/mediafile"
+	"github.com/mseway/mseway/internal/whipclient"
 )
 
 type config struct {
@@ -406,13 +407,13 @@ func runLoad(ctx context.Context, c config, stderr io.Writer) (*report, error) {
 	defer gw.stop()
 	logf("gateway at %s (pid %d)", gw.base, gw.pid)
 
-	var pubs []*publisher
+	var pubs []*whipclient.Publisher
 	stopPubs := func() {
 		var ps pubStats
 		for _, p := range pubs {
-			ps.Frames += p.frames.Load()
-			ps.LateTicks += p.late.Load()
-			ps.KeyframeAsked += p.plis.Load()
+			ps.Frames += p.FramesSent()
+			ps.LateTicks += p.LateTicks()
+			ps.KeyframeAsked += p.KeyframeRequests()
 			p.Close()
 		}
 		if pubs != nil {
@@ -422,7 +423,12 @@ func runLoad(ctx context.Context, c config, stderr io.Writer) (*report, error) {
 	}
 	defer stopPubs()
 	for i := range c.streams {
-		p, err := publish(ctx, gw.base+"/whip/"+streamName(i), video, audio, c.fps, true)
+		pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
+		p, err := whipclient.Publish(pctx, whipclient.Options{
+			URL: gw.base + "/whip/" + streamName(i), Video: video, Audio: audio, FPS: c.fps,
+			LoopbackOnly: true, Lightweight: true, StampVideo: stampFrame,
+		})
+		pcancel()
 		if err != nil {
 			return nil, fmt.Errorf("publish %s: %w", streamName(i), err)
 		}

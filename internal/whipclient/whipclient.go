@@ -53,6 +53,13 @@ type Options struct {
 	// LogSent records every frame and audio packet with the time it was
 	// handed to Pion (see Sent): tests match what viewers receive with it.
 	LogSent bool
+	// StampVideo, when set, rewrites each video frame just before it is
+	// sent (the load tool puts the send time in an SEI).
+	StampVideo func(frame []byte, now time.Time) []byte
+	// Lightweight keeps only the RTCP sender/receiver reports: no NACK
+	// responder, TWCC or stats interceptors, so that many publishers stay
+	// cheap next to the gateway they load (loopback loses nothing).
+	Lightweight bool
 }
 
 // Sent is one frame or audio packet as it was sent.
@@ -78,6 +85,7 @@ type Publisher struct {
 	viewers atomic.Int64
 	wsErr   atomic.Value
 
+	lateTicks  atomic.Int64
 	plis       atomic.Int64
 	jumpToKey  atomic.Bool
 	framesSent atomic.Int64
@@ -145,7 +153,11 @@ func Publish(ctx context.Context, opts Options) (*Publisher, error) {
 		imp = newImpairInterceptor(*opts.Impair)
 		ir.Add(impairFactory{imp})
 	}
-	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+	if opts.Lightweight {
+		if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+			return nil, err
+		}
+	} else if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
 		return nil, err
 	}
 	se := webrtc.SettingEngine{}
@@ -348,11 +360,10 @@ func (p *Publisher) readRTCP(s *webrtc.RTPSender) {
 
 func (p *Publisher) sendVideo(ctx context.Context, track *webrtc.TrackLocalStaticSample) {
 	interval := time.Second / time.Duration(p.opts.FPS)
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
+	start := time.Now()
 	aus := p.opts.Video
 	i := 0
-	for {
+	for n := int64(1); ; n++ {
 		if p.jumpToKey.Swap(false) && !aus[i].Keyframe {
 			for j := 1; j < len(aus); j++ {
 				if k := (i + j) % len(aus); aus[k].Keyframe {
@@ -361,16 +372,29 @@ func (p *Publisher) sendVideo(ctx context.Context, track *webrtc.TrackLocalStati
 				}
 			}
 		}
-		p.logSent(true, aus[i].Data, time.Now())
-		if err := track.WriteSample(media.Sample{Data: aus[i].Data, Duration: interval}); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+		now := time.Now()
+		data := aus[i].Data
+		if p.opts.StampVideo != nil {
+			data = p.opts.StampVideo(data, now)
+		}
+		p.logSent(true, data, now)
+		if err := track.WriteSample(media.Sample{Data: data, Duration: interval}); err != nil && !errors.Is(err, io.ErrClosedPipe) {
 			return
 		}
 		p.framesSent.Add(1)
 		i = (i + 1) % len(aus)
+		// An absolute schedule keeps media time and wall time together
+		// when the machine is busy; a tick missed by more than a frame is counted.
+		d := time.Until(start.Add(time.Duration(n) * interval))
+		if d < -interval {
+			p.lateTicks.Add(1)
+		}
+		t := time.NewTimer(max(d, 0))
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-tick.C:
+		case <-t.C:
 		}
 	}
 }
@@ -443,6 +467,10 @@ func (p *Publisher) ImpairStats() ImpairStats {
 
 // KeyframeRequests returns how many PLI/FIR the publisher received.
 func (p *Publisher) KeyframeRequests() int64 { return p.plis.Load() }
+
+// LateTicks returns how many video frames went out more than a frame
+// interval late (the machine was too busy).
+func (p *Publisher) LateTicks() int64 { return p.lateTicks.Load() }
 
 // FramesSent returns how many video frames were sent.
 func (p *Publisher) FramesSent() int64 { return p.framesSent.Load() }

@@ -69,14 +69,11 @@ var errNoConfig = errors.New("remux: no decoder configuration")
 // into AVC sample data: 4-byte length-prefixed NAL units. SPS and PPS are
 // kept out of the sample data.
 type h264Assembler struct {
-	buf     []byte
-	nalus   int
-	fuStart int // offset of the FU-A NAL unit being reassembled, -1 if none
-	key     bool
-	broken  bool
-	sawVCL  bool
-	gotSPS  bool // this frame carried an SPS / PPS
-	gotPPS  bool
+	nalFrame
+	key    bool
+	sawVCL bool
+	gotSPS bool // this frame carried an SPS / PPS
+	gotPPS bool
 
 	// In-band parameter sets, latest seen (kept across frames).
 	newSPS, newPPS []byte
@@ -88,15 +85,12 @@ type h264Assembler struct {
 }
 
 func newH264Assembler() *h264Assembler {
-	return &h264Assembler{fuStart: -1, buf: make([]byte, 0, 64<<10)}
+	return &h264Assembler{nalFrame: newNALFrame()}
 }
 
 func (a *h264Assembler) reset() {
-	a.buf = a.buf[:0]
-	a.nalus = 0
-	a.fuStart = -1
+	a.nalFrame.reset()
 	a.key = false
-	a.broken = false
 	a.sawVCL = false
 	a.gotSPS = false
 	a.gotPPS = false
@@ -172,23 +166,10 @@ func (a *h264Assembler) add(p []byte) {
 	}
 }
 
-// room checks that n more bytes fit in the frame.
-func (a *h264Assembler) room(n int) bool {
-	if len(a.buf)+n > maxFrameBytes {
-		a.broken = true
-		return false
-	}
-	return true
-}
-
 func (a *h264Assembler) appendNAL(nal []byte) {
-	if !a.room(4 + len(nal)) {
-		return
+	if s, ok := a.appendRaw(nal); ok {
+		a.endNAL(s)
 	}
-	s := len(a.buf)
-	a.buf = append(a.buf, 0, 0, 0, 0)
-	a.buf = append(a.buf, nal...)
-	a.endNAL(s)
 }
 
 // endNAL finishes the NAL unit written at a.buf[s:]: it fills in the length

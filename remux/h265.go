@@ -17,15 +17,12 @@ const MimeTypeH265 = "video/H265"
 // data: 4-byte length-prefixed NAL units. VPS, SPS and PPS are kept out of
 // the sample data and carried in the hvcC of an "hvc1" sample entry.
 type h265Assembler struct {
-	buf     []byte
-	nalus   int
-	fuStart int // offset of the FU NAL unit being reassembled, -1 if none
-	key     bool
-	broken  bool
-	sawVCL  bool
-	gotVPS  bool
-	gotSPS  bool
-	gotPPS  bool
+	nalFrame
+	key    bool
+	sawVCL bool
+	gotVPS bool
+	gotSPS bool
+	gotPPS bool
 
 	newVPS, newSPS, newPPS []byte // latest seen in band
 	vps, sps, pps          []byte // committed
@@ -34,15 +31,12 @@ type h265Assembler struct {
 }
 
 func newH265Assembler() *h265Assembler {
-	return &h265Assembler{fuStart: -1, buf: make([]byte, 0, 64<<10)}
+	return &h265Assembler{nalFrame: newNALFrame()}
 }
 
 func (a *h265Assembler) reset() {
-	a.buf = a.buf[:0]
-	a.nalus = 0
-	a.fuStart = -1
+	a.nalFrame.reset()
 	a.key = false
-	a.broken = false
 	a.sawVCL = false
 	a.gotVPS, a.gotSPS, a.gotPPS = false, false, false
 }
@@ -120,22 +114,10 @@ func (a *h265Assembler) add(p []byte) {
 	}
 }
 
-func (a *h265Assembler) room(n int) bool {
-	if len(a.buf)+n > maxFrameBytes {
-		a.broken = true
-		return false
-	}
-	return true
-}
-
 func (a *h265Assembler) appendNAL(nal []byte) {
-	if !a.room(4 + len(nal)) {
-		return
+	if s, ok := a.appendRaw(nal); ok {
+		a.endNAL(s)
 	}
-	s := len(a.buf)
-	a.buf = append(a.buf, 0, 0, 0, 0)
-	a.buf = append(a.buf, nal...)
-	a.endNAL(s)
 }
 
 // endNAL finishes the NAL unit at a.buf[s:]: fills in its length, or takes

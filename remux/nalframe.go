@@ -1,0 +1,42 @@
+package remux
+
+// nalFrame is the sample data of one H.264 or H.265 frame being assembled
+// from NAL units: 4-byte length-prefixed units (the MP4 form), bounded by
+// maxFrameBytes. The codec assemblers embed it and decide, per unit, what
+// stays in the sample (endNAL).
+type nalFrame struct {
+	buf     []byte
+	nalus   int
+	fuStart int // offset of the fragmented NAL unit being reassembled, -1 if none
+	broken  bool
+}
+
+func newNALFrame() nalFrame { return nalFrame{fuStart: -1, buf: make([]byte, 0, 64<<10)} }
+
+func (f *nalFrame) reset() {
+	f.buf = f.buf[:0]
+	f.nalus = 0
+	f.fuStart = -1
+	f.broken = false
+}
+
+// room checks that n more bytes fit in the frame; the frame is broken when not.
+func (f *nalFrame) room(n int) bool {
+	if len(f.buf)+n > maxFrameBytes {
+		f.broken = true
+		return false
+	}
+	return true
+}
+
+// appendRaw appends nal behind a length prefix still to be filled in and
+// returns the unit's offset, for the caller's endNAL.
+func (f *nalFrame) appendRaw(nal []byte) (int, bool) {
+	if !f.room(4 + len(nal)) {
+		return 0, false
+	}
+	s := len(f.buf)
+	f.buf = append(f.buf, 0, 0, 0, 0)
+	f.buf = append(f.buf, nal...)
+	return s, true
+}

@@ -212,20 +212,7 @@ func (a *h264Assembler) endNAL(s int) {
 		a.buf = a.buf[:s]
 		return
 	}
-	a.nalus++
-	if a.nalus > maxFrameNALUs {
-		a.broken = true
-		return
-	}
-	binary.BigEndian.PutUint32(a.buf[s:], uint32(len(nal)))
-}
-
-func (a *h264Assembler) keepParam(dst, nal []byte) []byte {
-	if len(nal) > maxParamSetLen {
-		a.broken = true
-		return dst
-	}
-	return append(dst[:0], nal...)
+	a.keepNAL(s)
 }
 
 func (a *h264Assembler) finish() videoFrame {

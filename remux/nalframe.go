@@ -1,5 +1,7 @@
 package remux
 
+import "encoding/binary"
+
 // nalFrame is the sample data of one H.264 or H.265 frame being assembled
 // from NAL units: 4-byte length-prefixed units (the MP4 form), bounded by
 // maxFrameBytes. The codec assemblers embed it and decide, per unit, what
@@ -39,4 +41,24 @@ func (f *nalFrame) appendRaw(nal []byte) (int, bool) {
 	f.buf = append(f.buf, 0, 0, 0, 0)
 	f.buf = append(f.buf, nal...)
 	return s, true
+}
+
+// keepNAL keeps the unit at buf[s:] in the sample: it fills in the length
+// prefix, within the bound on units per frame.
+func (f *nalFrame) keepNAL(s int) {
+	f.nalus++
+	if f.nalus > maxFrameNALUs {
+		f.broken = true
+		return
+	}
+	binary.BigEndian.PutUint32(f.buf[s:], uint32(len(f.buf)-s-4))
+}
+
+// keepParam copies a parameter set into dst (reused), within maxParamSetLen.
+func (f *nalFrame) keepParam(dst, nal []byte) []byte {
+	if len(nal) > maxParamSetLen {
+		f.broken = true
+		return dst
+	}
+	return append(dst[:0], nal...)
 }

@@ -180,16 +180,22 @@ func (s *Stream) PushVideo(pkt *rtp.Packet, arrival time.Time) {
 	}
 	s.start(arrival)
 	s.stats.VideoPackets++
-	v := s.video
-	dup, lost, rs := v.rb.duplicates, v.rb.lost, v.rb.resyncs
+	s.stats.VideoLost += s.pushReordered(&s.video.rb, s.video, pkt, arrival)
+}
+
+// pushReordered hands pkt to a track's reorder window (an oversized payload
+// is passed on as lost data) and returns how many packets it gave up as lost.
+// s.mu must be held.
+func (s *Stream) pushReordered(rb *reorderBuffer, h packetHandler, pkt *rtp.Packet, arrival time.Time) uint64 {
+	dup, lost, rs := rb.duplicates, rb.lost, rb.resyncs
 	payload, bad := pkt.Payload, false
 	if len(payload) > maxRTPPayload {
 		payload, bad = nil, true
 	}
-	v.rb.push(v, pkt.SequenceNumber, pkt.Timestamp, pkt.Marker, payload, bad, arrival)
-	s.stats.Duplicates += v.rb.duplicates - dup
-	s.stats.VideoLost += v.rb.lost - lost
-	s.stats.Resyncs += v.rb.resyncs - rs
+	rb.push(h, pkt.SequenceNumber, pkt.Timestamp, pkt.Marker, payload, bad, arrival)
+	s.stats.Duplicates += rb.duplicates - dup
+	s.stats.Resyncs += rb.resyncs - rs
+	return rb.lost - lost
 }
 
 // PushAudio feeds one audio RTP packet. arrival is when it was received.
@@ -206,15 +212,7 @@ func (s *Stream) PushAudio(pkt *rtp.Packet, arrival time.Time) {
 	s.start(arrival)
 	s.stats.AudioPackets++
 	a := s.audio
-	dup, lost, rs := a.rb.duplicates, a.rb.lost, a.rb.resyncs
-	payload, bad := pkt.Payload, false
-	if len(payload) > maxRTPPayload {
-		payload, bad = nil, true
-	}
-	a.rb.push(a, pkt.SequenceNumber, pkt.Timestamp, pkt.Marker, payload, bad, arrival)
-	s.stats.Duplicates += a.rb.duplicates - dup
-	s.stats.AudioLost += a.rb.lost - lost
-	s.stats.Resyncs += a.rb.resyncs - rs
+	s.stats.AudioLost += s.pushReordered(&a.rb, a, pkt, arrival)
 	// Video paused: do not hold audio back.
 	if s.video != nil && len(a.samples) > 0 && arrival.Sub(a.pendingSince) > audioAloneAfter {
 		s.flushAudio()

@@ -313,9 +313,7 @@ func (h *hub) addViewer(v *viewer) string {
 	case pub == nil:
 		v.pushControl(frameWaiting, false)
 	case h.init != nil && len(h.gop) > 0:
-		for _, s := range h.gop {
-			v.pushSegment(s, h.init, false)
-		}
+		v.pushBurst(h.gop, h.init)
 		ask = time.Since(h.lastKeyframe) > keyframeAskAge
 	default:
 		// No usable cache: the viewer starts at the next keyframe; ask for one.

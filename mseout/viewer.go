@@ -112,6 +112,22 @@ func (v *viewer) hasWorkLocked() bool {
 func (v *viewer) pushSegment(s *segMsg, init *initMsg, direct bool) (flush bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	return v.pushSegmentLocked(s, init, direct)
+}
+
+// pushBurst queues the join burst (the GOP cache) under one hold of v.mu, so
+// the writer goroutine, woken by the first segment, takes the whole burst
+// and writes it with one writev instead of racing the pushes. h.mu must be held.
+func (v *viewer) pushBurst(gop []*segMsg, init *initMsg) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, s := range gop {
+		v.pushSegmentLocked(s, init, false)
+	}
+}
+
+// pushSegmentLocked is pushSegment with v.mu held.
+func (v *viewer) pushSegmentLocked(s *segMsg, init *initMsg, direct bool) (flush bool) {
 	if v.closing {
 		return false
 	}

@@ -38,12 +38,18 @@ func startGateway(t *testing.T, edit func(*configs.Config)) *testGateway {
 	if edit != nil {
 		edit(cfg)
 	}
+	return startGatewayConfig(t, cfg, gateway.Options{LoopbackOnly: true})
+}
+
+// startGatewayConfig starts a gateway with cfg as it is.
+func startGatewayConfig(t *testing.T, cfg *configs.Config, opts gateway.Options) *testGateway {
+	t.Helper()
 	level := slog.LevelError
 	if os.Getenv("GATEWAY_TEST_LOG") != "" {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	g, err := gateway.New(cfg, log, gateway.Options{LoopbackOnly: true})
+	g, err := gateway.New(cfg, log, opts)
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}

@@ -13,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/internal/gateway"
 )
@@ -378,6 +382,82 @@ func TestPlayerEviction(t *testing.T) {
 	}
 	if last.Start < first.Start+run.Seconds()/3 {
 		t.Errorf("buffered start moved %.2f -> %.2f: nothing evicted", first.Start, last.Start)
+	}
+}
+
+// quotaFaultJS wraps MediaSource before the page's scripts run: every 50th
+// appendBuffer throws QuotaExceededError, as a full SourceBuffer does (the
+// real quota, ~150 MB in Chromium, takes far too long to reach in a test).
+// Console warnings are kept for the test to read.
+const quotaFaultJS = `(() => {
+  const Real = window.MediaSource;
+  const q = window.__quota = { appends: 0, thrown: 0, warnings: [] };
+  const warn = console.warn.bind(console);
+  console.warn = (...a) => { q.warnings.push(a.join(' ')); warn(...a); };
+  window.MediaSource = class extends Real {
+    addSourceBuffer(type) {
+      const sb = super.addSourceBuffer(type);
+      const append = sb.appendBuffer;
+      sb.appendBuffer = function (data) {
+        if (++q.appends % 50 === 0) {
+          q.thrown++;
+          throw new DOMException('injected: the SourceBuffer is full', 'QuotaExceededError');
+        }
+        return append.call(this, data);
+      };
+      return sb;
+    }
+  };
+})()`
+
+// TestPlayerQuotaExceeded: when appendBuffer throws QuotaExceededError the
+// main-thread player evicts old media and retries the same segment, so
+// nothing is lost and playback goes on (the worker path runs the same
+// engine.js code).
+func TestPlayerQuotaExceeded(t *testing.T) {
+	gw := startGateway(t, nil)
+	video, audio := testMedia(t)
+	publish(t, gw, "quota", video, audio)
+	browser := newBrowser(t)
+	tab, cancel := chromedp.NewContext(browser)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(tab,
+		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: quotaFaultJS})
+			return err
+		}),
+		chromedp.Navigate(gw.base+"/watch.html?stream=quota&mode=main"),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitPlaying(t, tab, 45*time.Second)
+	waitJS(t, tab, "3 injected QuotaExceededErrors", `window.__quota.thrown >= 3`, 60*time.Second, `JSON.stringify(window.__quota)`)
+	a, b := waitAdvance(t, tab, "3 s of playback after the errors", 3, 30*time.Second)
+	checkProgress(t, "after QuotaExceededError", a, b, 30)
+	type quotaState struct {
+		Appends  int      `json:"appends"`
+		Thrown   int      `json:"thrown"`
+		Warnings []string `json:"warnings"`
+	}
+	q := evalJS[quotaState](t, tab, `window.__quota`)
+	evicting, failed := 0, 0
+	for _, w := range q.Warnings {
+		if strings.Contains(w, "buffer full: evicting") {
+			evicting++
+		}
+		if strings.Contains(w, "failed") {
+			failed++
+		}
+	}
+	t.Logf("appends %d, thrown %d, warnings %q; %+v -> %+v", q.Appends, q.Thrown, q.Warnings, a, b)
+	if evicting < q.Thrown-1 { // the last one may be in flight
+		t.Errorf("%d QuotaExceededErrors but %d evictions", q.Thrown, evicting)
+	}
+	if failed > 0 {
+		t.Errorf("an append was dropped instead of retried after eviction: %q", q.Warnings)
+	}
+	if b.State != "playing" {
+		t.Errorf("player state %q", b.State)
 	}
 }
 

@@ -166,6 +166,20 @@ func TestPlayerModes(t *testing.T) {
 			evalJS[bool](t, tab, `window.player.stop(), true`)
 		})
 	}
+	// No mode forced: a browser with only ManagedMediaSource gets the managed path.
+	t.Run("managed", func(t *testing.T) {
+		tab := newTabWithScript(t, browser, gw.base+"/watch.html?stream=modes", managedOnlyJS)
+		waitPlaying(t, tab, 45*time.Second)
+		a, b := waitAdvance(t, tab, "3 s of playback", 3, 45*time.Second)
+		t.Logf("managed: %+v -> %+v", a, b)
+		if b.Mode != "managed" {
+			t.Errorf("player.mode = %q, want managed (auto-detected)", b.Mode)
+		}
+		if !evalJS[bool](t, tab, `document.querySelector('video').disableRemotePlayback`) {
+			t.Errorf("disableRemotePlayback not set on the managed path")
+		}
+		checkProgress(t, "managed", a, b, 30)
+	})
 }
 
 // fixedGateway is a gateway on a fixed loopback address that a test can stop and
@@ -385,6 +399,45 @@ func TestPlayerEviction(t *testing.T) {
 	}
 }
 
+// newTabWithScript opens a tab that runs script before any of the page's own
+// scripts, then navigates it to url.
+func newTabWithScript(t *testing.T, browser context.Context, url, script string) context.Context {
+	t.Helper()
+	tab, cancel := chromedp.NewContext(browser)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(tab,
+		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: script})
+			return err
+		}),
+		chromedp.Navigate(url),
+	); err != nil {
+		t.Fatalf("navigate %s: %v", url, err)
+	}
+	return tab
+}
+
+// managedOnlyJS makes the page look like iPhone Safari 17+: no MediaSource,
+// only ManagedMediaSource. Chromium has no ManagedMediaSource, so a subclass
+// of its MediaSource stands in for it, and like WebKit's it never opens
+// unless the video element has remote playback disabled.
+const managedOnlyJS = `(() => {
+  const Real = window.MediaSource;
+  const attached = new Set(); // object URLs of managed sources
+  window.ManagedMediaSource = class ManagedMediaSource extends Real {};
+  const createObjectURL = URL.createObjectURL;
+  URL.createObjectURL = (o) => { const u = createObjectURL(o); if (o instanceof window.ManagedMediaSource) attached.add(u); return u; };
+  const srcDesc = Object.getOwnPropertyDescriptor(HTMLMediaElement.prototype, 'src');
+  Object.defineProperty(HTMLMediaElement.prototype, 'src', {
+    get() { return srcDesc.get.call(this); },
+    set(u) {
+      if (attached.has(u) && !this.disableRemotePlayback) throw new Error('ManagedMediaSource attached without disableRemotePlayback');
+      srcDesc.set.call(this, u);
+    },
+  });
+  delete window.MediaSource;
+})()`
+
 // quotaFaultJS wraps MediaSource before the page's scripts run: every 50th
 // appendBuffer throws QuotaExceededError, as a full SourceBuffer does (the
 // real quota, ~150 MB in Chromium, takes far too long to reach in a test).
@@ -419,17 +472,7 @@ func TestPlayerQuotaExceeded(t *testing.T) {
 	video, audio := testMedia(t)
 	publish(t, gw, "quota", video, audio)
 	browser := newBrowser(t)
-	tab, cancel := chromedp.NewContext(browser)
-	t.Cleanup(cancel)
-	if err := chromedp.Do(tab,
-		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: quotaFaultJS})
-			return err
-		}),
-		chromedp.Navigate(gw.base+"/watch.html?stream=quota&mode=main"),
-	); err != nil {
-		t.Fatal(err)
-	}
+	tab := newTabWithScript(t, browser, gw.base+"/watch.html?stream=quota&mode=main", quotaFaultJS)
 	waitPlaying(t, tab, 45*time.Second)
 	waitJS(t, tab, "3 injected QuotaExceededErrors", `window.__quota.thrown >= 3`, 60*time.Second, `JSON.stringify(window.__quota)`)
 	a, b := waitAdvance(t, tab, "3 s of playback after the errors", 3, 30*time.Second)

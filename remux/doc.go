@@ -52,7 +52,11 @@
 // WebRTC publishers send no B-frames: presentation time equals decode time,
 // except after a frame-rate gap inside a GOP, where decode times stay
 // contiguous (MSE drops frames after a decode-time jump on a non-sync sample)
-// and a composition offset carries the gap until the next keyframe. A video sample's duration is not known until
+// and a composition offset carries the gap until the next keyframe. B-frames
+// (a timestamp older than an earlier frame's; non-WebRTC encoders) are not
+// reordered: such frames are presented in decode order, one tick apart, so
+// the output still decodes, and Stats.VideoOutOfOrder counts them (the
+// gateway logs a warning). A video sample's duration is not known until
 // the next frame arrives, so a frame is emitted at once with the previous
 // inter-frame delta as its duration (1/30 s at the start), never zero.
 //

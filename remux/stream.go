@@ -47,14 +47,17 @@ type Config struct {
 
 // Stats are a Stream's counters since it was created.
 type Stats struct {
-	VideoPackets        uint64 // video RTP packets pushed
-	AudioPackets        uint64 // audio RTP packets pushed
-	VideoLost           uint64 // video sequence numbers given up as lost
-	AudioLost           uint64 // audio sequence numbers given up as lost
-	Duplicates          uint64 // duplicate or too-late packets ignored (both tracks)
-	Resyncs             uint64 // sequence number jumps taken as a new sequence space
-	VideoFramesEmitted  uint64
-	VideoFramesDropped  uint64 // incomplete, or not decodable (waiting for a keyframe)
+	VideoPackets       uint64 // video RTP packets pushed
+	AudioPackets       uint64 // audio RTP packets pushed
+	VideoLost          uint64 // video sequence numbers given up as lost
+	AudioLost          uint64 // audio sequence numbers given up as lost
+	Duplicates         uint64 // duplicate or too-late packets ignored (both tracks)
+	Resyncs            uint64 // sequence number jumps taken as a new sequence space
+	VideoFramesEmitted uint64
+	VideoFramesDropped uint64 // incomplete, or not decodable (waiting for a keyframe)
+	// VideoOutOfOrder counts frames whose timestamp was older than that of a
+	// frame before them (B-frames): they are presented in decode order.
+	VideoOutOfOrder     uint64
 	Keyframes           uint64 // keyframes emitted
 	AudioSamplesEmitted uint64 // Opus packets emitted (fillers not counted)
 	AudioSamplesDropped uint64 // invalid, or before the first video keyframe
@@ -559,7 +562,12 @@ func (v *videoTrack) finishFrame() {
 		case delta > 0 && delta <= 10*90000:
 			dur = delta
 		case delta <= 0 && delta > -90000:
-			// Same or slightly older timestamp: keep presentation order.
+			// Same or slightly older timestamp (B-frames, which WebRTC
+			// encoders do not make): presented in decode order, so the
+			// timeline keeps rising.
+			if delta < 0 {
+				s.stats.VideoOutOfOrder++
+			}
 			pts = v.lastPTS + 1
 			dur = v.lastDur
 		default:

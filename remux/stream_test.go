@@ -3,8 +3,9 @@ package remux
 import (
 	"bytes"
 	"errors"
-	"github.com/mseway/mseway/internal/fmp4check"
 	"math/rand"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+
+	"github.com/mseway/mseway/internal/fmp4check"
 )
 
 const (
@@ -711,4 +714,71 @@ func TestFrameGapsKeepDecodeContinuity(t *testing.T) {
 		t.Fatalf("frame after the gap has no composition offset: %+v", samples[gapAt])
 	}
 	checkVideoOutput(t, file, in, aus)
+}
+
+// B-frames (timestamps out of decode order), which WebRTC encoders do not
+// make, are counted and presented in decode order: the output still rises
+// and decodes.
+func TestOutOfOrderTimestamps(t *testing.T) {
+	aus := loadAUs(t, fileSlices)
+	pkts := packetizeH264(aus, pktOpts{mtu: 1200, seq: 1, ts: 1000})
+	// Decode order I P B B P B B ... carries presentation slots 0 3 1 2 6 4 5 ...
+	slot := func(i int) int {
+		if i == 0 {
+			return 0
+		}
+		g, k := (i-1)/3, (i-1)%3
+		return 3*g + [3]int{3, 1, 2}[k]
+	}
+	backwards, newest := 0, 0 // frames older than the newest one before them
+	for i := range aus {
+		if slot(i) < newest {
+			backwards++
+		}
+		newest = max(newest, slot(i))
+	}
+	for i := range pkts {
+		pkts[i].pkt.Timestamp = 1000 + uint32(slot(pkts[i].frame))*3000
+	}
+	h := newHarness(t, true, false)
+	feed(h.s, pkts)
+	if got := h.s.Stats().VideoOutOfOrder; got != uint64(backwards) || backwards == 0 {
+		t.Fatalf("VideoOutOfOrder = %d, want %d", got, backwards)
+	}
+	in := h.sink.inits()[0]
+	file := h.sink.files()[0]
+	fin, err := fmp4check.ParseInit(file[:len(in.Data)])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var samples []fmp4check.Sample
+	for _, seg := range h.sink.segments() {
+		ss, err := fmp4check.ParseSegment(fin, seg.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		samples = append(samples, ss...)
+	}
+	if len(samples) != len(aus) {
+		t.Fatalf("%d samples for %d frames", len(samples), len(aus))
+	}
+	if err := fmp4check.CheckMSEContinuity(samples); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(samples); i++ {
+		a, b := samples[i-1], samples[i]
+		if int64(b.DecodeTime)+b.Offset <= int64(a.DecodeTime)+a.Offset {
+			t.Fatalf("frame %d is presented before frame %d", i, i-1)
+		}
+	}
+	// Every frame decodes (ffprobe: ffmpeg's null muxer would reject the
+	// frames presented one tick apart after rounding them to the frame rate).
+	ffmpegRequired(t)
+	path := filepath.Join(t.TempDir(), "out.mp4")
+	if err := os.WriteFile(path, file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if n := ffprobeCount(t, path, "v:0", false); n != len(aus) {
+		t.Fatalf("ffprobe decoded %d frames, want %d", n, len(aus))
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/mseway/mseway/internal/sdpfrag"
 	"github.com/mseway/mseway/remux"
 )
 
@@ -47,6 +48,9 @@ type Session struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
+	restartMu     sync.Mutex // one ICE restart at a time
+	gatherTimeout time.Duration
+
 	connected atomic.Bool
 	videoSSRC atomic.Uint32
 	audioSSRC atomic.Uint32 // of the remuxed audio track
@@ -68,7 +72,10 @@ func (e *Engine) Accept(ctx context.Context, offer string, opts SessionOptions) 
 	if err != nil {
 		return nil, "", fmt.Errorf("peer: new connection: %w", err)
 	}
-	s := &Session{pc: pc, log: log, started: make(chan struct{}), done: make(chan struct{})}
+	s := &Session{pc: pc, log: log, started: make(chan struct{}), done: make(chan struct{}), gatherTimeout: opts.GatherTimeout}
+	if s.gatherTimeout <= 0 {
+		s.gatherTimeout = 5 * time.Second
+	}
 	fail := func(err error) (*Session, string, error) {
 		_ = s.Close()
 		return nil, "", err
@@ -109,20 +116,9 @@ func (e *Engine) Accept(ctx context.Context, offer string, opts SessionOptions) 
 		return fail(fmt.Errorf("peer: set local description: %w", err))
 	}
 	if gathered != nil {
-		timeout := opts.GatherTimeout
-		if timeout <= 0 {
-			timeout = 5 * time.Second
+		if err := s.waitGathering(ctx, gathered); err != nil {
+			return fail(err)
 		}
-		t := time.NewTimer(timeout)
-		select {
-		case <-gathered:
-		case <-t.C:
-			log.Warn("ICE gathering incomplete; answering with the candidates found so far")
-		case <-ctx.Done():
-			t.Stop()
-			return fail(ctx.Err())
-		}
-		t.Stop()
 	}
 	local := pc.LocalDescription()
 	conf, err := codecsFromAnswer(local.SDP)
@@ -432,6 +428,77 @@ func (s *Session) Stats() remux.Stats {
 	default:
 		return remux.Stats{}
 	}
+}
+
+// waitGathering waits for ICE gathering to complete, at most gatherTimeout
+// (then the candidates found so far are used).
+func (s *Session) waitGathering(ctx context.Context, gathered <-chan struct{}) error {
+	t := time.NewTimer(s.gatherTimeout)
+	defer t.Stop()
+	select {
+	case <-gathered:
+	case <-t.C:
+		s.log.Warn("ICE gathering incomplete; answering with the candidates found so far")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// ErrICERestart wraps what makes an ICE restart fail; the session goes on
+// with the ICE state it had.
+var ErrICERestart = errors.New("ICE restart failed")
+
+// RestartICE applies a publisher's ICE restart (RFC 9725 section 4.3.2):
+// remote holds the publisher's new ICE credentials and candidates. The
+// negotiated media stay as they are; the gateway gathers again with new
+// credentials and returns them with its candidates. A restart may come
+// while the old path is failing: media resume on the new one.
+func (s *Session) RestartICE(ctx context.Context, remote sdpfrag.Frag) (sdpfrag.Frag, error) {
+	s.restartMu.Lock()
+	defer s.restartMu.Unlock()
+	select {
+	case <-s.done:
+		return sdpfrag.Frag{}, fmt.Errorf("%w: the connection is closed", ErrICERestart)
+	default:
+	}
+	cur := s.pc.RemoteDescription()
+	if cur == nil {
+		return sdpfrag.Frag{}, fmt.Errorf("%w: no negotiated session", ErrICERestart)
+	}
+	if remote.Ufrag == sdpfrag.FromSDP(cur.SDP).Ufrag {
+		return sdpfrag.Frag{}, fmt.Errorf("%w: the ice-ufrag did not change", ErrICERestart)
+	}
+	offer, err := sdpfrag.ReplaceICE(cur.SDP, remote.Ufrag, remote.Pwd, nil)
+	if err != nil {
+		return sdpfrag.Frag{}, fmt.Errorf("%w: %w", ErrICERestart, err)
+	}
+	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		return sdpfrag.Frag{}, fmt.Errorf("%w: %w", ErrICERestart, err)
+	}
+	first := uint16(0)
+	for _, c := range remote.Candidates {
+		// All on the bundle's transport, whatever section the fragment named.
+		c.SDPMid, c.SDPMLineIndex = nil, &first
+		if err := s.pc.AddICECandidate(c); err != nil {
+			s.log.Warn("ICE restart: bad candidate ignored", "candidate", c.Candidate, "err", err)
+		}
+	}
+	answer, err := s.pc.CreateAnswer(nil)
+	if err != nil {
+		return sdpfrag.Frag{}, fmt.Errorf("%w: %w", ErrICERestart, err)
+	}
+	gathered := webrtc.GatheringCompletePromise(s.pc)
+	if err := s.pc.SetLocalDescription(answer); err != nil {
+		return sdpfrag.Frag{}, fmt.Errorf("%w: %w", ErrICERestart, err)
+	}
+	if err := s.waitGathering(ctx, gathered); err != nil {
+		return sdpfrag.Frag{}, fmt.Errorf("%w: %w", ErrICERestart, err)
+	}
+	local := sdpfrag.FromSDP(s.pc.LocalDescription().SDP)
+	local.EndOfCandidates = true
+	s.log.Info("ICE restarted by the publisher", "candidates", len(local.Candidates))
+	return local, nil
 }
 
 // AddCandidate adds a remote ICE candidate (trickle).

@@ -21,6 +21,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/internal/sdpfrag"
 	"github.com/mseway/mseway/mseout"
 	"github.com/mseway/mseway/peer"
 )
@@ -61,7 +62,9 @@ type publish struct {
 	stop     chan struct{} // closed by DELETE or the WS closing
 	stopOnce sync.Once
 	ended    chan struct{} // closed when cleanup is done
-	ufrag    string        // the publisher's ICE ufrag, to tell trickle from restart
+	iceMu    sync.Mutex
+	ufrag    string // the publisher's current ICE ufrag, to tell stale trickle from current
+	etag     string // the entity-tag of the session's ICE state (RFC 9725 section 4.3)
 }
 
 func (p *publish) requestStop() { p.stopOnce.Do(func() { close(p.stop) }) }
@@ -206,7 +209,7 @@ func (s *Server) startPublish(ctx context.Context, stream, offer, protocol, remo
 	p := &publish{
 		id: newID(), stream: stream, protocol: protocol, remote: remote,
 		sess: sess, pub: pub, stop: make(chan struct{}), ended: make(chan struct{}),
-		ufrag: offerUfrag(offer),
+		ufrag: sdpfrag.FromSDP(offer).Ufrag, etag: newETag(),
 	}
 	s.mu.Lock()
 	s.sessions[p.id] = p
@@ -273,16 +276,6 @@ func newID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// offerUfrag returns the first a=ice-ufrag of an SDP.
-func offerUfrag(sdp string) string {
-	for _, line := range strings.Split(sdp, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "a=ice-ufrag:"); ok {
-			return v
-		}
-	}
-	return ""
 }
 
 // setCORS lets publishers on other origins use WHIP.

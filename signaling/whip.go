@@ -1,14 +1,18 @@
 package signaling
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/pion/webrtc/v4"
+
+	"github.com/mseway/mseway/internal/sdpfrag"
 )
 
 // readBody reads a request body of the given media type, bounded by MaxBodyBytes.
@@ -50,6 +54,7 @@ func (s *Server) handleWHIPPost(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "application/sdp")
 	h.Set("Location", "/whip/"+stream+"/"+p.id)
 	h.Set("Accept-Patch", "application/trickle-ice-sdpfrag")
+	h.Set("ETag", p.etag)
 	for _, l := range linkHeaders(s.opts.Engine.ICEServers()) {
 		h.Add("Link", l)
 	}
@@ -102,8 +107,11 @@ func (s *Server) handleWHIPDelete(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// handleWHIPPatch: trickle ICE candidates for a session. ICE restarts are
-// not supported and get 422 (RFC 9725 section 4.3.1).
+// handleWHIPPatch: PATCH /whip/{stream}/{session} with an SDP fragment
+// (RFC 9725 section 4.3): trickle ICE candidates (204), or an ICE restart
+// (If-Match: "*", new ice-ufrag and ice-pwd) answered with 200, the
+// gateway's new ICE credentials and candidates, and a new ETag. An If-Match
+// naming another entity-tag than the session's gets 412.
 func (s *Server) handleWHIPPatch(w http.ResponseWriter, r *http.Request) {
 	setCORS(w)
 	p, err := s.lookup(r)
@@ -111,21 +119,33 @@ func (s *Server) handleWHIPPatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	frag, err := s.readBody(w, r, "application/trickle-ice-sdpfrag")
+	body, err := s.readBody(w, r, "application/trickle-ice-sdpfrag")
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	cands, ufrag, err := parseSDPFrag(frag)
+	frag, err := sdpfrag.Parse(body)
 	if err != nil {
-		writeError(w, err)
+		writeError(w, errorf(http.StatusBadRequest, err.Error()))
 		return
 	}
-	if (ufrag != "" && p.ufrag != "" && ufrag != p.ufrag) || r.Header.Get("If-Match") == "*" {
-		writeError(w, errorf(http.StatusUnprocessableEntity, "ICE restart is not supported; publish again"))
+	ifMatch := strings.TrimSpace(r.Header.Get("If-Match"))
+	if ifMatch == "*" {
+		s.restartICE(w, r, p, frag)
 		return
 	}
-	for _, c := range cands {
+	p.iceMu.Lock()
+	etag, ufrag := p.etag, p.ufrag
+	p.iceMu.Unlock()
+	if ifMatch != "" && !etagMatches(ifMatch, etag) {
+		writeError(w, errorf(http.StatusPreconditionFailed, "If-Match does not name the session's current ETag "+etag+" (after an ICE restart, use the new one)"))
+		return
+	}
+	if frag.Ufrag != "" && ufrag != "" && frag.Ufrag != ufrag {
+		writeError(w, errorf(http.StatusUnprocessableEntity, `the ice-ufrag is not the session's: candidates of an older ICE generation, or an ICE restart without If-Match: "*"`))
+		return
+	}
+	for _, c := range frag.Candidates {
 		if err := p.sess.AddCandidate(c); err != nil {
 			writeError(w, errorf(http.StatusBadRequest, "bad candidate: "+err.Error()))
 			return
@@ -134,45 +154,44 @@ func (s *Server) handleWHIPPatch(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// parseSDPFrag reads candidates and the ufrag from an RFC 8840 SDP fragment.
-func parseSDPFrag(frag string) ([]webrtc.ICECandidateInit, string, error) {
-	var (
-		cands []webrtc.ICECandidateInit
-		ufrag string
-		mid   *string
-		index uint16
-		mline = -1
-	)
-	for _, raw := range strings.Split(frag, "\n") {
-		line := strings.TrimSpace(raw)
-		switch {
-		case line == "":
-		case strings.HasPrefix(line, "m="):
-			mline++
-			index = uint16(mline)
-			mid = nil
-		case strings.HasPrefix(line, "a=mid:"):
-			m := strings.TrimPrefix(line, "a=mid:")
-			mid = &m
-		case strings.HasPrefix(line, "a=ice-ufrag:"):
-			ufrag = strings.TrimPrefix(line, "a=ice-ufrag:")
-		case strings.HasPrefix(line, "a=candidate:"):
-			if len(cands) >= 64 {
-				return nil, "", errorf(http.StatusBadRequest, "too many candidates")
-			}
-			c := webrtc.ICECandidateInit{Candidate: strings.TrimPrefix(line, "a="), SDPMid: mid}
-			if mline >= 0 {
-				i := index
-				c.SDPMLineIndex = &i
-			}
-			cands = append(cands, c)
-		case strings.HasPrefix(line, "a="):
-			// ice-pwd, ice-options, group, end-of-candidates: nothing to do
-		default:
-			return nil, "", errorf(http.StatusBadRequest, "not an SDP fragment line: "+truncate(line, 60))
+// restartICE performs an ICE restart for the session. A failed restart
+// leaves the session as it was (RFC 9725: the session is not ended).
+func (s *Server) restartICE(w http.ResponseWriter, r *http.Request, p *publish, frag sdpfrag.Frag) {
+	if frag.Ufrag == "" || frag.Pwd == "" {
+		writeError(w, errorf(http.StatusBadRequest, "an ICE restart needs a=ice-ufrag and a=ice-pwd in the fragment"))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	local, err := p.sess.RestartICE(ctx, frag)
+	if err != nil {
+		s.log.Warn("ICE restart refused", "stream", p.stream, "remote", p.remote, "err", err)
+		writeError(w, errorf(http.StatusUnprocessableEntity, err.Error()))
+		return
+	}
+	etag := newETag()
+	p.iceMu.Lock()
+	p.ufrag, p.etag = frag.Ufrag, etag
+	p.iceMu.Unlock()
+	h := w.Header()
+	h.Set("Content-Type", "application/trickle-ice-sdpfrag")
+	h.Set("ETag", etag)
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, sdpfrag.Build(local))
+}
+
+// newETag returns a fresh entity-tag for a session's ICE state.
+func newETag() string { return `"` + newID()[:16] + `"` }
+
+// etagMatches reports whether an If-Match value (one tag or a list) names etag.
+func etagMatches(ifMatch, etag string) bool {
+	for _, t := range strings.Split(ifMatch, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == etag {
+			return true
 		}
 	}
-	return cands, ufrag, nil
+	return false
 }
 
 func truncate(s string, n int) string {

@@ -26,6 +26,7 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media"
 
 	"github.com/mseway/mseway/internal/mediafile"
+	"github.com/mseway/mseway/internal/sdpfrag"
 )
 
 // Options describes what to publish and where.
@@ -74,6 +75,8 @@ type Publisher struct {
 	pc       *webrtc.PeerConnection
 	udp      *net.UDPConn
 	location string
+	etagMu   sync.Mutex
+	etag     string // the session's entity-tag (RFC 9725 section 4.3)
 	opts     Options
 	client   *http.Client
 
@@ -311,7 +314,87 @@ func (p *Publisher) post(ctx context.Context, offer string) (answer, location st
 		return "", "", errors.New("whipclient: 201 without a Location")
 	}
 	base, _ := url.Parse(p.opts.URL)
+	p.setETag(resp.Header.Get("ETag"))
 	return string(body), base.ResolveReference(loc).String(), nil
+}
+
+func (p *Publisher) setETag(e string) {
+	p.etagMu.Lock()
+	p.etag = e
+	p.etagMu.Unlock()
+}
+
+// ETag is the session's current entity-tag, from the 201 or the last ICE restart.
+func (p *Publisher) ETag() string {
+	p.etagMu.Lock()
+	defer p.etagMu.Unlock()
+	return p.etag
+}
+
+// LocalUfrag is the publisher's current ICE username fragment.
+func (p *Publisher) LocalUfrag() string {
+	if d := p.pc.LocalDescription(); d != nil {
+		return sdpfrag.FromSDP(d.SDP).Ufrag
+	}
+	return ""
+}
+
+// RestartICE restarts ICE over WHIP (RFC 9725 section 4.3.2): new local
+// credentials and candidates go out in a PATCH with If-Match: "*"; the
+// gateway's new ones come back in the 200 and are applied as the answer.
+// The negotiated media stay as they are.
+func (p *Publisher) RestartICE(ctx context.Context) error {
+	if p.location == "" {
+		return errors.New("whipclient: ICE restart needs a WHIP session")
+	}
+	offer, err := p.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	if err != nil {
+		return fmt.Errorf("whipclient: ICE restart offer: %w", err)
+	}
+	gathered := webrtc.GatheringCompletePromise(p.pc)
+	if err := p.pc.SetLocalDescription(offer); err != nil {
+		return fmt.Errorf("whipclient: ICE restart: %w", err)
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	local := sdpfrag.FromSDP(p.pc.LocalDescription().SDP)
+	local.EndOfCandidates = true
+	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, p.location, strings.NewReader(sdpfrag.Build(local)))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/trickle-ice-sdpfrag")
+	req.Header.Set("If-Match", "*")
+	if p.opts.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.opts.Token)
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("whipclient: ICE restart PATCH: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		// Back to stable with the old ICE state.
+		_ = p.pc.SetLocalDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeRollback})
+		return fmt.Errorf("whipclient: ICE restart PATCH: %d %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	remote, err := sdpfrag.Parse(string(body))
+	if err != nil {
+		return fmt.Errorf("whipclient: ICE restart answer: %w", err)
+	}
+	answer, err := sdpfrag.ReplaceICE(p.pc.RemoteDescription().SDP, remote.Ufrag, remote.Pwd, remote.Candidates)
+	if err != nil {
+		return fmt.Errorf("whipclient: ICE restart answer: %w", err)
+	}
+	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		return fmt.Errorf("whipclient: ICE restart answer: %w", err)
+	}
+	p.setETag(resp.Header.Get("ETag"))
+	return nil
 }
 
 // Location is the WHIP session URL.

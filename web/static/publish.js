@@ -166,7 +166,9 @@ function render() {
   $('i-state').textContent = st;
   const pc = publisher.pc;
   $('i-conn').textContent = pc ? pc.connectionState : '—';
-  $('i-ice').textContent = pc ? `${pc.iceConnectionState} (gathering ${pc.iceGatheringState})` : '—';
+  $('i-ice').textContent = pc
+    ? `${pc.iceConnectionState} (gathering ${pc.iceGatheringState})${publisher.iceRestarts ? `, ${publisher.iceRestarts} restart${publisher.iceRestarts > 1 ? 's' : ''}` : ''}`
+    : '—';
   $('i-signal').textContent = publisher.signal === 'ws'
     ? `WebSocket${publisher.ws ? ' (open)' : ''}`
     : `WHIP${publisher.resource ? ` ${new URL(publisher.resource).pathname}` : ''}`;

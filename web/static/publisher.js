@@ -381,6 +381,8 @@ export class Publisher extends EventTarget {
     if (!live()) return;
     if (res.status !== 201) throw new Error(await responseError(res));
     const loc = res.headers.get('Location');
+    this.etag = res.headers.get('ETag');
+    this.iceRestarts = 0;
     if (loc) this.resource = new URL(loc, res.url || url).href;
     else this.warn('The gateway sent no Location header: Stop cannot end the session on the server.');
     const answer = await res.text();
@@ -560,6 +562,9 @@ export class Publisher extends EventTarget {
       case 'disconnected':
         if (this.state === 'connected') this._set('connecting');
         else this._changed();
+        // The path may have changed (Wi-Fi to cellular): restart ICE at once,
+        // before the gateway gives the session up (a few seconds).
+        if (this.signal === 'whip') this.restartIce().catch((e) => console.warn('ICE restart failed:', e.message || e));
         break;
       case 'failed':
         this._delete();
@@ -568,6 +573,42 @@ export class Publisher extends EventTarget {
         break;
       default:
         this._changed();
+    }
+  }
+
+  /**
+   * ICE restart over WHIP (RFC 9725 section 4.3.2): new local credentials and
+   * candidates go out in a PATCH with If-Match: "*"; the gateway's new ones
+   * come back in the 200 and replace the old ones in the remote description.
+   * Media and codecs stay as they are. Called on 'disconnected'; tests call it.
+   */
+  async restartIce() {
+    const pc = this.pc;
+    if (!pc || !this.resource || this._restarting || pc.signalingState !== 'stable') return false;
+    this._restarting = true;
+    try {
+      pc.restartIce();
+      await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+      await waitIceGathering(pc, ICE_GATHER_TIMEOUT_MS);
+      if (pc !== this.pc) return false;
+      const res = await fetch(this.resource, {
+        method: 'PATCH',
+        headers: this._headers({ 'Content-Type': 'application/trickle-ice-sdpfrag', 'If-Match': '*' }),
+        body: iceFragment(pc.localDescription.sdp),
+      });
+      if (pc !== this.pc) return false;
+      if (res.status !== 200) {
+        await pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
+        throw new Error(await responseError(res));
+      }
+      const frag = parseIceFragment(await res.text());
+      await pc.setRemoteDescription({ type: 'answer', sdp: replaceIce(pc.remoteDescription.sdp, frag) });
+      this.etag = res.headers.get('ETag');
+      this.iceRestarts++;
+      this._changed();
+      return true;
+    } finally {
+      this._restarting = false;
     }
   }
 
@@ -621,6 +662,52 @@ export class Publisher extends EventTarget {
 }
 
 /** The first video codec of an SDP answer (what the gateway picked): 'H.264', 'VP9', ... */
+/** The ICE credentials and candidates of an SDP's first media section, as an RFC 8840 fragment. */
+export function iceFragment(sdp) {
+  let section = -1;
+  let ufrag = '';
+  let pwd = '';
+  let mid = '0';
+  const cands = [];
+  for (const l of sdp.split(/\r?\n/)) {
+    if (l.startsWith('m=')) section++;
+    else if (section > 0) break; // the first section carries the bundle's transport
+    else if (l.startsWith('a=ice-ufrag:')) ufrag = l;
+    else if (l.startsWith('a=ice-pwd:')) pwd = l;
+    else if (l.startsWith('a=mid:')) mid = l.slice(6);
+    else if (l.startsWith('a=candidate:') && section === 0) cands.push(l);
+  }
+  return [ufrag, pwd, 'm=audio 9 UDP/TLS/RTP/SAVPF 0', `a=mid:${mid}`, ...cands, 'a=end-of-candidates'].join('\r\n') + '\r\n';
+}
+
+/** {ufrag, pwd, candidates} from an RFC 8840 fragment. */
+export function parseIceFragment(text) {
+  const f = { ufrag: '', pwd: '', candidates: [] };
+  for (const l of text.split(/\r?\n/)) {
+    if (l.startsWith('a=ice-ufrag:')) f.ufrag = l.slice(12);
+    else if (l.startsWith('a=ice-pwd:')) f.pwd = l.slice(10);
+    else if (l.startsWith('a=candidate:')) f.candidates.push(l);
+  }
+  if (!f.ufrag || !f.pwd) throw new Error('the gateway answered the ICE restart without ice-ufrag/ice-pwd');
+  return f;
+}
+
+/** sdp with its ICE credentials and candidates replaced (candidates go in the first media section). */
+export function replaceIce(sdp, frag) {
+  const out = [];
+  let section = -1;
+  const flush = () => out.push(...frag.candidates, 'a=end-of-candidates');
+  for (const l of sdp.replace(/\r?\n$/, '').split(/\r?\n/)) {
+    if (l.startsWith('m=')) { if (section === 0) flush(); section++; out.push(l); continue; }
+    if (l.startsWith('a=candidate:') || l === 'a=end-of-candidates') continue;
+    if (l.startsWith('a=ice-ufrag:')) out.push(`a=ice-ufrag:${frag.ufrag}`);
+    else if (l.startsWith('a=ice-pwd:')) out.push(`a=ice-pwd:${frag.pwd}`);
+    else out.push(l);
+  }
+  if (section === 0) flush();
+  return out.join('\r\n') + '\r\n';
+}
+
 export function negotiatedVideoCodec(sdp) {
   if (!sdp) return null;
   const m = /^m=video \d+ [A-Z/]+ (\d+)/m.exec(sdp);

@@ -243,6 +243,8 @@ func (a *av1Assembler) finish() videoFrame {
 
 func (a *av1Assembler) haveConfig() bool { return len(a.seq) > 0 }
 
+func (a *av1Assembler) reorderDepth() int { return 0 } // no reordering in RTP
+
 func (a *av1Assembler) commit() error {
 	if len(a.newSeq) == 0 {
 		return errNoConfig

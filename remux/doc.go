@@ -49,16 +49,22 @@
 // timeline. AUD, filler data and end-of-sequence / end-of-stream NAL units
 // are dropped; SEI is kept.
 //
-// WebRTC publishers send no B-frames: presentation time equals decode time,
-// except after a frame-rate gap inside a GOP, where decode times stay
-// contiguous (MSE drops frames after a decode-time jump on a non-sync sample)
-// and a composition offset carries the gap until the next keyframe. B-frames
-// (a timestamp older than an earlier frame's; non-WebRTC encoders) are not
-// reordered: such frames are presented in decode order, one tick apart, so
-// the output still decodes, and Stats.VideoOutOfOrder counts them (the
-// gateway logs a warning). A video sample's duration is not known until
-// the next frame arrives, so a frame is emitted at once with the previous
-// inter-frame delta as its duration (1/30 s at the start), never zero.
+// Presentation time is the RTP timestamp. Decode times run without gaps
+// inside a GOP (MSE drops frames after a decode-time jump on a non-sync
+// sample), so after a frame-rate gap a composition offset carries the gap
+// until the next keyframe. WebRTC encoders send no B-frames; other
+// publishers may. When the first keyframe's SPS declares reordering (H.264
+// VUI max_num_reorder_frames, H.265 sps_max_num_reorder_pics), presentation
+// of both tracks runs 50 ms per declared frame behind decode, which leaves
+// decode times room below the B-frames' presentation times: every frame is
+// presented at its own timestamp with a composition offset >= 0
+// (Stats.VideoReordered). Reordering deeper than declared, or repeated
+// timestamps, cannot be presented that way: such frames show in decode order
+// right after the latest frame (Stats.VideoOutOfOrder; the gateway logs a
+// warning). A video sample's duration is not known until the next frame
+// arrives, so a frame is emitted at once with the previous inter-frame delta
+// as its duration (1/30 s at the start; the frame interval once B-frames
+// were seen), never zero.
 //
 // The package does no I/O and starts no goroutines. A Stream is safe for
 // concurrent use: PushVideo and PushAudio may run on different goroutines;

@@ -291,3 +291,46 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	write("FuzzStreamPackets", "av-4-frames", encodeRecords(mergeByArrival(vp, ap)))
 	write("FuzzStreamPackets", "video-2-frames", encodeRecords(vp[:len(vp)/2]))
 }
+
+// h264ReorderFrames walks untrusted SPS bytes: bounded time, no panic, and
+// a declared depth within the spec's range.
+func FuzzH264ReorderFrames(f *testing.F) {
+	for _, name := range []string{"testdata/bframes_320x240.h264", "testdata/slices2_320x240.h264"} {
+		for _, au := range splitAUs(readAnnexB(f, name))[:1] {
+			for _, nal := range au.nals {
+				if len(nal) > 0 && nal[0]&0x1f == 7 {
+					f.Add(nal)
+				}
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, sps []byte) {
+		if n, ok := h264ReorderFrames(sps); n < 0 || n > 16 || (!ok && n != 0) {
+			t.Fatalf("reorder %d, %v", n, ok)
+		}
+	})
+}
+
+func TestH264ReorderFrames(t *testing.T) {
+	for _, c := range []struct {
+		file string
+		want int
+		ok   bool
+	}{
+		{"testdata/bframes_320x240.h264", 1, true}, // x264 main, 2 B-frames, no pyramid
+		{"testdata/slices2_320x240.h264", 0, true}, // x264 baseline: declared, none
+	} {
+		var sps []byte
+		for _, nal := range splitAUs(readAnnexB(t, c.file))[0].nals {
+			if nal[0]&0x1f == 7 {
+				sps = nal
+			}
+		}
+		if n, ok := h264ReorderFrames(sps); n != c.want || ok != c.ok {
+			t.Errorf("%s: reorder %d %v, want %d %v", c.file, n, ok, c.want, c.ok)
+		}
+	}
+	// The crafted SPS that kept mp4ff's full VUI parse busy for 30 s.
+	crafted := []byte("'20017\xbe\xbd\xbe0007\xbe\xe5\x17\x7f\x00\x00\x000\xffz70\xaf12<z\xee2\xb4#A10\xcdA0")
+	h264ReorderFrames(crafted)
+}

@@ -61,6 +61,11 @@ type videoAssembler interface {
 	haveConfig() bool
 	// addTrack adds the track with the committed configuration to init.
 	addTrack(init *mp4.InitSegment) (Track, error)
+	// reorderDepth is how many frames the committed configuration may
+	// present out of decode order (B-frames): H.264 VUI
+	// max_num_reorder_frames, H.265 sps_max_num_reorder_pics; 0 for VP9,
+	// AV1 and streams that declare none.
+	reorderDepth() int
 }
 
 var errNoConfig = errors.New("remux: no decoder configuration")
@@ -82,6 +87,7 @@ type h264Assembler struct {
 	width    int
 	height   int
 	codec    string
+	reorder  int
 }
 
 func newH264Assembler() *h264Assembler {
@@ -250,8 +256,14 @@ func (a *h264Assembler) commit() error {
 	a.pps = append(a.pps[:0], a.newPPS...)
 	a.width, a.height = int(sps.Width), int(sps.Height)
 	a.codec = strings.ToLower(avc.CodecString("avc1", sps))
+	// The VUI's bitstream restriction says how far B-frames reorder; a VUI
+	// without it, or one that cannot be read, declares none.
+	reorder, _ := h264ReorderFrames(a.sps)
+	a.reorder = min(reorder, maxReorderDepth)
 	return nil
 }
+
+func (a *h264Assembler) reorderDepth() int { return a.reorder }
 
 func (a *h264Assembler) addTrack(init *mp4.InitSegment) (tr Track, err error) {
 	if !a.haveConfig() {

@@ -28,6 +28,7 @@ type h265Assembler struct {
 	vps, sps, pps          []byte // committed
 	width, height          int
 	codec                  string
+	reorder                int
 }
 
 func newH265Assembler() *h265Assembler {
@@ -185,6 +186,8 @@ func (a *h265Assembler) finish() videoFrame {
 
 func (a *h265Assembler) haveConfig() bool { return len(a.sps) > 0 }
 
+func (a *h265Assembler) reorderDepth() int { return a.reorder }
+
 func (a *h265Assembler) commit() error {
 	if len(a.newVPS) == 0 || len(a.newSPS) == 0 || len(a.newPPS) == 0 {
 		return errNoConfig
@@ -208,6 +211,10 @@ func (a *h265Assembler) commit() error {
 	a.sps = append(a.sps[:0], a.newSPS...)
 	a.pps = append(a.pps[:0], a.newPPS...)
 	a.width, a.height = int(w), int(h)
+	a.reorder = 0
+	if n := len(sps.SubLayeringOrderingInfos); n > 0 { // the highest sub-layer's
+		a.reorder = int(min(sps.SubLayeringOrderingInfos[n-1].MaxNumReorderPics, maxReorderDepth))
+	}
 	a.codec = codec
 	return nil
 }

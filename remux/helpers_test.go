@@ -320,6 +320,7 @@ type parsedSample struct {
 	dts   uint64
 	dur   uint32
 	flags uint32
+	cto   int32 // composition time offset
 	data  []byte
 }
 
@@ -366,7 +367,7 @@ func parseMP4(t *testing.T, data []byte, in *Init) []parsedSample {
 					if end > uint64(len(frag.Mdat.Data)) {
 						t.Fatal("sample outside mdat")
 					}
-					out = append(out, parsedSample{track: id, dts: dts, dur: s.Dur, flags: s.Flags, data: frag.Mdat.Data[off:end]})
+					out = append(out, parsedSample{track: id, dts: dts, dur: s.Dur, flags: s.Flags, cto: s.CompositionTimeOffset, data: frag.Mdat.Data[off:end]})
 					off = end
 					seen[id] = true
 					lastDTS[id] = dts

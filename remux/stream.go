@@ -22,6 +22,14 @@ const (
 // taken as lost data.
 const maxRTPPayload = 1 << 16
 
+// B-frames: a declared reorder depth is capped at maxReorderDepth frames,
+// and each frame of it delays presentation by reorderFrameTicks (90 kHz;
+// 50 ms, enough for 20 fps and up).
+const (
+	maxReorderDepth   = 4
+	reorderFrameTicks = 4500
+)
+
 // ErrUnsupportedCodec is returned (wrapped) by NewStream for a codec the
 // package cannot remux.
 var ErrUnsupportedCodec = errors.New("remux: unsupported codec")
@@ -55,8 +63,12 @@ type Stats struct {
 	Resyncs            uint64 // sequence number jumps taken as a new sequence space
 	VideoFramesEmitted uint64
 	VideoFramesDropped uint64 // incomplete, or not decodable (waiting for a keyframe)
-	// VideoOutOfOrder counts frames whose timestamp was older than that of a
-	// frame before them (B-frames): they are presented in decode order.
+	// VideoReordered counts B-frames presented at their timestamp, before
+	// frames decoded ahead of them.
+	VideoReordered uint64
+	// VideoOutOfOrder counts frames that could not be presented at their
+	// timestamp (reordering deeper than the bitstream declared, repeated
+	// timestamps): they are presented in decode order.
 	VideoOutOfOrder     uint64
 	Keyframes           uint64 // keyframes emitted
 	AudioSamplesEmitted uint64 // Opus packets emitted (fillers not counted)
@@ -468,8 +480,21 @@ type videoTrack struct {
 
 	emitted bool  // a frame was emitted
 	lastPTS int64 // presentation time of the last emitted frame
+	maxPTS  int64 // the latest presentation time emitted (> lastPTS after B-frames)
 	lastDTS int64 // decode time of the last emitted frame (<= lastPTS)
 	lastDur int64
+
+	// B-frames (presentation order != decode order). delay is the
+	// presentation delay that leaves decode times room below presentation
+	// times: set once, at the first keyframe, from the reorder depth the
+	// bitstream declares. reordered is set once a frame came older than
+	// one before it; sample durations are then the frame interval (step).
+	delay     int64
+	reordered bool
+	steps     [8]int64 // recent positive timestamp steps between consecutive frames
+	stepsN    int
+	recentPTS [8]int64 // presentation times recently emitted (no two frames share one)
+	recentN   int
 
 	sample [1]sampleEntry
 }
@@ -543,7 +568,10 @@ func (v *videoTrack) finishFrame() {
 			return
 		}
 		if !s.originSet {
-			s.setOrigin(&v.clk, v.curTL)
+			// Presentation runs delay behind decode, for video and audio
+			// alike (one origin), so that B-frames decode before they show.
+			v.delay = int64(v.asm.reorderDepth()) * reorderFrameTicks
+			s.setOrigin(&v.clk, v.curTL-v.delay)
 		}
 		if !s.emitInit() {
 			v.drop()
@@ -557,24 +585,36 @@ func (v *videoTrack) finishFrame() {
 	pts := v.curTL - v.clk.originTicks
 	dur := int64(90000 / 30)
 	if v.emitted {
-		delta := pts - v.lastPTS
-		switch {
-		case delta > 0 && delta <= 10*90000:
-			dur = delta
-		case delta <= 0 && delta > -90000:
-			// Same or slightly older timestamp (B-frames, which WebRTC
-			// encoders do not make): presented in decode order, so the
-			// timeline keeps rising.
-			if delta < 0 {
-				s.stats.VideoOutOfOrder++
-			}
-			pts = v.lastPTS + 1
-			dur = v.lastDur
-		default:
+		delta := pts - v.maxPTS
+		if delta > 10*90000 || delta <= -90000 {
 			// A jump (publisher restart): rebase the track's clock.
-			np := v.lastPTS + v.lastDur
+			np := v.maxPTS + v.lastDur
 			v.clk.offset += np - pts
 			pts = np
+		}
+		if step := pts - v.lastPTS; step > 0 {
+			v.steps[v.stepsN%len(v.steps)] = step
+			v.stepsN++
+		}
+		switch {
+		case pts > v.maxPTS && !v.reordered:
+			dur = pts - v.maxPTS // gaps stay gaps
+		case pts > v.maxPTS:
+			dur = v.step()
+		case pts < v.maxPTS && pts > v.lastDTS && !v.emittedPTS(pts):
+			// A B-frame: presented before frames decoded ahead of it.
+			v.reordered = true
+			s.stats.VideoReordered++
+			dur = v.step()
+		default:
+			// Older than the room below it allows (reordering deeper than
+			// the bitstream declared, or a repeated timestamp): presented
+			// right after the latest frame, in decode order.
+			if pts < v.maxPTS {
+				v.reordered = true
+			}
+			s.stats.VideoOutOfOrder++
+			pts = v.maxPTS + 1
 			dur = v.lastDur
 		}
 	} else if pts < 0 {
@@ -586,14 +626,21 @@ func (v *videoTrack) finishFrame() {
 	// until the next keyframe; encoders skip frames all the time. So a frame
 	// after a gap decodes right after its predecessor and is presented at its
 	// real time (composition offset = the gap so far). A keyframe, where a
-	// discontinuity costs nothing, brings decode time back to presentation time.
-	dts := pts
+	// discontinuity costs nothing, brings decode time back to presentation
+	// time less the B-frame delay.
+	dts := pts - v.delay
 	if v.emitted && !f.key {
 		dts = min(v.lastDTS+v.lastDur, pts)
-		if dts <= v.lastDTS {
-			dts = v.lastDTS + 1
-		}
 	}
+	if v.emitted && dts <= v.lastDTS {
+		dts = v.lastDTS + 1 // <= pts: every branch above leaves pts > lastDTS
+	}
+	if dts < 0 {
+		dts = 0
+	}
+	v.recentPTS[v.recentN%len(v.recentPTS)] = pts
+	v.recentN++
+	v.maxPTS = max(v.maxPTS, pts)
 	v.emitted = true
 	v.lastPTS, v.lastDTS, v.lastDur = pts, dts, dur
 	if f.key {
@@ -613,6 +660,31 @@ func (v *videoTrack) finishFrame() {
 	}
 	s.stats.VideoFramesEmitted++
 	s.emitSegment(seg, &trafData{trackID: 1, baseTime: uint64(dts), samples: v.sample[:], data: f.data, withCTO: true})
+}
+
+// step is the frame interval of a stream with B-frames: the smallest
+// recent step between consecutive timestamps (decode order jumps over the
+// B-frames, so most steps are larger).
+func (v *videoTrack) step() int64 {
+	n := min(v.stepsN, len(v.steps))
+	if n == 0 {
+		return int64(90000 / 30)
+	}
+	m := v.steps[0]
+	for _, st := range v.steps[1:n] {
+		m = min(m, st)
+	}
+	return m
+}
+
+// emittedPTS reports whether a recent frame was presented at pts.
+func (v *videoTrack) emittedPTS(pts int64) bool {
+	for _, p := range v.recentPTS[:min(v.recentN, len(v.recentPTS))] {
+		if p == pts {
+			return true
+		}
+	}
+	return false
 }
 
 // audioTrack holds Opus samples until the next segment.

@@ -3,8 +3,10 @@ package remux
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -716,9 +718,10 @@ func TestFrameGapsKeepDecodeContinuity(t *testing.T) {
 	checkVideoOutput(t, file, in, aus)
 }
 
-// B-frames (timestamps out of decode order), which WebRTC encoders do not
-// make, are counted and presented in decode order: the output still rises
-// and decodes.
+// Timestamps out of decode order in a stream whose SPS declares no
+// reordering (B-frames from an encoder that does not say so): such frames
+// are counted and presented in decode order; the output still rises and
+// decodes.
 func TestOutOfOrderTimestamps(t *testing.T) {
 	aus := loadAUs(t, fileSlices)
 	pkts := packetizeH264(aus, pktOpts{mtu: 1200, seq: 1, ts: 1000})
@@ -781,4 +784,125 @@ func TestOutOfOrderTimestamps(t *testing.T) {
 	if n := ffprobeCount(t, path, "v:0", false); n != len(aus) {
 		t.Fatalf("ffprobe decoded %d frames, want %d", n, len(aus))
 	}
+}
+
+// fileBFrames is x264 main profile with 2 B-frames (I P B B P B B ...,
+// VUI max_num_reorder_frames 1), and the presentation slot of each frame.
+const fileBFrames = "testdata/bframes_320x240.h264"
+
+func loadSlots(t *testing.T, path string) []int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var slots []int
+	for _, f := range strings.Fields(string(b)) {
+		var n int
+		if _, err := fmt.Sscan(f, &n); err != nil {
+			t.Fatalf("%s: %q", path, f)
+		}
+		slots = append(slots, n)
+	}
+	return slots
+}
+
+// TestBFrames: a publisher with B-frames (RTP timestamps are presentation
+// times, packets come in decode order). Every frame is presented at its own
+// timestamp, decode times rise with composition offsets >= 0, audio moves
+// with video (one origin), and ffmpeg decodes the frames in the same order
+// and with the same pictures as the original file.
+func TestBFrames(t *testing.T) {
+	aus := loadAUs(t, fileBFrames)
+	slots := loadSlots(t, fileBFrames[:len(fileBFrames)-len(".h264")]+".pts")
+	if len(slots) != len(aus) {
+		t.Fatalf("%d slots for %d frames", len(slots), len(aus))
+	}
+	start := time.Unix(1000, 0)
+	vp := packetizeH264(aus, pktOpts{mtu: 1200, seq: 1, ts: 5000, start: start})
+	for i := range vp {
+		vp[i].pkt.Timestamp = 5000 + uint32(slots[vp[i].frame])*3000
+	}
+	opus := readOggOpus(t, fileOpus)
+	ap := packetizeOpus(opus, 100, 7000, start)
+	h := newHarness(t, true, true)
+	feed(h.s, mergeByArrival(vp, ap))
+
+	st := h.s.Stats()
+	bframes := 0
+	for i := range slots {
+		if i > 0 && slots[i] < slots[i-1] {
+			bframes++
+		}
+	}
+	// B B after each P: the first of each pair is older than the P before
+	// it, the second older than that P too.
+	if st.VideoOutOfOrder != 0 || st.VideoReordered == 0 || st.VideoFramesEmitted != uint64(len(aus)) {
+		t.Fatalf("stats %+v", st)
+	}
+	in := h.sink.inits()[0]
+	file := h.sink.files()[0]
+	ps := parseMP4(t, file, in)
+	video := videoSamples(ps)
+	if len(video) != len(aus) {
+		t.Fatalf("%d video samples for %d frames", len(video), len(aus))
+	}
+	const delay = 4500 // max_num_reorder_frames 1 x reorderFrameTicks
+	var lastDTS int64 = -1
+	for i, s := range video {
+		dts, pts := int64(s.dts), int64(s.dts)+int64(s.cto)
+		if want := int64(slots[i])*3000 + delay; pts != want {
+			t.Fatalf("frame %d: presented at %d, want %d (slot %d)", i, pts, want, slots[i])
+		}
+		if dts <= lastDTS || s.cto < 0 {
+			t.Fatalf("frame %d: decode time %d after %d, composition offset %d", i, dts, lastDTS, s.cto)
+		}
+		if s.dur != 3000 && i > 3 {
+			t.Fatalf("frame %d: duration %d, want the frame interval 3000", i, s.dur)
+		}
+		lastDTS = dts
+	}
+	// Audio shares the shifted origin: packet k arrived at k*20 ms, video
+	// frame 0 at 0, so audio sample k is presented at k*20 ms + delay.
+	var audio []parsedSample
+	for _, p := range ps {
+		if p.track == 2 {
+			audio = append(audio, p)
+		}
+	}
+	// (Audio that came before the first video frame was complete is dropped.)
+	if len(audio) == 0 {
+		t.Fatal("no audio")
+	}
+	if at := int64(audio[0].dts) - delay*48000/90000; at < 0 || at%960 != 0 || at > 3*960 {
+		t.Fatalf("first audio sample at %d (48 kHz): want %d + k*960", audio[0].dts, delay*48000/90000)
+	}
+
+	// ffmpeg shows the same pictures in the same order as the original.
+	ffmpegRequired(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.mp4")
+	if err := os.WriteFile(out, file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	md5s := func(args ...string) []string {
+		t.Helper()
+		cmd := exec.Command("ffmpeg", append(append([]string{"-nostdin", "-v", "error"}, args...), "-map", "0:v", "-f", "framemd5", "-")...)
+		b, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("ffmpeg %v: %v", args, err)
+		}
+		var sums []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Split(l, ","); len(f) == 6 && !strings.HasPrefix(l, "#") {
+				sums = append(sums, strings.TrimSpace(f[5]))
+			}
+		}
+		return sums
+	}
+	got, want := md5s("-i", out), md5s("-f", "h264", "-i", fileBFrames)
+	if len(got) != len(aus) || strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("decoded pictures differ from the original's:\n got %d %v\nwant %d %v", len(got), got, len(want), want)
+	}
+	ffmpegDecode(t, file) // and no error line
 }

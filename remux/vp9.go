@@ -167,6 +167,8 @@ func (a *vp9Assembler) finish() videoFrame {
 
 func (a *vp9Assembler) haveConfig() bool { return a.have }
 
+func (a *vp9Assembler) reorderDepth() int { return 0 } // no reordering in RTP
+
 func (a *vp9Assembler) commit() error {
 	if !a.gotCfg {
 		return errNoConfig

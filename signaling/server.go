@@ -253,8 +253,8 @@ func (s *Server) own(p *publish, log *slog.Logger) {
 	log.Info("publish closed", "reason", reason, "frames", st.VideoFramesEmitted, "dropped_frames", st.VideoFramesDropped,
 		"lost_video_packets", st.VideoLost, "lost_audio_packets", st.AudioLost, "keyframe_requests", p.sess.KeyframeRequests())
 	if st.VideoOutOfOrder > 0 {
-		log.Warn("the publisher sent frames out of presentation order (B-frames?); viewers saw them in decode order: configure its encoder without B-frames, as WebRTC expects",
-			"frames", st.VideoOutOfOrder)
+		log.Warn("the publisher sent frames out of presentation order beyond what its SPS declares (B-frames without max_num_reorder_frames, or repeated timestamps); viewers saw them in decode order: configure its encoder without B-frames, as WebRTC expects",
+			"frames", st.VideoOutOfOrder, "reordered_ok", st.VideoReordered)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -527,7 +528,14 @@ func TestPlayerEmbedCrossOrigin(t *testing.T) {
 	browser := newBrowser(t)
 	for _, mode := range []string{"worker", "main"} {
 		t.Run(mode, func(t *testing.T) {
-			tab := newTab(t, browser, site.URL+"/?mode="+mode)
+			// Count the viewer sockets the page opens and the states the
+			// element reports: one player, started once.
+			tab := newTabWithScript(t, browser, site.URL+"/?mode="+mode, `(() => {
+			  window.__sockets = 0; window.__states = [];
+			  const WS = window.WebSocket;
+			  window.WebSocket = class extends WS { constructor(...a) { super(...a); window.__sockets++; } };
+			  document.addEventListener('state', (e) => window.__states.push(e.detail.state), true);
+			})()`)
 			dbg := `JSON.stringify({defined: !!customElements.get('mse-player'), state: document.getElementById('p').state,
 			  mode: document.getElementById('p').player && document.getElementById('p').player.mode,
 			  err: document.getElementById('p').player && document.getElementById('p').player.lastError,
@@ -544,6 +552,22 @@ func TestPlayerEmbedCrossOrigin(t *testing.T) {
 			st := evalJS[string](t, tab, `document.getElementById('p').shadowRoot.querySelector('.stats').textContent`)
 			if !strings.Contains(st, "latency") || !strings.Contains(st, "mse      "+mode) {
 				t.Errorf("stats overlay: %q", st)
+			}
+			if mode == "main" { // the worker's socket is not the page's
+				if n := evalJS[int](t, tab, `window.__sockets`); n != 1 {
+					t.Errorf("the page opened %d viewer sockets, want 1 (the element started twice)", n)
+				}
+			}
+			if states := evalJS[[]string](t, tab, `window.__states`); slices.Contains(states, "ended") || slices.Contains(states, "error") {
+				t.Errorf("element states %q: a player was stopped or failed", states)
+			}
+			// The button says what a click does, and does it.
+			btn := `document.getElementById('p').shadowRoot.querySelector('button')`
+			if l := evalJS[string](t, tab, btn+`.textContent`); l != "Unmute" {
+				t.Errorf("button %q on a muted video, want Unmute", l)
+			}
+			if got := evalJS[string](t, tab, `(`+btn+`.click(), `+btn+`.textContent + ' ' + document.getElementById('p').video.muted)`); got != "Mute false" {
+				t.Errorf("after a click: %q, want \"Mute false\"", got)
 			}
 			screenshot(t, tab, "embed-"+mode+".png")
 		})

@@ -62,10 +62,12 @@ export class MSEPlayerElement extends HTMLElement {
     this._btn = root.querySelector('button');
     this._btn.addEventListener('click', () => {
       if (!this.player) return;
-      const unmute = this.video.muted;
-      this.player.setMuted(!unmute);
-      this._btn.textContent = unmute ? 'Mute' : 'Unmute';
+      // Autoplay was refused: play as configured (with sound when `unmuted`), inside the click.
+      if (this.player.needsGesture) this.player.play();
+      else this.player.setMuted(!this.video.muted);
+      this._syncButton();
     });
+    this.video.addEventListener('volumechange', () => this._syncButton());
     this.player = null;
     this._restartQueued = false;
   }
@@ -92,13 +94,23 @@ export class MSEPlayerElement extends HTMLElement {
       this._stats.hidden = !this.hasAttribute('stats');
       return;
     }
-    // Several attributes often change together: restart once.
+    // Several attributes often change together: restart once. On upgrade (the module
+    // loaded after the parser created the element) these callbacks come before
+    // connectedCallback, whose _restart() already uses every attribute: skip then.
     if (this._restartQueued) return;
     this._restartQueued = true;
-    queueMicrotask(() => { this._restartQueued = false; this._restart(); });
+    queueMicrotask(() => {
+      if (!this._restartQueued || !this.isConnected) return;
+      this._restart();
+    });
+  }
+
+  _syncButton() {
+    this._btn.textContent = this.player && this.player.needsGesture ? 'Play' : this.video.muted ? 'Unmute' : 'Mute';
   }
 
   _restart() {
+    this._restartQueued = false;
     if (this.player) this.player.destroy();
     this.player = null;
     this._stats.hidden = !this.hasAttribute('stats');
@@ -138,10 +150,11 @@ export class MSEPlayerElement extends HTMLElement {
       this.dispatchEvent(new CustomEvent('stats', { detail: s }));
     });
     p.addEventListener('init', (e) => this.dispatchEvent(new CustomEvent('init', { detail: e.detail })));
-    p.addEventListener('gesture', () => { this._btn.textContent = 'Play'; });
+    p.addEventListener('gesture', () => this._syncButton());
     this._show('connecting', 'connecting');
     p.start();
     if (this.hasAttribute('unmuted')) p.setMuted(false);
+    this._syncButton();
   }
 
   _show(state, message) {

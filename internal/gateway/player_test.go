@@ -505,6 +505,55 @@ func TestPlayerQuotaExceeded(t *testing.T) {
 	}
 }
 
+// refuseAutoplayJS refuses playback with sound until the first click, as
+// browsers do without a user activation. (Automation gives headless Chromium
+// a sticky activation, so its autoplay policy flag cannot show this.)
+const refuseAutoplayJS = `(() => {
+  window.__clicked = false;
+  document.addEventListener('click', () => { window.__clicked = true; }, true);
+  const blocked = (v) => !window.__clicked && !v.muted;
+  const play = HTMLMediaElement.prototype.play;
+  HTMLMediaElement.prototype.play = function () {
+    if (blocked(this)) return Promise.reject(new DOMException('play() needs a user gesture', 'NotAllowedError'));
+    return play.call(this);
+  };
+  // The autoplay attribute starts playback without play(): stop that too.
+  document.addEventListener('play', (e) => { if (blocked(e.target)) e.target.pause(); }, true);
+})()`
+
+// TestPlayerNeedsGesture: with sound requested (muted=0) and autoplay refused,
+// watch.html asks for a click and leaves the video alone (no seeks) while it
+// waits; the click starts playback with sound near the live edge.
+func TestPlayerNeedsGesture(t *testing.T) {
+	gw := startGateway(t, nil)
+	video, audio := testMedia(t)
+	publish(t, gw, "gesture", video, audio)
+	browser := newBrowser(t)
+	tab := newTabWithScript(t, browser, gw.base+"/watch.html?stream=gesture&muted=0&mode=main", refuseAutoplayJS)
+	waitJS(t, tab, "the click-to-play prompt", `!document.getElementById('gesture').hidden && window.player.needsGesture`, 45*time.Second, playerDebugJS)
+	before := readPlayer(t, tab)
+	time.Sleep(3 * time.Second) // media keep coming while nobody clicks
+	waiting := readPlayer(t, tab)
+	if waiting.Jumps != before.Jumps || waiting.CurrentTime > 0.5 {
+		t.Errorf("while waiting for a click the player moved: %+v -> %+v", before, waiting)
+	}
+	// A real click (input events from the browser), which is a user activation.
+	ctx, cancel := context.WithTimeout(tab, 10*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Click("#gesture")); err != nil {
+		t.Fatalf("click: %v", err)
+	}
+	waitPlaying(t, tab, 30*time.Second)
+	a, b := waitAdvance(t, tab, "2 s of playback after the click", 2, 30*time.Second)
+	checkProgress(t, "after the click", a, b, 20)
+	if muted := evalJS[bool](t, tab, `document.querySelector('video').muted`); muted {
+		t.Error("playing muted after the click; muted=0 asked for sound")
+	}
+	if b.Latency > 1.0 {
+		t.Errorf("latency %.2f s after the click: the player did not go to the live edge", b.Latency)
+	}
+}
+
 // TestPlayerEmbedCrossOrigin: a page on another origin imports the gateway's
 // mse-player.js and plays a stream with <mse-player>, in the worker path (a blob
 // worker importing the gateway's module, as worker scripts must be same-origin)

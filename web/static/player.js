@@ -583,7 +583,8 @@ export class MSEPlayer extends EventTarget {
     if (t < b.start(0) - 0.05 || t > end + 0.5) {
       // Playhead outside the data (evicted under it, timeline jump): go to the live edge.
       this._seek(Math.max(b.start(last), end - target));
-    } else if (!this.userPaused) {
+    } else if (!this.userPaused && !this.needsGesture) {
+      // (Waiting for a click to start: no seeks; the first tick after it jumps to the edge.)
       const startup = now - this.startedAt < 3000;
       const jumpAt = target + (startup ? 0.3 : Math.max(1, target));
       // The buffered end moves in whole frames: steer on a smoothed latency.

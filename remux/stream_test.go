@@ -662,6 +662,35 @@ func TestFuzzSeedsProduceOutput(t *testing.T) {
 	}
 }
 
+// continuousSamples parses the harness's first (only) init and its
+// segments with fmp4check, checks there are want samples and that MSE would
+// take the decode timeline as continuous, and returns the init, the whole
+// file and the samples.
+func continuousSamples(t *testing.T, h *harness, want int) (*Init, []byte, []fmp4check.Sample) {
+	t.Helper()
+	in := h.sink.inits()[0]
+	file := h.sink.files()[0]
+	fin, err := fmp4check.ParseInit(file[:len(in.Data)])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var samples []fmp4check.Sample
+	for _, seg := range h.sink.segments() {
+		ss, err := fmp4check.ParseSegment(fin, seg.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		samples = append(samples, ss...)
+	}
+	if len(samples) != want {
+		t.Fatalf("%d samples for %d frames", len(samples), want)
+	}
+	if err := fmp4check.CheckMSEContinuity(samples); err != nil {
+		t.Fatal(err)
+	}
+	return in, file, samples
+}
+
 // TestFrameGapsKeepDecodeContinuity: an encoder that skips frames leaves
 // timestamp gaps. Presentation times keep the gaps; decode times stay
 // contiguous inside a GOP (MSE drops frames until the next keyframe after a
@@ -679,26 +708,7 @@ func TestFrameGapsKeepDecodeContinuity(t *testing.T) {
 	}
 	h := newHarness(t, true, false)
 	feed(h.s, pkts)
-	in := h.sink.inits()[0]
-	file := h.sink.files()[0]
-	fin, err := fmp4check.ParseInit(file[:len(in.Data)])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var samples []fmp4check.Sample
-	for _, seg := range h.sink.segments() {
-		ss, err := fmp4check.ParseSegment(fin, seg.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		samples = append(samples, ss...)
-	}
-	if len(samples) != len(aus) {
-		t.Fatalf("%d samples for %d frames", len(samples), len(aus))
-	}
-	if err := fmp4check.CheckMSEContinuity(samples); err != nil {
-		t.Fatal(err)
-	}
+	in, file, samples := continuousSamples(t, h, len(aus))
 	for i, s := range samples {
 		pts := int64(s.DecodeTime) + s.Offset
 		want := int64(i) * 3000
@@ -748,26 +758,7 @@ func TestOutOfOrderTimestamps(t *testing.T) {
 	if got := h.s.Stats().VideoOutOfOrder; got != uint64(backwards) || backwards == 0 {
 		t.Fatalf("VideoOutOfOrder = %d, want %d", got, backwards)
 	}
-	in := h.sink.inits()[0]
-	file := h.sink.files()[0]
-	fin, err := fmp4check.ParseInit(file[:len(in.Data)])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var samples []fmp4check.Sample
-	for _, seg := range h.sink.segments() {
-		ss, err := fmp4check.ParseSegment(fin, seg.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		samples = append(samples, ss...)
-	}
-	if len(samples) != len(aus) {
-		t.Fatalf("%d samples for %d frames", len(samples), len(aus))
-	}
-	if err := fmp4check.CheckMSEContinuity(samples); err != nil {
-		t.Fatal(err)
-	}
+	_, file, samples := continuousSamples(t, h, len(aus))
 	for i := 1; i < len(samples); i++ {
 		a, b := samples[i-1], samples[i]
 		if int64(b.DecodeTime)+b.Offset <= int64(a.DecodeTime)+a.Offset {

@@ -16,7 +16,14 @@ import (
 // fails the test; elsewhere it skips.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
-	for _, name := range []string{os.Getenv("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"} {
+	return requireBinary(t, "Chromium", "apt-get install chromium", os.Getenv("CHROMIUM"), "chromium", "chromium-browser", "google-chrome")
+}
+
+// requireBinary returns the first of names on PATH; without one it fails in
+// CI (what must be installed is required there) and skips elsewhere.
+func requireBinary(t *testing.T, what, install string, names ...string) string {
+	t.Helper()
+	for _, name := range names {
 		if name == "" {
 			continue
 		}
@@ -25,9 +32,9 @@ func chromiumPath(t *testing.T) string {
 		}
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatal("Chromium is required in CI (apt-get install chromium)")
+		t.Fatalf("%s is required in CI (%s)", what, install)
 	}
-	t.Skip("Chromium not installed")
+	t.Skipf("%s not installed", what)
 	return ""
 }
 

@@ -15,24 +15,6 @@ import (
 	"time"
 )
 
-// firefoxPath finds headless-capable Firefox: required in CI, skipped elsewhere.
-func firefoxPath(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{os.Getenv("FIREFOX"), "firefox-esr", "firefox"} {
-		if name == "" {
-			continue
-		}
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("Firefox is required in CI (apt-get install firefox-esr)")
-	}
-	t.Skip("Firefox not installed")
-	return ""
-}
-
 // firefoxReport is what the harness page posts every second.
 type firefoxReport struct {
 	State       string   `json:"state"`
@@ -51,7 +33,7 @@ type firefoxReport struct {
 // path that auto mode must pick. Firefox cannot be driven by chromedp, so
 // the page reports to the test over HTTP.
 func TestFirefoxPlays(t *testing.T) {
-	firefox := firefoxPath(t)
+	firefox := requireBinary(t, "Firefox", "apt-get install firefox-esr", os.Getenv("FIREFOX"), "firefox-esr", "firefox")
 	gw := startGateway(t, nil)
 	video, audio := testMedia(t)
 	publish(t, gw, "fx", video, audio)

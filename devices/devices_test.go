@@ -227,7 +227,7 @@ func TestLocalSourceOnDemand(t *testing.T) {
 	src, err := StartLocal(LocalConfig{
 		Stream:   "pattern",
 		Capture:  Config{Video: VideoTest, Audio: AudioTest, Width: 160, Height: 120, FPS: 15},
-		Registry: reg, OnDemand: true, Linger: 200 * time.Millisecond, Poll: 50 * time.Millisecond,
+		Registry: reg, OnDemand: true, Linger: 200 * time.Millisecond,
 		Logger: quietLogger(),
 	})
 	if err != nil {

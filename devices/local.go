@@ -26,11 +26,10 @@ type LocalConfig struct {
 	// until a viewer waits on it (the source then publishes and starts its
 	// devices), and it stops Linger after the last viewer left.
 	OnDemand bool
-	// Poll is how often an idle on-demand source looks for waiting viewers; 0 = 500 ms.
-	Poll   time.Duration
-	Linger time.Duration // 0 = 10 s
-	// Retry is the wait before reopening a failed device or publishing again
-	// after another publisher took the stream over; 0 = 5 s.
+	Linger   time.Duration // 0 = 10 s
+	// Retry is the wait before reopening a failed device or retrying a
+	// refused publish; 0 = 5 s. After another publisher took the stream
+	// over, the source publishes again as soon as that one leaves.
 	Retry  time.Duration
 	Logger *slog.Logger
 }
@@ -66,9 +65,6 @@ func StartLocal(cfg LocalConfig) (*LocalSource, error) {
 	}
 	if cfg.Retry <= 0 {
 		cfg.Retry = 5 * time.Second
-	}
-	if cfg.Poll <= 0 {
-		cfg.Poll = 500 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -175,44 +171,39 @@ func (l *LocalSource) run(ctx context.Context, capture *Capture) {
 				capture.Close()
 				capture = nil
 			}
-			for l.streamLive() {
-				if !l.sleep(ctx, l.cfg.Retry) {
-					return
-				}
+			if !l.waitFor(ctx, func(live bool, _ int) bool { return !live }) {
+				return
 			}
 		}
 	}
 }
 
-func (l *LocalSource) streamLive() bool {
-	live, _ := l.streamState()
-	return live
-}
-
-// streamState returns whether the stream is live and how many viewers it has.
-func (l *LocalSource) streamState() (live bool, viewers int) {
-	for _, s := range l.cfg.Registry.Streams() {
-		if s.Name == l.cfg.Stream {
-			return s.Live, s.Viewers
-		}
-	}
-	return false, 0
-}
-
-// waitForViewers polls until viewers wait on the stream and nobody else
-// publishes it. It returns false when ctx ends.
-func (l *LocalSource) waitForViewers(ctx context.Context) bool {
+// waitFor waits until cond holds for the stream's state (live, viewer
+// count), woken by the registry on every change. It returns false when ctx
+// ends or the registry closes.
+func (l *LocalSource) waitFor(ctx context.Context, cond func(live bool, viewers int) bool) bool {
+	reg := l.cfg.Registry
+	changed, stop := reg.Watch(l.cfg.Stream)
+	defer stop()
 	for {
-		if errors.Is(l.cfg.Registry.CheckPublish(l.cfg.Stream), mseout.ErrClosed) {
+		if errors.Is(reg.CheckPublish(l.cfg.Stream), mseout.ErrClosed) {
 			return false
 		}
-		if live, n := l.streamState(); !live && n > 0 {
+		if cond(reg.State(l.cfg.Stream)) {
 			return true
 		}
-		if !l.sleep(ctx, l.cfg.Poll) {
+		select {
+		case <-ctx.Done():
 			return false
+		case <-changed:
 		}
 	}
+}
+
+// waitForViewers waits until viewers wait on the stream and nobody else
+// publishes it.
+func (l *LocalSource) waitForViewers(ctx context.Context) bool {
+	return l.waitFor(ctx, func(live bool, viewers int) bool { return !live && viewers > 0 })
 }
 
 // serve feeds pub until ctx ends or pub is done. It returns the capture that
@@ -262,7 +253,7 @@ func (l *LocalSource) serve(ctx context.Context, pub *mseout.Publication, captur
 			linger.Stop()
 		}
 	}()
-	_, viewers := l.streamState()
+	_, viewers := l.cfg.Registry.State(l.cfg.Stream)
 	if l.cfg.OnDemand && viewers == 0 { // the viewer that woke us left already
 		linger = time.NewTimer(l.cfg.Linger)
 		lingerC = linger.C
@@ -292,7 +283,7 @@ func (l *LocalSource) serve(ctx context.Context, pub *mseout.Publication, captur
 			}
 		case <-lingerC:
 			lingerC = nil
-			if _, n := l.streamState(); n == 0 {
+			if _, n := l.cfg.Registry.State(l.cfg.Stream); n == 0 {
 				// Nobody watches: stop the devices and end the publication
 				// (the stream is no longer live) until a viewer waits again.
 				l.log.Info("local source stopped: no viewers", "linger", l.cfg.Linger)

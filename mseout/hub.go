@@ -197,6 +197,7 @@ func (p *Publication) Close() {
 	}
 	h.mu.Unlock()
 	h.r.log.Info("publish ended", "stream", h.name, "remote", p.info.RemoteAddr, "duration", time.Since(p.since).Round(time.Millisecond))
+	h.r.changed(h.name)
 	h.r.removeIfIdle(h)
 }
 
@@ -327,6 +328,7 @@ func (h *hub) addViewer(v *viewer) string {
 		h.lastKeyframeAsk = now
 	}
 	h.mu.Unlock()
+	h.r.changed(h.name)
 	if pub != nil {
 		pub.notifyViewers(n)
 		if ask {
@@ -343,6 +345,9 @@ func (h *hub) removeViewer(v *viewer) {
 	n := len(h.viewers)
 	pub := h.pub
 	h.mu.Unlock()
+	if ok {
+		h.r.changed(h.name)
+	}
 	if ok && pub != nil {
 		pub.notifyViewers(n)
 	}

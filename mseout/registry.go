@@ -39,10 +39,11 @@ type Registry struct {
 	opts Options
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	hubs    map[string]*hub
-	closed  bool
-	viewers int // all viewers, all streams
+	mu       sync.Mutex
+	hubs     map[string]*hub
+	closed   bool
+	viewers  int                                   // all viewers, all streams
+	watchers map[string]map[chan struct{}]struct{} // Watch: per stream name
 
 	wg      sync.WaitGroup // viewers being served (and their writers), publications' sweepers
 	metrics metrics
@@ -153,6 +154,7 @@ func (r *Registry) Publish(name string, info PublisherInfo) (*Publication, error
 	go p.sweepLoop()
 
 	old := h.setPublisher(p)
+	r.changed(name)
 	if old != nil {
 		old.end()
 		r.log.Info("publisher replaced", "stream", name, "old", old.info.RemoteAddr, "new", info.RemoteAddr)
@@ -160,6 +162,57 @@ func (r *Registry) Publish(name string, info PublisherInfo) (*Publication, error
 	r.metrics.publishes.Add(1)
 	r.log.Info("publish started", "stream", name, "protocol", info.Protocol, "remote", info.RemoteAddr)
 	return p, nil
+}
+
+// Watch returns a channel that receives a signal (several changes may
+// coalesce into one) whenever stream name gains or loses a viewer or a
+// publisher, and when the registry closes; stop ends the watch. It lets a
+// local source wake up for its first viewer instead of polling.
+func (r *Registry) Watch(name string) (changed <-chan struct{}, stop func()) {
+	ch := make(chan struct{}, 1)
+	r.mu.Lock()
+	if r.watchers == nil {
+		r.watchers = map[string]map[chan struct{}]struct{}{}
+	}
+	if r.watchers[name] == nil {
+		r.watchers[name] = map[chan struct{}]struct{}{}
+	}
+	r.watchers[name][ch] = struct{}{}
+	r.mu.Unlock()
+	return ch, func() {
+		r.mu.Lock()
+		delete(r.watchers[name], ch)
+		if len(r.watchers[name]) == 0 {
+			delete(r.watchers, name)
+		}
+		r.mu.Unlock()
+	}
+}
+
+// changed signals the watchers of name. Not to be called with a hub's mu
+// held (r.mu comes first).
+func (r *Registry) changed(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for ch := range r.watchers[name] {
+		select {
+		case ch <- struct{}{}:
+		default: // a signal is pending already
+		}
+	}
+}
+
+// State returns whether stream name has a publisher and how many viewers it has.
+func (r *Registry) State(name string) (live bool, viewers int) {
+	r.mu.Lock()
+	h := r.hubs[name]
+	r.mu.Unlock()
+	if h == nil {
+		return false, 0
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.pub != nil, len(h.viewers)
 }
 
 // hubLocked returns the hub of name, creating it. r.mu must be held.
@@ -253,6 +306,15 @@ func (r *Registry) Close() {
 	r.mu.Unlock()
 	for _, h := range hubs {
 		h.shutdown("server shutting down")
+	}
+	r.mu.Lock()
+	names := make([]string, 0, len(r.watchers))
+	for name := range r.watchers {
+		names = append(names, name)
+	}
+	r.mu.Unlock()
+	for _, name := range names {
+		r.changed(name) // watchers see the registry closed
 	}
 	r.wg.Wait()
 }

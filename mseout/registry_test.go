@@ -290,3 +290,55 @@ func TestMaxStreams(t *testing.T) {
 		t.Fatalf("takeover of the live stream counts no new stream: %v", err)
 	}
 }
+
+// Watch signals a stream's publisher and viewer changes and the registry's
+// close; State reports them.
+func TestWatchAndState(t *testing.T) {
+	r, base := newServer(t, nil)
+	changed, stop := r.Watch("w")
+	defer stop()
+	expect := func(what string) {
+		t.Helper()
+		select {
+		case <-changed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no signal for %s", what)
+		}
+	}
+	state := func(live bool, viewers int) {
+		t.Helper()
+		if l, n := r.State("w"); l != live || n != viewers {
+			t.Fatalf("State = %v, %d; want %v, %d", l, n, live, viewers)
+		}
+	}
+	state(false, 0)
+	v := dial(t, base+"w")
+	expectText(t, v, "waiting")
+	expect("a viewer joining")
+	state(false, 1)
+	pub, err := r.Publish("w", mseout.PublisherInfo{Protocol: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect("a publisher")
+	state(true, 1)
+	pub.Close()
+	expect("the publisher leaving")
+	state(false, 1)
+	v.Close()
+	expect("the viewer leaving")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, n := r.State("w"); n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("viewer still counted")
+		}
+	}
+	select { // drain a coalesced signal
+	case <-changed:
+	default:
+	}
+	r.Close()
+	expect("the registry closing")
+}

@@ -156,3 +156,25 @@ func TestPublisherErrors(t *testing.T) {
 		t.Errorf("error after a good publish: %s", e)
 	}
 }
+
+// TestPublisherPermissionDenied: when the user denies camera access (here
+// Chromium denies every permission prompt), the page fails with a message
+// that says so and how to fix it, instead of a raw exception.
+func TestPublisherPermissionDenied(t *testing.T) {
+	gw := startGateway(t, nil)
+	browser := newBrowserWith(t,
+		chromedp.Flag("use-fake-ui-for-media-stream", false), // prompts are shown...
+		chromedp.Flag("deny-permission-prompts", true),       // ...and denied
+	)
+	pub := newTab(t, browser, gw.base+"/publish.html?stream=denied")
+	waitJS(t, pub, "page ready", `!!window.publisher && document.body.dataset.state === 'idle'`, 20*time.Second, publisherDebugJS)
+	evalGesture(t, pub, `(window.publisher.start({source: 'camera'}), true)`)
+	waitJS(t, pub, "failed with an error", `document.body.dataset.state === 'failed'`, 20*time.Second, publisherDebugJS)
+	msg := evalJS[string](t, pub, `document.getElementById('error').hidden ? '' : document.getElementById('error').textContent`)
+	if !strings.Contains(msg, "Permission to use the camera") || !strings.Contains(msg, "denied") {
+		t.Errorf("error shown: %q", msg)
+	}
+	if s := apiStream(t, gw.base, "denied"); s != nil {
+		t.Errorf("stream after a denied publish: %v", s)
+	}
+}

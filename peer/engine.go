@@ -64,6 +64,12 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 		return nil, fmt.Errorf("peer: rtcp reports: %w", err)
 	}
+	// Simulcast publishers (several encodings of one video, told apart by
+	// RID) are accepted; the session remuxes one layer (simulcast.go).
+	// Without these extensions browsers reject an answer that takes simulcast.
+	if err := webrtc.ConfigureSimulcastExtensionHeaders(me); err != nil {
+		return nil, fmt.Errorf("peer: simulcast extensions: %w", err)
+	}
 	// Without congestion-control feedback browsers never raise their bitrate.
 	if err := webrtc.ConfigureTWCCSender(me, ir); err != nil {
 		return nil, fmt.Errorf("peer: twcc: %w", err)

@@ -51,6 +51,8 @@ type Session struct {
 	restartMu     sync.Mutex // one ICE restart at a time
 	gatherTimeout time.Duration
 
+	layers simulcastLayers // simulcast video: the layers and the one remuxed
+
 	connected atomic.Bool
 	videoSSRC atomic.Uint32
 	audioSSRC atomic.Uint32 // of the remuxed audio track
@@ -344,6 +346,10 @@ func (s *Session) readRTP(track *webrtc.TrackRemote, kind webrtc.RTPCodecType) {
 	select {
 	case <-s.started:
 	case <-s.done:
+		return
+	}
+	if kind == webrtc.RTPCodecTypeVideo && s.conf.Video != nil && track.RID() != "" {
+		s.readSimulcastLayer(track)
 		return
 	}
 	var push func(*rtp.Packet, time.Time)

@@ -57,10 +57,10 @@ func h264SPSSize(nal []byte) (int, int, bool) {
 		return 0, 0, false
 	}
 	sps, err := parseSPS(nal)
-	if err != nil || sps.Width == 0 || sps.Height == 0 {
+	if err != nil {
 		return 0, 0, false
 	}
-	return int(sps.Width), int(sps.Height), true
+	return validSize(uint64(sps.Width), uint64(sps.Height))
 }
 
 func h265SPSSize(nal []byte) (int, int, bool) {
@@ -72,7 +72,13 @@ func h265SPSSize(nal []byte) (int, int, bool) {
 		return 0, 0, false
 	}
 	w, h := sps.ImageSize()
-	if w == 0 || h == 0 {
+	return validSize(uint64(w), uint64(h))
+}
+
+// validSize accepts what commit accepts: 1..16384 each way (cropping in a
+// broken SPS can wrap the parser's unsigned sizes).
+func validSize(w, h uint64) (int, int, bool) {
+	if w == 0 || h == 0 || w > 16384 || h > 16384 {
 		return 0, 0, false
 	}
 	return int(w), int(h), true

@@ -170,7 +170,15 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 			switch m.Type {
 			case "offer":
 				if p != nil {
-					c.send(wsMessage{Type: "error", Message: "renegotiation is not supported; open a new socket"})
+					// A second offer may only restart ICE (new credentials);
+					// the gateway's new candidates trickle out as before.
+					answer, err := p.sess.RestartICEWithOffer(m.SDP)
+					if err != nil {
+						s.log.Warn("ICE restart refused", "stream", stream, "remote", r.RemoteAddr, "err", err)
+						c.send(wsMessage{Type: "error", Message: err.Error() + "; to change anything else, open a new socket"})
+						continue
+					}
+					c.send(wsMessage{Type: "answer", SDP: answer})
 					continue
 				}
 				var answer string

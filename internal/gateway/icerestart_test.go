@@ -83,50 +83,62 @@ func TestWHIPICERestart(t *testing.T) {
 	checkPlayable(t, "viewer across ICE restarts", init, segs)
 }
 
-// TestBrowserWHIPICERestart: publish.html (WHIP) restarts ICE the way it
-// does when its connection goes 'disconnected' (a network change); the
-// publish goes on without a new init and a viewer keeps receiving media
-// for longer than the gateway would keep a session whose consent checks fail.
-func TestBrowserWHIPICERestart(t *testing.T) {
+// TestBrowserICERestart: publish.html restarts ICE the way it does when
+// its connection goes 'disconnected' (a network change), over WHIP (PATCH)
+// and over WebSocket signaling (a new offer on the socket). The publish goes
+// on without a new init, a viewer keeps receiving media for longer than the
+// gateway would keep a session whose consent checks fail, and Chromium's
+// selected candidate pair moves to the gateway's new credentials.
+func TestBrowserICERestart(t *testing.T) {
 	gw := startGateway(t, nil)
 	browser := newBrowser(t)
-	pub := newTab(t, browser, gw.base+"/publish.html?stream=brestart&autostart=1&width=320&height=240&fps=30&signal=whip")
-	waitJS(t, pub, "publisher connected", `document.body.dataset.state === 'connected'`, 45*time.Second, publisherDebugJS)
-	v := watch(t, gw, "brestart")
-	v.expectInit(20 * time.Second)
-	if segs, stop := v.collect(time.Second); stop != nil || len(segs) == 0 {
-		t.Fatalf("before the restart: %d segments, %+v", len(segs), stop)
-	}
-	etag := evalJS[string](t, pub, `window.publisher.etag`)
-	evalJS[bool](t, pub, `(window.publisher.restartIce().then((ok) => { window.__restart = ok; }, (e) => { window.__restart = 'error: ' + e.message; }), true)`)
-	waitJS(t, pub, "ICE restart done", `window.__restart !== undefined`, 30*time.Second, publisherDebugJS)
-	if r := evalJS[any](t, pub, `window.__restart`); r != true {
-		t.Fatalf("restartIce() = %v", r)
-	}
-	if e := evalJS[string](t, pub, `window.publisher.etag`); e == etag || e == "" {
-		t.Fatalf("ETag %q -> %q after the restart", etag, e)
-	}
-	// Chromium keeps sending on the old pair until the new ICE generation
-	// connects: wait until the selected pair's remote candidate carries the
-	// gateway's new ufrag, which proves the gateway really restarted.
-	evalJS[bool](t, pub, `(() => { window.__pairUfrag = ''; setInterval(async () => {
-	  const pc = window.publisher.pc; if (!pc) return;
-	  const s = await pc.getStats(); let tr; s.forEach((r) => { if (r.type === 'transport') tr = r; });
-	  const pair = tr && s.get(tr.selectedCandidatePairId); const rc = pair && s.get(pair.remoteCandidateId);
-	  window.__pairUfrag = (rc && rc.usernameFragment) || '';
-	  window.__wantUfrag = (pc.remoteDescription.sdp.match(/a=ice-ufrag:(\S+)/) || [])[1];
-	}, 200); return true; })()`)
-	waitJS(t, pub, "the selected candidate pair uses the gateway's new ICE credentials",
-		`window.__pairUfrag !== '' && window.__pairUfrag === window.__wantUfrag`, 20*time.Second,
-		`JSON.stringify({pair: window.__pairUfrag, want: window.__wantUfrag})`)
-	segs, stop := v.collect(8 * time.Second)
-	if stop != nil {
-		t.Fatalf("after the ICE restart the viewer got %+v", stop)
-	}
-	if len(segs) < 60 {
-		t.Fatalf("after the ICE restart: %d segments in 8 s", len(segs))
-	}
-	if st := evalJS[string](t, pub, `document.body.dataset.state + ' | ' + document.getElementById('i-ice').textContent`); !strings.HasPrefix(st, "connected | ") || !strings.Contains(st, "1 restart") {
-		t.Fatalf("publish page shows %q", st)
+	for _, signal := range []string{"whip", "ws"} {
+		t.Run(signal, func(t *testing.T) {
+			stream := "brestart-" + signal
+			pub := newTab(t, browser, gw.base+"/publish.html?stream="+stream+"&autostart=1&width=320&height=240&fps=30&signal="+signal)
+			waitJS(t, pub, "publisher connected", `document.body.dataset.state === 'connected'`, 45*time.Second, publisherDebugJS)
+			v := watch(t, gw, stream)
+			v.expectInit(20 * time.Second)
+			if segs, stop := v.collect(time.Second); stop != nil || len(segs) == 0 {
+				t.Fatalf("before the restart: %d segments, %+v", len(segs), stop)
+			}
+			etag := evalJS[string](t, pub, `String(window.publisher.etag)`)
+			const gatewayUfrag = `(window.publisher.pc.remoteDescription.sdp.match(/a=ice-ufrag:(\S+)/) || [])[1]`
+			before := evalJS[string](t, pub, gatewayUfrag)
+			evalJS[bool](t, pub, `(window.publisher.restartIce().then((ok) => { window.__restart = ok; }, (e) => { window.__restart = 'error: ' + e.message; }), true)`)
+			waitJS(t, pub, "ICE restart done", `window.__restart !== undefined`, 30*time.Second, publisherDebugJS)
+			if r := evalJS[any](t, pub, `window.__restart`); r != true {
+				t.Fatalf("restartIce() = %v", r)
+			}
+			if after := evalJS[string](t, pub, gatewayUfrag); after == before {
+				t.Fatalf("the gateway's ICE ufrag stayed %q: it did not restart", after)
+			}
+			if e := evalJS[string](t, pub, `String(window.publisher.etag)`); signal == "whip" && (e == etag || e == "") {
+				t.Fatalf("ETag %q -> %q after the restart", etag, e)
+			}
+			// Chromium keeps sending on the old pair until the new ICE generation
+			// connects: wait until the selected pair's remote candidate carries the
+			// gateway's new ufrag, which proves the gateway really restarted.
+			evalJS[bool](t, pub, `(() => { window.__pairUfrag = ''; setInterval(async () => {
+			  const pc = window.publisher.pc; if (!pc) return;
+			  const s = await pc.getStats(); let tr; s.forEach((r) => { if (r.type === 'transport') tr = r; });
+			  const pair = tr && s.get(tr.selectedCandidatePairId); const rc = pair && s.get(pair.remoteCandidateId);
+			  window.__pairUfrag = (rc && rc.usernameFragment) || '';
+			  window.__wantUfrag = (pc.remoteDescription.sdp.match(/a=ice-ufrag:(\S+)/) || [])[1];
+			}, 200); return true; })()`)
+			waitJS(t, pub, "the selected candidate pair uses the gateway's new ICE credentials",
+				`window.__pairUfrag !== '' && window.__pairUfrag === window.__wantUfrag`, 20*time.Second,
+				`JSON.stringify({pair: window.__pairUfrag, want: window.__wantUfrag})`)
+			segs, stop := v.collect(8 * time.Second)
+			if stop != nil {
+				t.Fatalf("after the ICE restart the viewer got %+v", stop)
+			}
+			if len(segs) < 60 {
+				t.Fatalf("after the ICE restart: %d segments in 8 s", len(segs))
+			}
+			if st := evalJS[string](t, pub, `document.body.dataset.state + ' | ' + document.getElementById('i-ice').textContent`); !strings.HasPrefix(st, "connected | ") || !strings.Contains(st, "1 restart") {
+				t.Fatalf("publish page shows %q", st)
+			}
+		})
 	}
 }

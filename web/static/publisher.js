@@ -400,6 +400,7 @@ export class Publisher extends EventTarget {
       let answered = false;
       const early = [];
       const send = (m) => { if (ws.readyState === 1) ws.send(JSON.stringify(m)); };
+      this._wsSend = send;
       pc.addEventListener('icecandidate', (ev) => {
         if (ev.candidate && ev.candidate.candidate) send({ type: 'candidate', candidate: ev.candidate.toJSON() });
       });
@@ -412,6 +413,7 @@ export class Publisher extends EventTarget {
           switch (m.type) {
             case 'answer':
               await pc.setRemoteDescription({ type: 'answer', sdp: m.sdp });
+              if (answered && this._wsRestart) this._wsRestart.resolve(true); // an ICE restart's answer
               answered = true;
               for (const c of early.splice(0)) await pc.addIceCandidate(c).catch(() => {});
               resolve();
@@ -428,6 +430,7 @@ export class Publisher extends EventTarget {
             case 'error':
               this.lastServerError = String(m.message || 'error');
               if (!answered) reject(new Error(`Gateway: ${this.lastServerError}`));
+              else if (this._wsRestart) this._wsRestart.reject(new Error(`Gateway: ${this.lastServerError}`));
               break;
             default:
           }
@@ -564,7 +567,7 @@ export class Publisher extends EventTarget {
         else this._changed();
         // The path may have changed (Wi-Fi to cellular): restart ICE at once,
         // before the gateway gives the session up (a few seconds).
-        if (this.signal === 'whip') this.restartIce().catch((e) => console.warn('ICE restart failed:', e.message || e));
+        this.restartIce().catch((e) => console.warn('ICE restart failed:', e.message || e));
         break;
       case 'failed':
         this._delete();
@@ -577,14 +580,18 @@ export class Publisher extends EventTarget {
   }
 
   /**
-   * ICE restart over WHIP (RFC 9725 section 4.3.2): new local credentials and
-   * candidates go out in a PATCH with If-Match: "*"; the gateway's new ones
-   * come back in the 200 and replace the old ones in the remote description.
-   * Media and codecs stay as they are. Called on 'disconnected'; tests call it.
+   * ICE restart. Over WHIP (RFC 9725 section 4.3.2): new local credentials
+   * and candidates go out in a PATCH with If-Match: "*"; the gateway's new
+   * ones come back in the 200 and replace the old ones in the remote
+   * description. Over WebSocket signaling: a new offer with new credentials,
+   * answered on the socket, candidates trickling both ways. Media and codecs
+   * stay as they are. Called on 'disconnected'; tests call it.
    */
   async restartIce() {
     const pc = this.pc;
-    if (!pc || !this.resource || this._restarting || pc.signalingState !== 'stable') return false;
+    if (!pc || this._restarting || pc.signalingState !== 'stable') return false;
+    if (this.signal === 'ws') return this._restartIceWS(pc);
+    if (!this.resource) return false;
     this._restarting = true;
     try {
       pc.restartIce();
@@ -605,6 +612,32 @@ export class Publisher extends EventTarget {
       await pc.setRemoteDescription({ type: 'answer', sdp: replaceIce(pc.remoteDescription.sdp, frag) });
       this.etag = res.headers.get('ETag');
       this.iceRestarts++;
+      this._changed();
+      return true;
+    } finally {
+      this._restarting = false;
+    }
+  }
+
+  async _restartIceWS(pc) {
+    if (!this.ws || !this._wsSend) return false;
+    this._restarting = true;
+    try {
+      const answered = new Promise((resolve, reject) => { this._wsRestart = { resolve, reject }; });
+      const timer = setTimeout(() => this._wsRestart && this._wsRestart.reject(new Error('no answer to the ICE restart')), 10000);
+      pc.restartIce();
+      await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+      this._wsSend({ type: 'offer', sdp: pc.localDescription.sdp });
+      try {
+        await answered;
+      } catch (e) {
+        await pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
+        throw e;
+      } finally {
+        clearTimeout(timer);
+        this._wsRestart = null;
+      }
+      this.iceRestarts = (this.iceRestarts || 0) + 1;
       this._changed();
       return true;
     } finally {

@@ -197,3 +197,47 @@ func TestSenderReportEdgeCases(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestAVSyncAfterVideoTimestampJump: the video RTP timestamps jump mid-stream
+// (a simulcast layer switch, a publisher restarting its clock) and the next
+// sender report to arrive is audio's. The old video report describes the old
+// timestamps; used with the rebased clock it would move audio by the size of
+// the jump. Audio must stay in sync and contiguous, before and after the new
+// video report.
+func TestAVSyncAfterVideoTimestampJump(t *testing.T) {
+	sa := syntheticAV{
+		capture0: time.Unix(7000, 0), videoDelay: 20 * time.Millisecond, audioDelay: 20 * time.Millisecond,
+		videoTS0: 5000, audioTS0: 123456789, srEvery: time.Second, frames: 240,
+	}
+	pkts, srs, _ := sa.build(t)
+	const jumpAt, jump = 120, 1_000_000_000 // frame 120 (4 s): another RTP timestamp base
+	switchTime := sa.capture0.Add(jumpAt * time.Second / 30)
+	for i := range pkts {
+		if !pkts[i].audio && pkts[i].frame >= jumpAt {
+			pkts[i].pkt.Timestamp += jump
+		}
+	}
+	for i := range srs {
+		if srs[i].kind == KindVideo && srs[i].arrival.After(switchTime) {
+			srs[i].rtp += jump
+		}
+	}
+	h := newHarness(t, true, true)
+	feedWithSRs(h.s, pkts, srs)
+	skews := measureSkew(t, h) // also checks video continuity and audio contiguity
+	var worst time.Duration
+	for _, s := range skews {
+		worst = max(worst, s, -s)
+	}
+	st := h.s.Stats()
+	t.Logf("worst |skew| %v over %d audio samples, %d corrections", worst, len(skews), st.SyncCorrections)
+	if worst >= 20*time.Millisecond {
+		t.Fatalf("worst |skew| %v", worst)
+	}
+	// Equal delays: arrival time already aligns the tracks, and no report
+	// (stale or fresh) may move audio. A stale one moved it by the jump (3 h),
+	// which only the audio track's own jump guard hid.
+	if st.SyncCorrections != 0 {
+		t.Fatalf("%d audio sync corrections, want 0", st.SyncCorrections)
+	}
+}

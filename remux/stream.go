@@ -587,9 +587,12 @@ func (v *videoTrack) finishFrame() {
 	if v.emitted {
 		delta := pts - v.maxPTS
 		if delta > 10*90000 || delta <= -90000 {
-			// A jump (publisher restart): rebase the track's clock.
+			// A jump (publisher restart, simulcast layer switch): rebase the
+			// track's clock. The last sender report describes the old
+			// timestamps: syncing audio with it would move audio by the jump.
 			np := v.maxPTS + v.lastDur
 			v.clk.offset += np - pts
+			v.clk.srHave = false
 			pts = np
 		}
 		if step := pts - v.lastPTS; step > 0 {

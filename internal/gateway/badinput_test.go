@@ -245,6 +245,27 @@ func TestAuth(t *testing.T) {
 	if r := do(t, "GET", gw.base+"/ws/watch/a?token=nope", "", "", nil); r.status != 403 {
 		t.Errorf("viewer with wrong token: %+v", r)
 	}
+	// A Pion publisher refused on the WebSocket signaling gets an error back
+	// (the client used to hang in its cleanup here).
+	video, audio := testMedia(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		p, err := whipclient.Publish(ctx, whipclient.Options{WebSocketURL: gw.ws + "/ws/publish/a", Video: video, Audio: audio, LoopbackOnly: true})
+		if p != nil {
+			p.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("WS publish without the token succeeded")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a refused WS publish did not return")
+	}
 	c, _, err := viewerclient.Dial(context.Background(), gw.ws+"/ws/watch/a?token=view-secret")
 	if err != nil {
 		t.Fatalf("viewer with token: %v", err)

@@ -233,8 +233,11 @@ func Publish(ctx context.Context, opts Options) (*Publisher, error) {
 	if opts.WebSocketURL != "" {
 		if err := p.wsSignal(ctx, pc); err != nil {
 			p.delete()
+			// Closing the connection ends the RTCP reader, so the wait
+			// cannot hang (it did, when the wait came first).
+			_, err = fail(err)
 			p.wg.Wait()
-			return fail(err)
+			return nil, err
 		}
 	} else {
 		offer, err := pc.CreateOffer(nil)

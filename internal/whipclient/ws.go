@@ -47,11 +47,25 @@ func (p *Publisher) wsSignal(ctx context.Context, pc *webrtc.PeerConnection) err
 		_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		_ = ws.WriteJSON(m)
 	}
+	// Gathering starts with SetLocalDescription and its candidates may come
+	// before the offer is on the socket; the gateway wants the offer first.
+	var (
+		cmu       sync.Mutex
+		offerSent bool
+		early     []webrtc.ICECandidateInit
+	)
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
-		if c != nil {
-			ci := c.ToJSON()
-			send(wsMsg{Type: "candidate", Candidate: &ci})
+		if c == nil {
+			return
 		}
+		ci := c.ToJSON()
+		cmu.Lock()
+		defer cmu.Unlock()
+		if !offerSent {
+			early = append(early, ci)
+			return
+		}
+		send(wsMsg{Type: "candidate", Candidate: &ci})
 	})
 	offer, err := pc.CreateOffer(nil)
 	if err != nil {
@@ -60,7 +74,14 @@ func (p *Publisher) wsSignal(ctx context.Context, pc *webrtc.PeerConnection) err
 	if err := pc.SetLocalDescription(offer); err != nil {
 		return err
 	}
+	cmu.Lock()
 	send(wsMsg{Type: "offer", SDP: offer.SDP})
+	offerSent = true
+	for i := range early {
+		send(wsMsg{Type: "candidate", Candidate: &early[i]})
+	}
+	early = nil
+	cmu.Unlock()
 
 	answered := make(chan error, 1)
 	p.wg.Add(1)

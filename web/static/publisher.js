@@ -694,7 +694,6 @@ export class Publisher extends EventTarget {
   }
 }
 
-/** The first video codec of an SDP answer (what the gateway picked): 'H.264', 'VP9', ... */
 /** The ICE credentials and candidates of an SDP's first media section, as an RFC 8840 fragment. */
 export function iceFragment(sdp) {
   let section = -1;
@@ -710,7 +709,8 @@ export function iceFragment(sdp) {
     else if (l.startsWith('a=mid:')) mid = l.slice(6);
     else if (l.startsWith('a=candidate:') && section === 0) cands.push(l);
   }
-  return [ufrag, pwd, 'm=audio 9 UDP/TLS/RTP/SAVPF 0', `a=mid:${mid}`, ...cands, 'a=end-of-candidates'].join('\r\n') + '\r\n';
+  return [ufrag, pwd, 'm=audio 9 UDP/TLS/RTP/SAVPF 0', `a=mid:${mid}`, ...cands, 'a=end-of-candidates']
+    .filter(Boolean).join('\r\n') + '\r\n';
 }
 
 /** {ufrag, pwd, candidates} from an RFC 8840 fragment. */
@@ -741,6 +741,7 @@ export function replaceIce(sdp, frag) {
   return out.join('\r\n') + '\r\n';
 }
 
+/** The first video codec of an SDP answer (what the gateway picked): 'H.264', 'VP9', ... */
 export function negotiatedVideoCodec(sdp) {
   if (!sdp) return null;
   const m = /^m=video \d+ [A-Z/]+ (\d+)/m.exec(sdp);

@@ -19,6 +19,8 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
+
+	"github.com/mseway/mseway/internal/whip"
 )
 
 // AgentConfig says where the capture agent publishes.
@@ -58,6 +60,7 @@ type AgentStats struct {
 	PLIs         int64 // keyframe requests (PLI/FIR) received from the gateway
 	DeletesSent  int64
 	LastDeleteOK bool
+	ICERestarts  int64 // ICE restarts the gateway accepted (after a network change)
 	// Video is the video codec negotiated by the last publish, as
 	// "MIME PT fmtp", e.g. "video/VP9 98 profile-id=0" ("" before one).
 	Video string
@@ -71,9 +74,11 @@ type Agent struct {
 	log *slog.Logger
 
 	sessions, attempts, plis, deletes atomic.Int64
+	iceRestarts                       atomic.Int64
 	lastDeleteOK                      atomic.Bool
-	video                             atomic.Value  // string: AgentStats.Video
-	connected                         chan struct{} // closed at the first connect
+	current                           atomic.Pointer[whipSession] // the live session
+	video                             atomic.Value                // string: AgentStats.Video
+	connected                         chan struct{}               // closed at the first connect
 	connOnce                          sync.Once
 }
 
@@ -107,6 +112,7 @@ func (a *Agent) Stats() AgentStats {
 	return AgentStats{
 		Sessions: a.sessions.Load(), Attempts: a.attempts.Load(), PLIs: a.plis.Load(),
 		DeletesSent: a.deletes.Load(), LastDeleteOK: a.lastDeleteOK.Load(), Video: video,
+		ICERestarts: a.iceRestarts.Load(),
 	}
 }
 
@@ -138,6 +144,8 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.video.Store(s.videoCodec)
 			}
 			a.log.Info("live", "session", s.location, "video", s.videoCodec)
+			s.live.Store(true)
+			a.current.Store(s)
 			a.cap.SetSink(s)
 			a.cap.RequestKeyframe()
 			began := time.Now()
@@ -157,6 +165,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			case <-s.ended:
 				reason = s.endReason()
 			}
+			a.current.Store(nil)
 			a.cap.SetSink(nil)
 			s.close(true) // the gateway may still be there (takeover): say goodbye
 			a.log.Warn("connection lost; reconnecting", "reason", reason, "after", time.Since(began).Round(time.Millisecond))
@@ -188,6 +197,15 @@ type whipSession struct {
 	// videoCodec is the negotiated video codec ("MIME PT fmtp").
 	videoCodec  string
 	videoSender *webrtc.RTPSender
+
+	// live is set once the publish is up; a disconnect then tries an ICE
+	// restart (restarting guards against two at once), which close stops.
+	live       atomic.Bool
+	restarting atomic.Bool
+	restartMu  sync.Mutex
+	closing    bool // under restartMu
+	stopCtx    context.Context
+	stop       context.CancelFunc
 
 	ended     chan struct{}
 	endOnce   sync.Once
@@ -290,6 +308,7 @@ func (a *Agent) dial(ctx context.Context) (*whipSession, error) {
 		return nil, err
 	}
 	s := &whipSession{a: a, pc: pc, ended: make(chan struct{}), client: &http.Client{Timeout: a.cfg.ConnectTimeout}}
+	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	fail := func(err error) (*whipSession, error) {
 		s.close(s.location != "")
 		return nil, err
@@ -336,6 +355,20 @@ func (a *Agent) dial(ctx context.Context) (*whipSession, error) {
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
 			connOnce.Do(func() { close(connected) })
+		case webrtc.PeerConnectionStateDisconnected:
+			// The network may have changed under us (a new address): an ICE
+			// restart keeps the publish, and viewers see no new init. If the
+			// network is just gone, the connection fails and Run reconnects.
+			s.restartMu.Lock() // no wg.Add once close waits
+			if !s.closing && s.live.Load() && s.restarting.CompareAndSwap(false, true) {
+				s.wg.Add(1)
+				go func() {
+					defer s.wg.Done()
+					defer s.restarting.Store(false)
+					_ = s.restartICE(s.stopCtx)
+				}()
+			}
+			s.restartMu.Unlock()
 		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 			s.end("connection " + st.String())
 		}
@@ -423,10 +456,42 @@ func (s *whipSession) readRTCP(sender *webrtc.RTPSender) {
 	}
 }
 
+// restartICE restarts the session's ICE over WHIP PATCH.
+func (s *whipSession) restartICE(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.a.cfg.ConnectTimeout)
+	defer cancel()
+	if _, err := whip.RestartICE(ctx, s.client, s.pc, s.location, s.a.cfg.Token); err != nil {
+		s.a.log.Warn("ICE restart failed", "err", err)
+		return err
+	}
+	s.a.iceRestarts.Add(1)
+	s.a.log.Info("ICE restarted", "session", s.location)
+	return nil
+}
+
+// RestartICE restarts the live publish's ICE now, as the agent does by
+// itself when its connection goes disconnected (tests; a network change
+// the agent cannot see).
+func (a *Agent) RestartICE(ctx context.Context) error {
+	s := a.current.Load()
+	if s == nil {
+		return errors.New("no live publish")
+	}
+	if !s.restarting.CompareAndSwap(false, true) {
+		return errors.New("an ICE restart is already running")
+	}
+	defer s.restarting.Store(false)
+	return s.restartICE(ctx)
+}
+
 // close ends the session: the WHIP DELETE (when asked and a session exists),
 // then the PeerConnection. It returns the DELETE's status (0 if none).
 func (s *whipSession) close(sendDelete bool) int {
 	s.closeOnce.Do(func() {
+		s.restartMu.Lock()
+		s.closing = true
+		s.restartMu.Unlock()
+		s.stop() // an ICE restart in flight
 		if sendDelete && s.location != "" {
 			s.status = s.delete()
 		}

@@ -151,6 +151,23 @@ func TestCaptureAgentPublishes(t *testing.T) {
 	eventually(t, "a keyframe request from the gateway", 20*time.Second, func() bool { return agent.Stats().PLIs > st.PLIs })
 	eventually(t, "a keyframe answering it", 20*time.Second, func() bool { return c.Stats().Keyframes > k0 })
 
+	// An ICE restart (what the agent does when its connection goes
+	// disconnected) keeps the publish: no new init, and media keep coming
+	// for longer than the gateway keeps a session on stale credentials.
+	rctx, rcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	err := agent.RestartICE(rctx)
+	rcancel()
+	if err != nil {
+		t.Fatalf("agent ICE restart: %v", err)
+	}
+	more, end := v.collect(8 * time.Second)
+	if end != nil {
+		t.Fatalf("after the ICE restart the viewer got %+v", end)
+	}
+	if len(more) < 20 || agent.Stats().ICERestarts != 1 || agent.Stats().Sessions != 1 {
+		t.Fatalf("after the ICE restart: %d segments in 8 s, stats %+v", len(more), agent.Stats())
+	}
+
 	cancel()
 	select {
 	case <-run.done:

@@ -27,6 +27,7 @@ import (
 
 	"github.com/mseway/mseway/internal/mediafile"
 	"github.com/mseway/mseway/internal/sdpfrag"
+	"github.com/mseway/mseway/internal/whip"
 )
 
 // Options describes what to publish and where.
@@ -342,61 +343,13 @@ func (p *Publisher) LocalUfrag() string {
 	return ""
 }
 
-// RestartICE restarts ICE over WHIP (RFC 9725 section 4.3.2): new local
-// credentials and candidates go out in a PATCH with If-Match: "*"; the
-// gateway's new ones come back in the 200 and are applied as the answer.
-// The negotiated media stay as they are.
+// RestartICE restarts ICE over WHIP (RFC 9725 section 4.3.2); see whip.RestartICE.
 func (p *Publisher) RestartICE(ctx context.Context) error {
-	if p.location == "" {
-		return errors.New("whipclient: ICE restart needs a WHIP session")
-	}
-	offer, err := p.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
-	if err != nil {
-		return fmt.Errorf("whipclient: ICE restart offer: %w", err)
-	}
-	gathered := webrtc.GatheringCompletePromise(p.pc)
-	if err := p.pc.SetLocalDescription(offer); err != nil {
-		return fmt.Errorf("whipclient: ICE restart: %w", err)
-	}
-	select {
-	case <-gathered:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	local := sdpfrag.FromSDP(p.pc.LocalDescription().SDP)
-	local.EndOfCandidates = true
-	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, p.location, strings.NewReader(sdpfrag.Build(local)))
+	etag, err := whip.RestartICE(ctx, p.client, p.pc, p.location, p.opts.Token)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/trickle-ice-sdpfrag")
-	req.Header.Set("If-Match", "*")
-	if p.opts.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+p.opts.Token)
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("whipclient: ICE restart PATCH: %w", err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		// Back to stable with the old ICE state.
-		_ = p.pc.SetLocalDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeRollback})
-		return fmt.Errorf("whipclient: ICE restart PATCH: %d %s", resp.StatusCode, strings.TrimSpace(string(body)))
-	}
-	remote, err := sdpfrag.Parse(string(body))
-	if err != nil {
-		return fmt.Errorf("whipclient: ICE restart answer: %w", err)
-	}
-	answer, err := sdpfrag.ReplaceICE(p.pc.RemoteDescription().SDP, remote.Ufrag, remote.Pwd, remote.Candidates)
-	if err != nil {
-		return fmt.Errorf("whipclient: ICE restart answer: %w", err)
-	}
-	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
-		return fmt.Errorf("whipclient: ICE restart answer: %w", err)
-	}
-	p.setETag(resp.Header.Get("ETag"))
+	p.setETag(etag)
 	return nil
 }
 

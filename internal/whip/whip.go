@@ -1,0 +1,77 @@
+// Package whip holds the client side of WHIP (RFC 9725) that the capture
+// agent and the test publisher share: the ICE restart over PATCH.
+package whip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/mseway/mseway/internal/sdpfrag"
+)
+
+// RestartICE restarts ICE for the WHIP session at resource (RFC 9725
+// section 4.3.2): pc's new credentials and candidates (gathered in full) go
+// out in a PATCH with If-Match: "*"; the server's new ones come back in the
+// 200 and are applied as the answer. The negotiated media stay as they are.
+// It returns the session's new entity-tag. On failure pc is rolled back to
+// the ICE state it had.
+func RestartICE(ctx context.Context, hc *http.Client, pc *webrtc.PeerConnection, resource, token string) (etag string, err error) {
+	if resource == "" {
+		return "", errors.New("whip: ICE restart needs a session URL")
+	}
+	offer, err := pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	if err != nil {
+		return "", fmt.Errorf("whip: ICE restart offer: %w", err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return "", fmt.Errorf("whip: ICE restart: %w", err)
+	}
+	rollback := func(err error) (string, error) {
+		_ = pc.SetLocalDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeRollback})
+		return "", err
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		return rollback(ctx.Err())
+	}
+	local := sdpfrag.FromSDP(pc.LocalDescription().SDP)
+	local.EndOfCandidates = true
+	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, resource, strings.NewReader(sdpfrag.Build(local)))
+	if err != nil {
+		return rollback(err)
+	}
+	req.Header.Set("Content-Type", "application/trickle-ice-sdpfrag")
+	req.Header.Set("If-Match", "*")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return rollback(fmt.Errorf("whip: ICE restart PATCH: %w", err))
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return rollback(fmt.Errorf("whip: ICE restart PATCH: %d %s", resp.StatusCode, strings.TrimSpace(string(body))))
+	}
+	remote, err := sdpfrag.Parse(string(body))
+	if err != nil {
+		return rollback(fmt.Errorf("whip: ICE restart answer: %w", err))
+	}
+	answer, err := sdpfrag.ReplaceICE(pc.RemoteDescription().SDP, remote.Ufrag, remote.Pwd, remote.Candidates)
+	if err != nil {
+		return rollback(fmt.Errorf("whip: ICE restart answer: %w", err))
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		return "", fmt.Errorf("whip: ICE restart answer: %w", err)
+	}
+	return resp.Header.Get("ETag"), nil
+}

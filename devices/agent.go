@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,18 +38,7 @@ type AgentConfig struct {
 }
 
 // HTTPError is a WHIP POST answered with something else than 201.
-type HTTPError struct {
-	Status int
-	Body   string
-}
-
-func (e *HTTPError) Error() string {
-	msg := strings.TrimSpace(e.Body)
-	if len(msg) > 300 {
-		msg = msg[:300] + "..."
-	}
-	return fmt.Sprintf("WHIP POST answered %d %s: %s", e.Status, http.StatusText(e.Status), msg)
-}
+type HTTPError = whip.HTTPError
 
 // AgentStats counts what the agent did.
 type AgentStats struct {
@@ -409,34 +396,12 @@ func (a *Agent) dial(ctx context.Context) (*whipSession, error) {
 }
 
 func (s *whipSession) post(ctx context.Context, offer string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.a.cfg.URL, strings.NewReader(offer))
+	sess, err := whip.Post(ctx, s.client, s.a.cfg.URL, s.a.cfg.Token, offer)
 	if err != nil {
 		return "", err
 	}
-	req.Header.Set("Content-Type", "application/sdp")
-	if s.a.cfg.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.a.cfg.Token)
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusCreated {
-		return "", &HTTPError{Status: resp.StatusCode, Body: string(body)}
-	}
-	loc := resp.Header.Get("Location")
-	if loc == "" {
-		return "", errors.New("WHIP POST answered 201 without a Location header")
-	}
-	base, _ := url.Parse(s.a.cfg.URL)
-	ref, err := url.Parse(loc)
-	if err != nil {
-		return "", fmt.Errorf("bad Location %q: %w", loc, err)
-	}
-	s.location = base.ResolveReference(ref).String()
-	return string(body), nil
+	s.location = sess.Location
+	return sess.Answer, nil
 }
 
 func (s *whipSession) readRTCP(sender *webrtc.RTPSender) {

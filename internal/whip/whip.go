@@ -1,5 +1,6 @@
 // Package whip holds the client side of WHIP (RFC 9725) that the capture
-// agent and the test publisher share: the ICE restart over PATCH.
+// agent and the test publisher share: the POST that creates a session and
+// the ICE restart over PATCH.
 package whip
 
 import (
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/pion/webrtc/v4"
@@ -74,4 +76,60 @@ func RestartICE(ctx context.Context, hc *http.Client, pc *webrtc.PeerConnection,
 		return "", fmt.Errorf("whip: ICE restart answer: %w", err)
 	}
 	return resp.Header.Get("ETag"), nil
+}
+
+// HTTPError is a WHIP request answered with an unexpected status.
+type HTTPError struct {
+	Status int
+	Body   string
+}
+
+func (e *HTTPError) Error() string {
+	msg := strings.TrimSpace(e.Body)
+	if len(msg) > 300 {
+		msg = msg[:300] + "..."
+	}
+	return fmt.Sprintf("WHIP POST answered %d %s: %s", e.Status, http.StatusText(e.Status), msg)
+}
+
+// Session is what a successful WHIP POST returns.
+type Session struct {
+	Answer   string // the SDP answer
+	Location string // the session URL, resolved against the endpoint
+	ETag     string // the session's entity-tag, when the server sends one
+}
+
+// Post publishes offer to the WHIP endpoint (RFC 9725 section 4.2): a 201
+// with the answer and a Location, or an *HTTPError.
+func Post(ctx context.Context, hc *http.Client, endpoint, token, offer string) (Session, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(offer))
+	if err != nil {
+		return Session{}, err
+	}
+	req.Header.Set("Content-Type", "application/sdp")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return Session{}, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusCreated {
+		return Session{}, &HTTPError{Status: resp.StatusCode, Body: string(body)}
+	}
+	loc := resp.Header.Get("Location")
+	if loc == "" {
+		return Session{}, errors.New("WHIP POST answered 201 without a Location header")
+	}
+	base, err := url.Parse(endpoint)
+	if err != nil {
+		return Session{}, err
+	}
+	ref, err := url.Parse(loc)
+	if err != nil {
+		return Session{}, fmt.Errorf("bad Location %q: %w", loc, err)
+	}
+	return Session{Answer: string(body), Location: base.ResolveReference(ref).String(), ETag: resp.Header.Get("ETag")}, nil
 }

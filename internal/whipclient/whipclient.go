@@ -13,7 +13,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -117,14 +116,7 @@ func (p *Publisher) Sent() []Sent {
 }
 
 // HTTPError is a non-201 answer to the WHIP POST.
-type HTTPError struct {
-	Status int
-	Body   string
-}
-
-func (e *HTTPError) Error() string {
-	return fmt.Sprintf("WHIP POST: %d %s", e.Status, strings.TrimSpace(e.Body))
-}
+type HTTPError = whip.HTTPError
 
 // Publish negotiates over WHIP, waits until the connection is up and starts
 // sending. Stop it with Close.
@@ -296,30 +288,12 @@ func Publish(ctx context.Context, opts Options) (*Publisher, error) {
 }
 
 func (p *Publisher) post(ctx context.Context, offer string) (answer, location string, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.opts.URL, strings.NewReader(offer))
+	sess, err := whip.Post(ctx, p.client, p.opts.URL, p.opts.Token, offer)
 	if err != nil {
 		return "", "", err
 	}
-	req.Header.Set("Content-Type", "application/sdp")
-	if p.opts.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+p.opts.Token)
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return "", "", err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusCreated {
-		return "", "", &HTTPError{Status: resp.StatusCode, Body: string(body)}
-	}
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil || resp.Header.Get("Location") == "" {
-		return "", "", errors.New("whipclient: 201 without a Location")
-	}
-	base, _ := url.Parse(p.opts.URL)
-	p.setETag(resp.Header.Get("ETag"))
-	return string(body), base.ResolveReference(loc).String(), nil
+	p.setETag(sess.ETag)
+	return sess.Answer, sess.Location, nil
 }
 
 func (p *Publisher) setETag(e string) {

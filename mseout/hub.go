@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/internal/contain"
 	"github.com/mseway/mseway/remux"
 )
 
@@ -134,6 +135,9 @@ func (p *Publication) kickSweep() {
 // skips to the next keyframe as usual. It returns when the publication ends.
 func (p *Publication) sweepLoop() {
 	defer p.r.wg.Done()
+	// A viewer's panic is contained in flushDirect; one here ends the
+	// publication (its publisher is disconnected), not the process.
+	defer contain.Recover(p.r.log, "stream fan-out", p.end)
 	var vs []*viewer
 	for {
 		ended := false
@@ -231,14 +235,31 @@ func (p *Publication) WriteInit(in *remux.Init) {
 // WriteSegment shares s with every viewer and the GOP cache.
 func (p *Publication) WriteSegment(s *remux.Segment) {
 	seg := &segMsg{frame: newFrame(opBinary, s.Data), size: len(s.Data), keyframe: s.Keyframe}
+	ok, swept, askKeyframe := p.share(seg, s.HasVideo)
+	if !ok {
+		return
+	}
+	if swept {
+		p.kickSweep()
+	}
+	p.r.metrics.segments.Add(1)
+	p.r.metrics.segmentBytes.Add(int64(seg.size))
+	if askKeyframe {
+		p.requestKeyframe()
+	}
+}
+
+// share caches seg and queues it for every viewer. It reports whether the
+// publication still feeds the stream, whether a sweep should write to
+// viewers directly, and whether to ask for a keyframe. The lock is released
+// by a defer: a panic contained upstream must not leave the stream locked.
+func (p *Publication) share(seg *segMsg, hasVideo bool) (ok, swept, askKeyframe bool) {
 	h := p.h
 	now := time.Now()
-	askKeyframe := false
-
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	if h.pub != p || h.init == nil {
-		h.mu.Unlock()
-		return
+		return false, false, false
 	}
 	if seg.keyframe {
 		h.lastKeyframe = now
@@ -258,7 +279,7 @@ func (p *Publication) WriteSegment(s *remux.Segment) {
 		h.lastKeyframeAsk = now
 		askKeyframe = true
 	}
-	if s.HasVideo {
+	if hasVideo {
 		h.winFrames++
 	}
 	h.winBytes += seg.size
@@ -269,22 +290,12 @@ func (p *Publication) WriteSegment(s *remux.Segment) {
 	}
 	h.lastSegmentAtTime = now
 	init := h.init
-	swept := false
 	for v := range h.viewers {
 		if v.pushSegment(seg, init, true) {
 			swept = true
 		}
 	}
-	h.mu.Unlock()
-	if swept {
-		p.kickSweep()
-	}
-
-	h.r.metrics.segments.Add(1)
-	h.r.metrics.segmentBytes.Add(int64(seg.size))
-	if askKeyframe {
-		p.requestKeyframe()
-	}
+	return true, swept, askKeyframe
 }
 
 func (p *Publication) requestKeyframe() {

@@ -46,7 +46,7 @@ func kinds(v *viewer) string {
 
 func TestViewerQueueStartsAtKeyframeWithInit(t *testing.T) {
 	h := newTestHub(t, nil)
-	v := &viewer{h: h}
+	v := &viewer{h: h, out: streamTransport{}}
 	in := testInit(1)
 	d := seg(t, false, 10)
 	v.pushSegment(d, in, false) // a delta first: skipped
@@ -71,7 +71,7 @@ func TestViewerOverflowSkipsToNextKeyframe(t *testing.T) {
 		s.ViewerQueueMessages = 5
 		s.ViewerMaxSkips = 100
 	})
-	v := &viewer{h: h}
+	v := &viewer{h: h, out: streamTransport{}}
 	in := testInit(1)
 	k := seg(t, true, 10)
 	v.pushSegment(k, in, false)
@@ -101,7 +101,7 @@ func TestViewerOverflowSkipsToNextKeyframe(t *testing.T) {
 
 func TestViewerOverflowKeepsWrittenInit(t *testing.T) {
 	h := newTestHub(t, func(s *configs.Stream) { s.ViewerQueueMessages = 3 })
-	v := &viewer{h: h}
+	v := &viewer{h: h, out: streamTransport{}}
 	in := testInit(1)
 	k := seg(t, true, 10)
 	v.pushSegment(k, in, false)
@@ -119,7 +119,7 @@ func TestViewerOverflowKeepsWrittenInit(t *testing.T) {
 
 func TestViewerBytesBound(t *testing.T) {
 	h := newTestHub(t, func(s *configs.Stream) { s.ViewerQueueBytes = 64 << 10 })
-	v := &viewer{h: h}
+	v := &viewer{h: h, out: streamTransport{}}
 	in := testInit(1)
 	v.pushSegment(seg(t, true, 30<<10), in, false)
 	v.pushSegment(seg(t, false, 30<<10), in, false)
@@ -137,7 +137,7 @@ func TestViewerTooFarBehindIsClosed(t *testing.T) {
 		s.ViewerQueueMessages = 2
 		s.ViewerMaxSkips = 3
 	})
-	v := &viewer{h: h}
+	v := &viewer{h: h, out: streamTransport{}}
 	in := testInit(1)
 	for range 20 {
 		v.pushSegment(seg(t, true, 10), in, false)

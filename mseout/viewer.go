@@ -8,12 +8,12 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/internal/contain"
 )
 
 // ViewerStats is what a viewer last reported in a stats message.
@@ -68,20 +68,16 @@ type viewer struct {
 	stats       atomic.Pointer[ViewerStats]
 	closeReason string
 
-	// Direct writes (flushDirect): the fan-out writes to the socket itself,
-	// without blocking, when nobody else is writing; what the kernel does
-	// not take is left in pending for the writer goroutine.
-	rc      syscall.RawConn // nil: no direct writes (TLS)
-	writing bool            // the fan-out or the writer goroutine owns the socket
-	pending net.Buffers     // the rest of a partial direct write; goes first
+	// Direct writes (flushDirect): the fan-out writes to the connection
+	// itself, without blocking, when nobody else is writing and the
+	// transport allows it; what it does not take is left in pending (or in
+	// the transport's backlog) for the writer goroutine.
+	out     transport
+	writing bool        // the fan-out or the writer goroutine owns the connection
+	pending net.Buffers // the rest of a partial direct write; goes first
 
 	// owned by whoever has writing set
 	bufs       net.Buffers
-	wbufs      net.Buffers
-	iov        []iovec
-	writevFn   func(fd uintptr) bool
-	wn         int
-	werr       error
 	deadlineAt time.Time // the write deadline last set (writer goroutine)
 }
 
@@ -100,7 +96,7 @@ func (v *viewer) notify() {
 
 // hasWorkLocked reports whether anything waits to be written. v.mu must be held.
 func (v *viewer) hasWorkLocked() bool {
-	return len(v.pending) > 0 || len(v.queue) > 0 || v.pingDue || v.pong != nil
+	return len(v.pending) > 0 || len(v.queue) > 0 || v.pingDue || v.pong != nil || v.out.backlog()
 }
 
 // pushSegment queues s, keeping the viewer's stream decodable: a viewer
@@ -179,7 +175,7 @@ func (v *viewer) pushSegmentLocked(s *segMsg, init *initMsg, direct bool) (flush
 	}
 	v.queue = append(v.queue, item{frame: s.frame, size: s.size, msgs: 1, keyframe: s.keyframe})
 	v.queuedBytes += s.size
-	if direct && v.rc != nil && !v.writing && v.pending == nil {
+	if direct && v.out.direct() && !v.writing && v.pending == nil && !v.out.backlog() {
 		return true
 	}
 	v.notify()
@@ -276,15 +272,17 @@ func (v *viewer) count(bytes, msgs int64) {
 // full gets the rest from its writer goroutine (which may block, with a
 // deadline). Called without h.mu.
 func (v *viewer) flushDirect() {
+	defer contain.Recover(v.h.r.log, "viewer direct write", v.abandon)
 	v.mu.Lock()
-	if v.writing || v.stopped || v.closing || len(v.pending) > 0 || len(v.queue) == 0 || v.pingDue || v.pong != nil {
+	if !v.out.direct() || v.writing || v.stopped || v.closing || len(v.pending) > 0 || len(v.queue) == 0 ||
+		v.pingDue || v.pong != nil || v.out.backlog() {
 		// The writer goroutine has been (or will be) woken for it.
 		v.mu.Unlock()
 		return
 	}
 	_, bytes, msgs := v.takeLocked(false)
 	v.mu.Unlock()
-	n, err := v.writevNonblock(v.bufs)
+	n, err := v.out.tryWrite(v.bufs)
 	if err != nil {
 		v.conn.Close() // the read loop ends and cleans up
 		v.doneWriting(nil)
@@ -314,6 +312,7 @@ func consume(bufs net.Buffers, n int) net.Buffers {
 // left (notify starts it again). No lock is held while writing.
 func (v *viewer) writeLoop() {
 	defer v.wwg.Done()
+	defer contain.Recover(v.h.r.log, "viewer writer", v.abandon)
 	nc := v.conn.NetConn()
 	wt := v.h.r.opts.WriteTimeout
 	for {
@@ -327,25 +326,21 @@ func (v *viewer) writeLoop() {
 		final, bytes, msgs := v.takeLocked(true)
 		v.mu.Unlock()
 
-		var err error
-		if len(v.bufs) > 0 {
-			// The deadline bounds each write to between 3/4 and all of wt; it
-			// is refreshed only when needed (setting it has a cost per write).
-			// With direct writes it is cleared after the write: a deadline
-			// left behind would fail the next direct write once it passed.
-			if now := time.Now(); v.rc != nil || v.deadlineAt.Sub(now) < wt*3/4 {
-				v.deadlineAt = now.Add(wt)
-				_ = nc.SetWriteDeadline(v.deadlineAt)
-			}
-			v.wbufs = v.bufs // WriteTo consumes its receiver; a field, so it does not escape
-			_, err = v.wbufs.WriteTo(nc)
-			v.wbufs = nil
-			if v.rc != nil && err == nil {
-				err = nc.SetWriteDeadline(time.Time{})
-			}
-			if err == nil {
-				v.count(bytes, msgs)
-			}
+		// The deadline bounds each write to between 3/4 and all of wt; it is
+		// refreshed only when needed (setting it has a cost per write). With
+		// direct writes it is cleared after the write: a deadline left
+		// behind would fail the next direct write once it passed.
+		direct := v.out.direct()
+		if now := time.Now(); direct || v.deadlineAt.Sub(now) < wt*3/4 {
+			v.deadlineAt = now.Add(wt)
+			_ = nc.SetWriteDeadline(v.deadlineAt)
+		}
+		err := v.out.write(v.bufs)
+		if direct && err == nil {
+			err = nc.SetWriteDeadline(time.Time{})
+		}
+		if err == nil && len(v.bufs) > 0 {
+			v.count(bytes, msgs)
 		}
 		if err != nil || final {
 			v.conn.Close() // the read loop ends and cleans up
@@ -362,8 +357,21 @@ func (v *viewer) writeLoop() {
 	}
 }
 
+// abandon closes a viewer whose write path panicked (contained): the
+// connection is closed, so the read loop ends and cleans up, and nothing
+// more is written to it.
+func (v *viewer) abandon() {
+	v.conn.Close()
+	v.mu.Lock()
+	v.stopped = true
+	v.writing = false
+	v.writerOn = false
+	v.mu.Unlock()
+}
+
 // keepAlive queues a ping; it re-arms itself until the viewer stops.
 func (v *viewer) keepAlive() {
+	defer contain.Recover(v.h.r.log, "viewer keep-alive", v.abandon)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.stopped {
@@ -440,10 +448,7 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 	h := r.hubLocked(name)
 	r.mu.Unlock()
 
-	v := &viewer{h: h, conn: conn, remote: remote}
-	if rc := directConn(conn.NetConn()); rc != nil {
-		v.rc, v.writevFn = rc, v.writev
-	}
+	v := &viewer{h: h, conn: conn, remote: remote, out: newTransport(conn.NetConn())}
 	r.wg.Add(1) // done when the viewer and its writer are gone
 	if refuse := h.addViewer(v); refuse != "" {
 		r.wg.Done()
@@ -458,7 +463,7 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 	v.mu.Lock()
 	v.pingTimer = time.AfterFunc(r.opts.KeepAlive, v.keepAlive)
 	v.mu.Unlock()
-	reason := v.readLoop()
+	reason := v.serve()
 	v.stop()
 	conn.Close()
 	v.wwg.Wait()
@@ -505,6 +510,13 @@ func (r *Registry) refuse(conn *websocket.Conn, msg string) {
 	r.log.Info("viewer refused", "remote", conn.RemoteAddr().String(), "reason", msg)
 }
 
+// serve runs the read loop; a panic in it is contained, and the viewer is
+// then cleaned up like any other that left.
+func (v *viewer) serve() (reason string) {
+	defer contain.Recover(v.h.r.log, "viewer reader", func() { reason = "internal error (panic contained)"; v.abandon() })
+	return v.readLoop()
+}
+
 // readLoop reads what the viewer sends (stats) until the connection ends, and
 // returns why it ended.
 func (v *viewer) readLoop() string {
@@ -526,7 +538,7 @@ func (v *viewer) readLoop() string {
 		// Echo the close (RFC 6455 5.5.1) when the socket is free: never in
 		// the middle of a frame. The connection is closed right after.
 		v.mu.Lock()
-		free := !v.writing && len(v.pending) == 0 && !v.stopped
+		free := !v.writing && len(v.pending) == 0 && !v.stopped && !v.out.backlog()
 		v.writing = v.writing || free
 		v.mu.Unlock()
 		if free {

@@ -3,20 +3,19 @@
 package mseout
 
 import (
-	"errors"
 	"net"
 	"syscall"
 )
 
-// iovec is unused where there is no writev: viewers are written to by their
-// writer goroutine only.
-type iovec struct{}
+// Without writev (and non-blocking writes through syscall.RawConn) every
+// viewer is written to by its writer goroutine.
 
-// directConn disables direct writes on this platform.
-func directConn(net.Conn) syscall.RawConn { return nil }
+func rawConn(net.Conn) syscall.RawConn { return nil }
 
-func (v *viewer) writevNonblock(net.Buffers) (int, error) {
-	return 0, errors.New("mseout: direct writes are not supported on this platform")
-}
+func newRawTransport(net.Conn) transport { return nil }
 
-func (v *viewer) writev(uintptr) bool { return true }
+type nbWriter struct{}
+
+func (*nbWriter) init() {}
+
+func (*nbWriter) write(syscall.RawConn, []byte) (int, error) { return 0, errNoDirectWrite }

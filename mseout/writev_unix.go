@@ -8,10 +8,8 @@ import (
 	"unsafe"
 )
 
-type iovec = syscall.Iovec
-
-// directConn returns the raw socket for non-blocking direct writes, or nil.
-func directConn(c net.Conn) syscall.RawConn {
+// rawConn returns c's socket for non-blocking writes, or nil.
+func rawConn(c net.Conn) syscall.RawConn {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil
@@ -26,10 +24,44 @@ func directConn(c net.Conn) syscall.RawConn {
 // maxIOV is the most iovecs one writev takes (IOV_MAX on Linux).
 const maxIOV = 1024
 
-// writevNonblock writes as much of bufs as the socket takes now; it never
-// waits. A full socket is not an error (n < total).
-func (v *viewer) writevNonblock(bufs net.Buffers) (int, error) {
-	iov := v.iov[:0]
+// rawTransport writes to a plain TCP socket: the fan-out with one
+// non-blocking writev per batch (what the socket does not take is left to
+// the writer goroutine by the viewer), the writer goroutine through the
+// connection (writev too, waiting).
+type rawTransport struct {
+	nc    net.Conn
+	rc    syscall.RawConn
+	iov   []syscall.Iovec
+	fn    func(fd uintptr) bool // writev of iov, made once so a write allocates nothing
+	n     int
+	err   error
+	wbufs net.Buffers // WriteTo consumes its receiver; a field, so it does not escape
+}
+
+func newRawTransport(nc net.Conn) *rawTransport {
+	rc := rawConn(nc)
+	if rc == nil {
+		return nil
+	}
+	t := &rawTransport{nc: nc, rc: rc}
+	t.fn = t.writev
+	return t
+}
+
+func (t *rawTransport) direct() bool  { return true }
+func (t *rawTransport) backlog() bool { return false }
+
+func (t *rawTransport) write(bufs net.Buffers) error {
+	t.wbufs = bufs
+	_, err := t.wbufs.WriteTo(t.nc)
+	t.wbufs = nil
+	return err
+}
+
+// tryWrite writes as much of bufs as the socket takes now; it never waits.
+// A full socket is not an error (n < total).
+func (t *rawTransport) tryWrite(bufs net.Buffers) (int, error) {
+	iov := t.iov[:0]
 	for _, b := range bufs {
 		if len(b) == 0 {
 			continue
@@ -37,35 +69,74 @@ func (v *viewer) writevNonblock(bufs net.Buffers) (int, error) {
 		if len(iov) == maxIOV {
 			break
 		}
-		iov = append(iov, syscall.Iovec{Base: &b[0], Len: uint64(len(b))})
+		iov = append(iov, syscall.Iovec{Base: &b[0]})
+		iov[len(iov)-1].SetLen(len(b))
 	}
-	v.iov = iov
+	t.iov = iov
 	if len(iov) == 0 {
 		return 0, nil
 	}
-	v.wn, v.werr = 0, nil
-	err := v.rc.Write(v.writevFn)
+	t.n, t.err = 0, nil
+	err := t.rc.Write(t.fn)
 	clear(iov)
 	if err == nil {
-		err = v.werr
+		err = t.err
 	}
-	return v.wn, err
+	return t.n, err
 }
 
-// writev is the body of a non-blocking writev of v.iov, made into a func
-// value once per viewer (v.writevFn) so that a write allocates nothing.
-func (v *viewer) writev(fd uintptr) bool {
+func (t *rawTransport) writev(fd uintptr) bool {
 	for {
-		r, _, e := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&v.iov[0])), uintptr(len(v.iov)))
+		r, _, e := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&t.iov[0])), uintptr(len(t.iov)))
 		switch e {
 		case 0:
-			v.wn = int(r)
+			t.n = int(r)
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
 		default:
-			v.werr = e
+			t.err = e
 		}
 		return true // never wait for the socket here
+	}
+}
+
+// nbWriter is a non-blocking write(2) of one buffer, for deferConn.
+type nbWriter struct {
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+func (w *nbWriter) init() { w.fn = w.writeFD }
+
+// write sends what the socket takes of b now.
+func (w *nbWriter) write(rc syscall.RawConn, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	w.b, w.n, w.err = b, 0, nil
+	err := rc.Write(w.fn)
+	w.b = nil
+	if err == nil {
+		err = w.err
+	}
+	return w.n, err
+}
+
+func (w *nbWriter) writeFD(fd uintptr) bool {
+	for {
+		n, err := syscall.Write(int(fd), w.b)
+		switch err {
+		case nil:
+			w.n = n
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+		default:
+			w.err = err
+		}
+		return true
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/mseway/mseway/internal/contain"
 	"github.com/mseway/mseway/internal/sdpfrag"
 	"github.com/mseway/mseway/remux"
 )
@@ -330,12 +331,15 @@ func (s *Session) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	kind := track.Kind()
 	s.log.Info("track", "kind", kind.String(), "codec", track.Codec().MimeType, "ssrc", uint32(track.SSRC()))
 	s.wg.Add(2)
+	// A panic in the remuxer or the fan-out ends this publish, not the process.
 	go func() {
 		defer s.wg.Done()
+		defer contain.Recover(s.log, "publisher RTCP", s.markDone)
 		s.readRTCP(recv)
 	}()
 	go func() {
 		defer s.wg.Done()
+		defer contain.Recover(s.log, "publisher media", s.markDone)
 		s.readRTP(track, kind)
 	}()
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/mseway/mseway/internal/contain"
 	"github.com/mseway/mseway/remux"
 )
 
@@ -56,6 +57,7 @@ func (s *Session) readSimulcastLayer(track *webrtc.TrackRemote) {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer contain.Recover(s.log, "publisher simulcast", s.markDone)
 			s.selectLayers()
 		}()
 	}

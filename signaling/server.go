@@ -21,6 +21,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/internal/contain"
 	"github.com/mseway/mseway/internal/sdpfrag"
 	"github.com/mseway/mseway/mseout"
 	"github.com/mseway/mseway/peer"
@@ -225,6 +226,13 @@ func (s *Server) startPublish(ctx context.Context, stream, offer, protocol, remo
 // own waits for the publish to end, whatever ends it, and cleans up.
 func (s *Server) own(p *publish, log *slog.Logger) {
 	defer close(p.ended)
+	defer contain.Recover(log, "publish lifecycle", func() {
+		p.pub.Close()
+		_ = p.sess.Close()
+		s.mu.Lock()
+		delete(s.sessions, p.id)
+		s.mu.Unlock()
+	})
 	connect := time.NewTimer(connectTimeout)
 	defer connect.Stop()
 	var reason string

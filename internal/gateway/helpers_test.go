@@ -2,9 +2,12 @@ package gateway_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,21 +19,65 @@ import (
 	"github.com/mseway/mseway/internal/fmp4check"
 	"github.com/mseway/mseway/internal/gateway"
 	"github.com/mseway/mseway/internal/mediafile"
+	"github.com/mseway/mseway/internal/testcert"
 	"github.com/mseway/mseway/internal/viewerclient"
 	"github.com/mseway/mseway/internal/whipclient"
 )
 
+// testCert is the loopback certificate of the TLS gateways of this test
+// binary, made in TestMain; testHTTP trusts it (and speaks plain http).
+var (
+	testCert *testcert.Cert
+	testHTTP *http.Client
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "gateway-test-cert")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testCert, err = testcert.Write(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = testCert.ClientConfig()
+	testHTTP = &http.Client{Transport: tr}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // testGateway is a gateway on loopback for one test.
 type testGateway struct {
 	g    *gateway.Gateway
-	base string // http://127.0.0.1:port
-	ws   string // ws://127.0.0.1:port
+	base string      // http://127.0.0.1:port or https://...
+	ws   string      // ws://127.0.0.1:port or wss://...
+	tls  *tls.Config // client config trusting the gateway's certificate; nil over plain http
+}
+
+// transports runs fn once over plain http/ws and once over https/wss (a
+// gateway with tls_cert/tls_key, clients trusting the test certificate).
+func transports(t *testing.T, fn func(t *testing.T, secure bool)) {
+	t.Run("ws", func(t *testing.T) { fn(t, false) })
+	t.Run("wss", func(t *testing.T) { fn(t, true) })
 }
 
 // startGateway starts a gateway on loopback with ICE restricted to loopback.
 func startGateway(t *testing.T, edit func(*configs.Config)) *testGateway {
 	t.Helper()
+	return startGatewayOn(t, false, edit)
+}
+
+// startGatewayOn is startGateway serving TLS when secure is set.
+func startGatewayOn(t *testing.T, secure bool, edit func(*configs.Config)) *testGateway {
+	t.Helper()
 	cfg := configs.Default()
+	if secure {
+		cfg.TLSCert, cfg.TLSKey = testCert.CertFile, testCert.KeyFile
+	}
 	cfg.Listen = "127.0.0.1:0"
 	cfg.WebRTC.UDPPort = 0
 	cfg.WebRTC.UDPAddress = "127.0.0.1"
@@ -70,6 +117,9 @@ func startGatewayConfig(t *testing.T, cfg *configs.Config, opts gateway.Options)
 		}
 	})
 	addr := ln.Addr().String()
+	if cfg.TLSCert != "" {
+		return &testGateway{g: g, base: "https://" + addr, ws: "wss://" + addr, tls: testCert.ClientConfig()}
+	}
 	return &testGateway{g: g, base: "http://" + addr, ws: "ws://" + addr}
 }
 
@@ -99,7 +149,7 @@ func publish(t *testing.T, gw *testGateway, stream string, video []mediafile.Acc
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	p, err := whipclient.Publish(ctx, whipclient.Options{
-		URL: gw.base + "/whip/" + stream, Video: video, Audio: audio, FPS: 30, LoopbackOnly: true,
+		URL: gw.base + "/whip/" + stream, Video: video, Audio: audio, FPS: 30, LoopbackOnly: true, TLS: gw.tls,
 	})
 	if err != nil {
 		t.Fatalf("publish %s: %v", stream, err)
@@ -119,7 +169,7 @@ func watch(t *testing.T, gw *testGateway, stream string) *viewer {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, _, err := viewerclient.Dial(ctx, gw.ws+"/ws/watch/"+stream)
+	c, _, err := viewerclient.DialTLS(ctx, gw.ws+"/ws/watch/"+stream, gw.tls)
 	if err != nil {
 		t.Fatalf("dial viewer: %v", err)
 	}

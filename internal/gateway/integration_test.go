@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,10 +15,12 @@ import (
 // TestPublishWatch publishes H.264 + Opus over WHIP from a Pion client and
 // watches with several WebSocket viewers: the waiting message, init, a
 // mid-stream join starting at a keyframe, decodable output, eos on DELETE
-// and a new init for the next publisher.
-func TestPublishWatch(t *testing.T) {
+// and a new init for the next publisher; over ws/http and wss/https.
+func TestPublishWatch(t *testing.T) { transports(t, testPublishWatch) }
+
+func testPublishWatch(t *testing.T, secure bool) {
 	requireFFmpeg(t)
-	gw := startGateway(t, nil)
+	gw := startGatewayOn(t, secure, nil)
 	video, audio := testMedia(t)
 
 	early := watch(t, gw, "demo")
@@ -111,7 +114,7 @@ func TestPublishWatch(t *testing.T) {
 
 func getJSON(t *testing.T, url string, v any) {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := testHTTP.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +133,12 @@ func getJSON(t *testing.T, url string, v any) {
 // TestVanishingPublisher: a publisher that loses its network without a
 // DELETE is dropped within seconds (ICE timeouts) and its viewers get eos.
 func TestVanishingPublisher(t *testing.T) {
-	gw := startGateway(t, nil)
+	transports(t, func(t *testing.T, secure bool) {
+		testVanishingPublisher(t, startGatewayOn(t, secure, nil))
+	})
+}
+
+func testVanishingPublisher(t *testing.T, gw *testGateway) {
 	video, audio := testMedia(t)
 	pub := publish(t, gw, "gone", video, audio)
 	v := watch(t, gw, "gone")
@@ -150,15 +158,17 @@ func TestVanishingPublisher(t *testing.T) {
 
 // TestWebSocketSignaling publishes over the WebSocket signaling with trickle
 // ICE: the publisher learns the viewer count, viewers play, and closing the
-// socket ends the publish.
-func TestWebSocketSignaling(t *testing.T) {
+// socket ends the publish; over ws and wss.
+func TestWebSocketSignaling(t *testing.T) { transports(t, testWebSocketSignaling) }
+
+func testWebSocketSignaling(t *testing.T, secure bool) {
 	requireFFmpeg(t)
-	gw := startGateway(t, nil)
+	gw := startGatewayOn(t, secure, nil)
 	video, audio := testMedia(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	pub, err := whipclient.Publish(ctx, whipclient.Options{
-		WebSocketURL: gw.ws + "/ws/publish/wsdemo", Video: video, Audio: audio, LoopbackOnly: true,
+		WebSocketURL: gw.ws + "/ws/publish/wsdemo", Video: video, Audio: audio, LoopbackOnly: true, TLS: gw.tls,
 	})
 	if err != nil {
 		t.Fatalf("publish over WS: %v", err)
@@ -183,4 +193,59 @@ func TestWebSocketSignaling(t *testing.T) {
 	pub.Close() // closes the signaling socket
 	v1.expectControl("eos", 10*time.Second)
 	v2.expectControl("eos", 10*time.Second)
+}
+
+// TestTLSViewersSurvivePublisherEnd is the sequence that crashed the
+// gateway: TLS viewers have no raw socket, and the last fan-out sweep at
+// the end of a publish wrote to them as if they had. Three wss viewers of a
+// WHIP publish over https; when it ends, each gets eos, and the process
+// still serves (a new publish reaches the same viewers).
+func TestTLSViewersSurvivePublisherEnd(t *testing.T) {
+	gw := startGatewayOn(t, true, nil)
+	video, audio := testMedia(t)
+	var vs []*viewer
+	for range 3 {
+		v := watch(t, gw, "tls")
+		v.expectControl("waiting", 5*time.Second)
+		vs = append(vs, v)
+	}
+	pub := publish(t, gw, "tls", video, audio)
+	for _, v := range vs {
+		v.expectInit(10 * time.Second)
+	}
+	for i, v := range vs {
+		segs, stop := v.collect(5 * time.Second / 3)
+		if stop != nil || len(segs) < 20 {
+			t.Fatalf("viewer %d: %d segments, control %+v", i, len(segs), stop)
+		}
+	}
+	if status := pub.Close(); status != http.StatusOK {
+		t.Fatalf("DELETE status = %d", status)
+	}
+	for _, v := range vs {
+		v.expectControl("eos", 5*time.Second)
+	}
+	var health struct {
+		Status string `json:"status"`
+	}
+	getJSON(t, gw.base+"/healthz", &health)
+	if health.Status != "ok" {
+		t.Fatalf("/healthz after the publish ended: %+v", health)
+	}
+	publish(t, gw, "tls", video, audio)
+	for _, v := range vs {
+		v.expectInit(10 * time.Second)
+		if segs, _ := v.collect(time.Second); len(segs) < 10 {
+			t.Fatalf("after republish: %d segments in 1 s", len(segs))
+		}
+	}
+	var m []byte
+	resp, err := testHTTP.Get(gw.base + "/metrics")
+	if err == nil {
+		m, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if strings.Contains(string(m), "gateway_panics_contained_total{") {
+		t.Fatalf("a panic was contained during the run:\n%s", m)
+	}
 }

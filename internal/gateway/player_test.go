@@ -103,7 +103,7 @@ func checkProgress(t *testing.T, what string, a, b playerState, minFrames int) {
 // apiStream fetches /api/streams and returns the entry for name.
 func apiStream(t *testing.T, base, name string) map[string]any {
 	t.Helper()
-	res, err := http.Get(base + "/api/streams")
+	res, err := testHTTP.Get(base + "/api/streams")
 	if err != nil {
 		t.Fatalf("GET /api/streams: %v", err)
 	}

@@ -4,6 +4,7 @@ package viewerclient
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,7 +45,16 @@ var ErrTimeout = errors.New("viewerclient: timeout")
 
 // Dial opens a viewer socket, e.g. ws://127.0.0.1:8080/ws/watch/demo.
 func Dial(ctx context.Context, url string) (*Conn, *http.Response, error) {
+	return DialTLS(ctx, url, nil)
+}
+
+// DialTLS is Dial with the TLS config a wss:// URL is dialled with (nil:
+// the system's roots).
+func DialTLS(ctx context.Context, url string, tlsConfig *tls.Config) (*Conn, *http.Response, error) {
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	if tlsConfig != nil {
+		d.TLSClientConfig = tlsConfig.Clone() // never one an http.Transport holds (it adds "h2")
+	}
 	ws, resp, err := d.DialContext(ctx, url, nil)
 	if err != nil {
 		return nil, resp, err

@@ -8,6 +8,7 @@ package whipclient
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +37,9 @@ type Options struct {
 	// (e.g. ws://127.0.0.1:8080/ws/publish/demo) instead of WHIP.
 	WebSocketURL string
 	Token        string // bearer token, optional
+	// TLS is the client config for https:// and wss:// URLs (nil: the
+	// system's roots); tests pass one that trusts their own certificate.
+	TLS *tls.Config
 
 	Video []mediafile.AccessUnit // starting with a keyframe; nil = no video
 	// VideoCodec is the MIME type of Video: webrtc.MimeTypeH264 (the
@@ -180,7 +184,7 @@ func Publish(ctx context.Context, opts Options) (*Publisher, error) {
 		udp.Close()
 		return nil, err
 	}
-	p := &Publisher{pc: pc, udp: udp, opts: opts, client: &http.Client{Timeout: opts.ConnectTimeout}, impair: imp}
+	p := &Publisher{pc: pc, udp: udp, opts: opts, client: &http.Client{Timeout: opts.ConnectTimeout, Transport: httpTransport(opts.TLS)}, impair: imp}
 	fail := func(err error) (*Publisher, error) {
 		_ = pc.Close()
 		udp.Close()
@@ -519,4 +523,15 @@ func (p *Publisher) Vanish() {
 		_ = p.pc.Close()
 		p.wg.Wait()
 	})
+}
+
+// httpTransport is the default transport with tlsConfig, or the default
+// transport itself when there is none.
+func httpTransport(tlsConfig *tls.Config) http.RoundTripper {
+	if tlsConfig == nil {
+		return http.DefaultTransport
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = tlsConfig.Clone() // the transport adds "h2" to the one it holds
+	return t
 }

@@ -35,7 +35,11 @@ func (p *Publisher) wsSignal(ctx context.Context, pc *webrtc.PeerConnection) err
 		pu.RawQuery = q.Encode()
 		u = pu.String()
 	}
-	ws, _, err := websocket.DefaultDialer.DialContext(ctx, u, nil)
+	d := *websocket.DefaultDialer
+	if p.opts.TLS != nil {
+		d.TLSClientConfig = p.opts.TLS.Clone()
+	}
+	ws, _, err := d.DialContext(ctx, u, nil)
 	if err != nil {
 		return fmt.Errorf("whipclient: dial %s: %w", p.opts.WebSocketURL, err)
 	}

@@ -46,8 +46,10 @@ func metric(t testing.TB, r *mseout.Registry, name string) int64 {
 
 // The gateway frames messages itself; a standard client must read every
 // payload length form (7-bit, 16-bit, 64-bit) exactly.
-func TestFramesOfEverySize(t *testing.T) {
-	r, base := newServer(t, nil)
+func TestFramesOfEverySize(t *testing.T) { eachMode(t, testFramesOfEverySize) }
+
+func testFramesOfEverySize(t *testing.T, mode netMode) {
+	r, base := newServerOn(t, mode, nil)
 	pub, err := r.Publish("sizes", mseout.PublisherInfo{Protocol: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -73,8 +75,10 @@ func TestFramesOfEverySize(t *testing.T) {
 
 // A viewer that joins gets init + the GOP cache in one write; messages are
 // still separate on the wire.
-func TestJoinBurstIsOneWrite(t *testing.T) {
-	r, base := newServer(t, nil)
+func TestJoinBurstIsOneWrite(t *testing.T) { eachMode(t, testJoinBurstIsOneWrite) }
+
+func testJoinBurstIsOneWrite(t *testing.T, mode netMode) {
+	r, base := newServerOn(t, mode, nil)
 	pub, err := r.Publish("burst", mseout.PublisherInfo{Protocol: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -107,17 +111,13 @@ func TestJoinBurstIsOneWrite(t *testing.T) {
 
 // Keep-alive pings reach the viewer, and a viewer's ping gets its pong, both
 // through the writer.
-func TestPingPong(t *testing.T) {
+func TestPingPong(t *testing.T) { eachMode(t, testPingPong) }
+
+func testPingPong(t *testing.T, mode netMode) {
 	cfg := configs.Default()
 	r := mseout.NewRegistry(mseout.Options{Settings: cfg.StreamSettings, Limits: cfg.Limits, KeepAlive: 50 * time.Millisecond})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		r.ServeViewer(w, req, "pp")
-	}))
-	defer func() {
-		r.Close()
-		srv.Close()
-	}()
-	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	base := serveRegistry(t, mode, r)
+	ws, _, err := wsDialer(base).Dial(base+"pp", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,11 @@ func benchFanout(b *testing.B, n int) {
 // writes partial (the socket is full) and its queue overflow: what it gets
 // must still be whole messages, in order, each gap ending at a keyframe.
 func TestSlowReaderGetsWholeMessagesInOrder(t *testing.T) {
-	r, base := newServer(t, func(c *configs.Config) {
+	eachMode(t, testSlowReaderGetsWholeMessagesInOrder)
+}
+
+func testSlowReaderGetsWholeMessagesInOrder(t *testing.T, mode netMode) {
+	r, base := newServerOn(t, mode, func(c *configs.Config) {
 		c.StreamDefaults.ViewerQueueMessages = 20
 		c.StreamDefaults.ViewerMaxSkips = 1000
 	})
@@ -272,7 +276,8 @@ func TestSlowReaderGetsWholeMessagesInOrder(t *testing.T) {
 	nd := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 32<<10) })
 	}}
-	d := websocket.Dialer{NetDialContext: nd.DialContext}
+	d := wsDialer(base)
+	d.NetDialContext = nd.DialContext
 	ws, _, err := d.Dial(base+"slow", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -336,15 +341,13 @@ func TestSlowReaderGetsWholeMessagesInOrder(t *testing.T) {
 // The writer goroutine's write deadline must not outlive its write: direct
 // writes after it (long after WriteTimeout) still go through.
 func TestDirectWritesOutliveWriteDeadline(t *testing.T) {
+	eachMode(t, testDirectWritesOutliveWriteDeadline)
+}
+
+func testDirectWritesOutliveWriteDeadline(t *testing.T, mode netMode) {
 	cfg := configs.Default()
 	r := mseout.NewRegistry(mseout.Options{Settings: cfg.StreamSettings, Limits: cfg.Limits, WriteTimeout: 50 * time.Millisecond})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		r.ServeViewer(w, req, "dl")
-	}))
-	defer func() {
-		r.Close()
-		srv.Close()
-	}()
+	base := serveRegistry(t, mode, r)
 	pub, err := r.Publish("dl", mseout.PublisherInfo{Protocol: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -352,7 +355,7 @@ func TestDirectWritesOutliveWriteDeadline(t *testing.T) {
 	defer pub.Close()
 	pub.WriteInit(testInit("init"))
 	pub.WriteSegment(segment("k", true))
-	c := dial(t, "ws"+strings.TrimPrefix(srv.URL, "http"))
+	c := dial(t, base+"dl")
 	expectText(t, c, "init") // the join burst: written by the writer goroutine
 	expectBinary(t, c, "init")
 	expectBinary(t, c, "k")
@@ -373,9 +376,11 @@ func cpuTime() int64 {
 }
 
 // A viewer that closes gets the close echoed (a clean close for browsers).
-func TestCloseIsEchoed(t *testing.T) {
-	_, base := newServer(t, nil)
-	ws, _, err := websocket.DefaultDialer.Dial(base+"echo", nil)
+func TestCloseIsEchoed(t *testing.T) { eachMode(t, testCloseIsEchoed) }
+
+func testCloseIsEchoed(t *testing.T, mode netMode) {
+	_, base := newServerOn(t, mode, nil)
+	ws, _, err := wsDialer(base).Dial(base+"echo", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,14 +3,10 @@ package mseout_test
 import (
 	"context"
 	"errors"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/internal/viewerclient"
@@ -18,28 +14,26 @@ import (
 	"github.com/mseway/mseway/remux"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
+// newServer serves a registry over plain TCP.
 func newServer(t *testing.T, edit func(*configs.Config)) (*mseout.Registry, string) {
+	t.Helper()
+	return newServerOn(t, plainTCP, edit)
+}
+
+// newServerOn serves a registry over mode.
+func newServerOn(t *testing.T, m netMode, edit func(*configs.Config)) (*mseout.Registry, string) {
 	t.Helper()
 	cfg := configs.Default()
 	if edit != nil {
 		edit(cfg)
 	}
 	r := mseout.NewRegistry(mseout.Options{Settings: cfg.StreamSettings, Limits: cfg.Limits})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		r.ServeViewer(w, req, strings.TrimPrefix(req.URL.Path, "/ws/watch/"))
-	}))
-	t.Cleanup(func() {
-		r.Close()
-		srv.Close()
-	})
-	return r, "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws/watch/"
+	return r, serveRegistry(t, m, r)
 }
 
 func dial(t *testing.T, url string) *viewerclient.Conn {
 	t.Helper()
-	c, _, err := viewerclient.Dial(context.Background(), url)
+	c, _, err := viewerclient.DialTLS(context.Background(), url, clientTLS(url))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,8 +75,10 @@ func segment(data string, key bool) *remux.Segment {
 	return &remux.Segment{Data: []byte(data), Keyframe: key, HasVideo: true}
 }
 
-func TestWaitingInitGOPCacheEOS(t *testing.T) {
-	r, base := newServer(t, nil)
+func TestWaitingInitGOPCacheEOS(t *testing.T) { eachMode(t, testWaitingInitGOPCacheEOS) }
+
+func testWaitingInitGOPCacheEOS(t *testing.T, mode netMode) {
+	r, base := newServerOn(t, mode, nil)
 	early := dial(t, base+"demo")
 	expectText(t, early, "waiting")
 
@@ -150,8 +146,10 @@ func TestWaitingInitGOPCacheEOS(t *testing.T) {
 	}
 }
 
-func TestTakeoverAndBusy(t *testing.T) {
-	r, base := newServer(t, func(c *configs.Config) {
+func TestTakeoverAndBusy(t *testing.T) { eachMode(t, testTakeoverAndBusy) }
+
+func testTakeoverAndBusy(t *testing.T, mode netMode) {
+	r, base := newServerOn(t, mode, func(c *configs.Config) {
 		s := c.StreamDefaults
 		s.AllowTakeover = false
 		c.Streams["locked"] = s
@@ -195,8 +193,10 @@ func TestTakeoverAndBusy(t *testing.T) {
 	}
 }
 
-func TestKeyframeRequestedWithoutCache(t *testing.T) {
-	r, base := newServer(t, nil)
+func TestKeyframeRequestedWithoutCache(t *testing.T) { eachMode(t, testKeyframeRequestedWithoutCache) }
+
+func testKeyframeRequestedWithoutCache(t *testing.T, mode netMode) {
+	r, base := newServerOn(t, mode, nil)
 	var asks atomic.Int32
 	pub, err := r.Publish("k", mseout.PublisherInfo{RequestKeyframe: func() { asks.Add(1) }})
 	if err != nil {
@@ -217,8 +217,10 @@ func TestKeyframeRequestedWithoutCache(t *testing.T) {
 	expectBinary(t, v, "k")
 }
 
-func TestLimitsAndBadMessages(t *testing.T) {
-	r, base := newServer(t, func(c *configs.Config) {
+func TestLimitsAndBadMessages(t *testing.T) { eachMode(t, testLimitsAndBadMessages) }
+
+func testLimitsAndBadMessages(t *testing.T, mode netMode) {
+	r, base := newServerOn(t, mode, func(c *configs.Config) {
 		c.Limits.MaxViewersPerStream = 1
 		s := c.StreamDefaults
 		s.WaitForPublisher = false
@@ -263,8 +265,10 @@ func TestLimitsAndBadMessages(t *testing.T) {
 	}
 }
 
-func TestShutdownTellsViewers(t *testing.T) {
-	r, base := newServer(t, nil)
+func TestShutdownTellsViewers(t *testing.T) { eachMode(t, testShutdownTellsViewers) }
+
+func testShutdownTellsViewers(t *testing.T, mode netMode) {
+	r, base := newServerOn(t, mode, nil)
 	v := dial(t, base+"s")
 	expectText(t, v, "waiting")
 	r.Close()
@@ -276,8 +280,10 @@ func TestShutdownTellsViewers(t *testing.T) {
 	}
 }
 
-func TestMaxStreams(t *testing.T) {
-	r, base := newServer(t, func(c *configs.Config) { c.Limits.MaxStreams = 1 })
+func TestMaxStreams(t *testing.T) { eachMode(t, testMaxStreams) }
+
+func testMaxStreams(t *testing.T, mode netMode) {
+	r, base := newServerOn(t, mode, func(c *configs.Config) { c.Limits.MaxStreams = 1 })
 	v := dial(t, base+"b") // a waiting viewer makes a hub, not a live stream
 	expectText(t, v, "waiting")
 	if _, err := r.Publish("a", mseout.PublisherInfo{}); err != nil {

@@ -289,6 +289,7 @@ func (v *viewer) flushDirect() {
 		return
 	}
 	v.count(bytes, msgs)
+	v.h.r.metrics.directWrites.Add(1)
 	v.doneWriting(consume(v.bufs, n))
 }
 

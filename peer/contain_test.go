@@ -1,0 +1,86 @@
+package peer_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mseway/mseway/internal/contain"
+	"github.com/mseway/mseway/internal/mediafile"
+	"github.com/mseway/mseway/internal/whipclient"
+	"github.com/mseway/mseway/peer"
+	"github.com/mseway/mseway/remux"
+)
+
+// panickySink panics on the first media segment, as a bug in the remuxer
+// or the fan-out would.
+type panickySink struct{}
+
+func (panickySink) WriteInit(*remux.Init)       {}
+func (panickySink) WriteSegment(*remux.Segment) { panic("test: fan-out bug") }
+
+// A panic under a publisher's RTP reader ends that publish (its session is
+// done and closes without hanging), is counted, and leaves the process and
+// its engine serving.
+func TestPublisherPanicEndsOnlyThatSession(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	engine, err := peer.NewEngine(peer.Config{UDPAddress: "127.0.0.1", IncludeLoopback: true, LoopbackOnly: true, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	sessions := make(chan *peer.Session, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		offer, _ := io.ReadAll(r.Body)
+		sess, answer, err := engine.Accept(r.Context(), string(offer), peer.SessionOptions{Logger: log})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := sess.Start(panickySink{}); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		sessions <- sess
+		w.Header().Set("Content-Type", "application/sdp")
+		w.Header().Set("Location", "/whip/x/1")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, answer)
+	}))
+	defer srv.Close()
+	video, err := mediafile.ReadH264(filepath.Join("..", "testdata", "media", "h264_640x360_30fps_2slices.h264"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := contain.Counts()["publisher media"]
+	for i := range 2 { // the engine still accepts after a contained panic
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		pub, err := whipclient.Publish(ctx, whipclient.Options{URL: srv.URL + "/whip/x", Video: video, LoopbackOnly: true})
+		cancel()
+		if err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+		sess := <-sessions
+		select {
+		case <-sess.Done():
+		case <-time.After(15 * time.Second):
+			t.Fatalf("publish %d: the session whose remuxer panicked is not done", i)
+		}
+		closed := make(chan struct{})
+		go func() { _ = sess.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("publish %d: Close hangs after a contained panic", i)
+		}
+		pub.Vanish()
+		if got := contain.Counts()["publisher media"]; got != before+int64(i)+1 {
+			t.Fatalf("publish %d: %d panics counted, want %d", i, got-before, i+1)
+		}
+	}
+}

@@ -12,17 +12,29 @@ import (
 
 // TestLoadSmall runs the tool as CI does: a gateway and the floor in this
 // process on loopback, 20 viewers for ~3 s each, and checks that it works
-// (not how fast: figures live in docs/BENCHMARKS.md).
+// (not how fast: figures live in docs/BENCHMARKS.md); once over plain
+// http/ws, once with -tls (WHIP over https, viewers over wss).
 func TestLoadSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loads a gateway for ~15 s")
 	}
+	t.Run("ws", func(t *testing.T) { testLoadSmall(t) })
+	t.Run("wss", func(t *testing.T) {
+		rep := testLoadSmall(t, "-tls")
+		if !strings.HasPrefix(rep.Gateway.Target, "https://") || !strings.HasPrefix(rep.Floor.Target, "https://") {
+			t.Errorf("-tls: targets %s, %s", rep.Gateway.Target, rep.Floor.Target)
+		}
+	})
+}
+
+func testLoadSmall(t *testing.T, extra ...string) report {
+	t.Cleanup(func() { serverCert, clientTLS, dialer.TLSClientConfig = nil, nil, nil })
 	var out, errb bytes.Buffer
-	code := run([]string{
+	code := run(append([]string{
 		"-inprocess", "-viewers", "20", "-slow", "2", "-duration", "3s", "-ramp", "500ms", "-warmup", "500ms", "-record", "2s",
 		"-video", "../../testdata/media/h264_1280x720_30fps_2500k.h264", "-audio", "../../testdata/media/opus_48k_stereo.ogg",
 		"-log-level", "error",
-	}, &out, &errb)
+	}, extra...), &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
 	}
@@ -70,6 +82,7 @@ func TestLoadSmall(t *testing.T) {
 			t.Errorf("%s: CPU %v%%, RSS %d KiB not read from /proc", name, p.CPUPct, p.RSSKiB)
 		}
 	}
+	return rep
 }
 
 func TestStampRoundTrip(t *testing.T) {

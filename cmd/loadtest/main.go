@@ -15,6 +15,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -38,7 +40,9 @@ import (
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/internal/gateway"
 	"github.com/mseway/mseway/internal/mediafile"
+	"github.com/mseway/mseway/internal/testcert"
 	"github.com/mseway/mseway/internal/whipclient"
+	"github.com/mseway/mseway/mseout"
 )
 
 type config struct {
@@ -60,7 +64,17 @@ type config struct {
 	floorProfile         string
 	logLevel             string
 	quiet                bool
+	tls                  bool   // serve the started gateway and floor over TLS
+	caFile               string // trust this CA (a gateway given by -url over https)
 }
+
+// serverCert is the certificate of the servers the tool starts with -tls
+// (made at start, ECDSA P-256, for loopback); clientTLS is what the
+// publishers and viewers trust (nil: plain http/ws).
+var (
+	serverCert *testcert.Cert
+	clientTLS  *tls.Config
+)
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -92,8 +106,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.floorProfile, "floor-profile", "", "write a CPU profile of the floor server over the measurement window to this file")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "log level of the gateway started by the tool")
 	fs.BoolVar(&c.quiet, "quiet", false, "print only the JSON line")
+	fs.BoolVar(&c.tls, "tls", false, "serve the gateway and the floor over TLS (a certificate made for the run): WHIP over https, viewers over wss")
+	fs.StringVar(&c.caFile, "ca", "", "with -url https://...: trust the CA certificates in this PEM file (e.g. a test certificate)")
 	serveGW := fs.Bool("serve-gateway", false, "(internal) run a gateway on loopback and print its URL")
 	serveFloor := fs.String("serve-floor", "", "(internal) run the floor server on loopback replaying this recording")
+	certFile := fs.String("tls-cert", "", "(internal) the child server's certificate")
+	keyFile := fs.String("tls-key", "", "(internal) the child server's key")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: loadtest [flags]\n\nLoads the gateway's fan-out and compares it with a bare floor server.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -106,11 +124,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	var childTLS *tls.Config
+	if *certFile != "" {
+		var err error
+		if childTLS, err = gateway.ServerTLS(*certFile, *keyFile); err != nil {
+			fmt.Fprintf(stderr, "loadtest: %v\n", err)
+			return 1
+		}
+	}
 	switch {
 	case *serveGW:
-		return childServe(ctx, stdout, stderr, func() (http.Handler, func(), error) { return newGatewayHandler(c.logLevel, stderr) })
+		return childServe(ctx, stdout, stderr, childTLS, true, func() (http.Handler, func(), error) { return newGatewayHandler(c.logLevel, stderr) })
 	case *serveFloor != "":
-		return childServe(ctx, stdout, stderr, func() (http.Handler, func(), error) {
+		return childServe(ctx, stdout, stderr, childTLS, false, func() (http.Handler, func(), error) {
 			rec, err := loadRecording(*serveFloor)
 			if err != nil {
 				return nil, nil, err
@@ -122,6 +148,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := c.check(); err != nil {
 		fmt.Fprintf(stderr, "loadtest: %v\n", err)
 		return 2
+	}
+	if err := c.setupTLS(); err != nil {
+		fmt.Fprintf(stderr, "loadtest: %v\n", err)
+		return 1
+	}
+	if serverCert != nil {
+		defer os.RemoveAll(filepath.Dir(serverCert.CertFile))
 	}
 	rep, err := runLoad(ctx, c, stderr)
 	if err != nil {
@@ -156,16 +189,66 @@ func (c *config) check() error {
 			return fmt.Errorf("-url %s: only loopback targets are allowed", c.url)
 		}
 	}
+	if c.tls && c.url != "" {
+		return errors.New("-tls serves the gateway the tool starts; for a gateway at -url https://..., trust its certificate with -ca")
+	}
 	if c.duration <= 0 || c.recordLen < time.Second {
 		return errors.New("-duration must be > 0 and -record >= 1s")
 	}
 	return nil
 }
 
+// setupTLS makes the run's certificate (-tls) or loads the CA to trust (-ca).
+func (c *config) setupTLS() error {
+	switch {
+	case c.tls:
+		dir, err := os.MkdirTemp("", "loadtest-tls")
+		if err != nil {
+			return err
+		}
+		if serverCert, err = testcert.Write(dir); err != nil {
+			os.RemoveAll(dir)
+			return err
+		}
+		clientTLS = serverCert.ClientConfig()
+	case c.caFile != "":
+		pem, err := os.ReadFile(c.caFile)
+		if err != nil {
+			return fmt.Errorf("-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("-ca %s: no PEM certificate in it", c.caFile)
+		}
+		clientTLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	dialer.TLSClientConfig = clientTLS
+	return nil
+}
+
+// childTLSArgs passes the run's certificate to a child server.
+func childTLSArgs() []string {
+	if serverCert == nil {
+		return nil
+	}
+	return []string{"-tls-cert", serverCert.CertFile, "-tls-key", serverCert.KeyFile}
+}
+
+// serverTLS is the TLS config of servers started in this process (nil: plain).
+func serverTLS() (*tls.Config, error) {
+	if serverCert == nil {
+		return nil, nil
+	}
+	return gateway.ServerTLS(serverCert.CertFile, serverCert.KeyFile)
+}
+
 func hostOf(u string) (string, error) {
 	rest, ok := strings.CutPrefix(u, "http://")
 	if !ok {
-		return "", fmt.Errorf("-url %s: want http://host:port", u)
+		rest, ok = strings.CutPrefix(u, "https://")
+	}
+	if !ok {
+		return "", fmt.Errorf("-url %s: want http://host:port or https://host:port", u)
 	}
 	rest, _, _ = strings.Cut(rest, "/")
 	h, _, err := net.SplitHostPort(rest)
@@ -224,31 +307,43 @@ func withPprof(h http.Handler) http.Handler {
 }
 
 // serveLoopback serves h on 127.0.0.1 and returns its base URL and a stop.
-func serveLoopback(h http.Handler, cleanup func()) (string, func(), error) {
+// With tlsConfig it serves https; gateway says the gateway is served, whose
+// TLS viewers are written to through mseout.DirectWriteListener as the
+// gateway's own listener does (the floor gets a plain TLS listener).
+func serveLoopback(h http.Handler, cleanup func(), tlsConfig *tls.Config, gateway bool) (string, func(), error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig}
+	scheme := "http"
+	if tlsConfig != nil {
+		scheme = "https"
+		if gateway {
+			ln = mseout.DirectWriteListener(ln)
+		}
+		go func() { _ = srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { _ = srv.Serve(ln) }()
+	}
 	stop := func() {
 		if cleanup != nil {
 			cleanup()
 		}
 		_ = srv.Close()
 	}
-	return "http://" + ln.Addr().String(), stop, nil
+	return scheme + "://" + ln.Addr().String(), stop, nil
 }
 
 // childServe is the child process side of a target: serve, print
 // "LISTEN url", run until stdin closes or a signal.
-func childServe(ctx context.Context, stdout, stderr io.Writer, build func() (http.Handler, func(), error)) int {
+func childServe(ctx context.Context, stdout, stderr io.Writer, tlsConfig *tls.Config, gateway bool, build func() (http.Handler, func(), error)) int {
 	h, cleanup, err := build()
 	if err != nil {
 		fmt.Fprintf(stderr, "loadtest: %v\n", err)
 		return 1
 	}
-	base, stop, err := serveLoopback(h, cleanup)
+	base, stop, err := serveLoopback(h, cleanup, tlsConfig, gateway)
 	if err != nil {
 		fmt.Fprintf(stderr, "loadtest: %v\n", err)
 		return 1
@@ -324,20 +419,28 @@ func startGateway(ctx context.Context, c config, stderr io.Writer) (target, erro
 	case c.url != "":
 		return target{base: strings.TrimSuffix(c.url, "/"), pid: c.pid, stop: func() {}}, nil
 	case c.inprocess:
+		tc, err := serverTLS()
+		if err != nil {
+			return target{}, err
+		}
 		h, cleanup, err := newGatewayHandler(c.logLevel, stderr)
 		if err != nil {
 			return target{}, err
 		}
-		base, stop, err := serveLoopback(h, cleanup)
+		base, stop, err := serveLoopback(h, cleanup, tc, true)
 		return target{base: base, pid: os.Getpid(), stop: stop}, err
 	}
-	return startChild(ctx, stderr, "-serve-gateway", "-log-level", c.logLevel)
+	return startChild(ctx, stderr, append([]string{"-serve-gateway", "-log-level", c.logLevel}, childTLSArgs()...)...)
 }
 
 func startFloor(ctx context.Context, c config, rec *recording, stderr io.Writer) (target, error) {
 	if c.inprocess {
+		tc, err := serverTLS()
+		if err != nil {
+			return target{}, err
+		}
 		fctx, cancel := context.WithCancel(ctx)
-		base, stop, err := serveLoopback(withPprof(newFloorServer(fctx, rec).Handler()), cancel)
+		base, stop, err := serveLoopback(withPprof(newFloorServer(fctx, rec).Handler()), cancel, tc, false)
 		return target{base: base, pid: os.Getpid(), stop: stop}, err
 	}
 	dir, err := os.MkdirTemp("", "loadtest")
@@ -349,7 +452,7 @@ func startFloor(ctx context.Context, c config, rec *recording, stderr io.Writer)
 		os.RemoveAll(dir)
 		return target{}, err
 	}
-	t, err := startChild(ctx, stderr, "-serve-floor", path)
+	t, err := startChild(ctx, stderr, append([]string{"-serve-floor", path}, childTLSArgs()...)...)
 	if err != nil {
 		os.RemoveAll(dir)
 		return t, err
@@ -426,7 +529,7 @@ func runLoad(ctx context.Context, c config, stderr io.Writer) (*report, error) {
 		pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
 		p, err := whipclient.Publish(pctx, whipclient.Options{
 			URL: gw.base + "/whip/" + streamName(i), Video: video, Audio: audio, FPS: c.fps,
-			LoopbackOnly: true, Lightweight: true, StampVideo: stampFrame,
+			LoopbackOnly: true, Lightweight: true, StampVideo: stampFrame, TLS: clientTLS,
 		})
 		pcancel()
 		if err != nil {

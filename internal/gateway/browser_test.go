@@ -143,10 +143,13 @@ const playbackJS = `(() => {
 })()`
 
 // TestBrowserPublishWatch: one Chromium tab publishes its fake camera and
-// microphone through publish.html over WHIP, another plays watch.html.
+// microphone through publish.html over WHIP, another plays watch.html. Both
+// pages come from an https:// origin (a gateway with tls_cert/tls_key, the
+// test certificate trusted by its key), so WHIP goes over https and the
+// player's socket over wss, as in every public deployment.
 func TestBrowserPublishWatch(t *testing.T) {
-	gw := startGateway(t, nil)
-	browser := newBrowser(t)
+	gw := startGatewayOn(t, true, nil)
+	browser := newBrowserWith(t, chromedp.Flag("ignore-certificate-errors-spki-list", testCert.SPKIHash))
 
 	pubTab := newTab(t, browser, gw.base+"/publish.html?stream=e2e&autostart=1&width=640&height=360")
 	waitJS(t, pubTab, "publisher connected", `document.body.dataset.state === 'connected'`, 45*time.Second,
@@ -178,6 +181,17 @@ func TestBrowserPublishWatch(t *testing.T) {
 	}
 	if end.State != "playing" {
 		t.Errorf("player state %q", end.State)
+	}
+	// The gateway listens for TLS only: what played came over wss.
+	if got := evalJS[string](t, watchTab, `location.protocol`); got != "https:" {
+		t.Errorf("watch page protocol %q", got)
+	}
+	var streams []struct {
+		Viewers int `json:"viewers"`
+	}
+	getJSON(t, gw.base+"/api/streams", &streams)
+	if len(streams) != 1 || streams[0].Viewers != 1 {
+		t.Errorf("/api/streams over https: %+v", streams)
 	}
 	screenshot(t, pubTab, "publish.png")
 	screenshot(t, watchTab, "watch.png")

@@ -98,7 +98,7 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if cfg.TLSCert != "" {
-		tc, err := serverTLS(cfg.TLSCert, cfg.TLSKey)
+		tc, err := ServerTLS(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
 			g.closeSources()
 			g.registry.Close()
@@ -111,9 +111,10 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 	return g, nil
 }
 
-// serverTLS loads the certificate at start, so a bad file stops the gateway
-// with its name instead of failing every handshake later.
-func serverTLS(certFile, keyFile string) (*tls.Config, error) {
+// ServerTLS is the gateway's TLS config for a certificate and key file. The
+// files are read here, at start, so a bad one stops the gateway with its
+// name instead of failing every handshake later.
+func ServerTLS(certFile, keyFile string) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("tls_cert %s / tls_key %s: %w", certFile, keyFile, err)

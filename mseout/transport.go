@@ -32,7 +32,8 @@ type transport interface {
 // newTransport picks the fastest path nc allows.
 func newTransport(nc net.Conn) transport {
 	if tc, ok := nc.(*tls.Conn); ok {
-		if dc, ok := tc.NetConn().(*deferConn); ok {
+		if dc, ok := tc.NetConn().(*deferConn); ok && dc.rc != nil {
+			dc.becomeViewer()
 			return &tlsTransport{tc: tc, dc: dc}
 		}
 		return streamTransport{nc}
@@ -63,72 +64,84 @@ const maxRecord = 16 << 10
 // stagePool holds the buffers that coalesce small frames into full records.
 var stagePool = sync.Pool{New: func() any { b := make([]byte, 0, maxRecord); return &b }}
 
-// tlsTransport seals a viewer's frames into TLS records. Frames of one batch
-// are coalesced into full 16 KiB records (each Write of a tls.Conn is at
-// least one record: one seal and one send). Through tryWrite the fan-out
-// seals and sends without blocking: the records the socket does not take
-// wait in the deferConn, and the writer goroutine sends them.
+// tlsTransport seals a viewer's frames into TLS records over a deferConn,
+// which never blocks: a record the socket does not take whole waits in it.
+// Frames of one batch are coalesced into full 16 KiB records (each Write of
+// a tls.Conn is at least one record: one seal and one send). The fan-out
+// (tryWrite) stops sealing at the first record the socket did not take: at
+// most one record waits in the deferConn, and the rest of the batch stays
+// plaintext in the viewer's queue, as with a raw socket. The writer
+// goroutine (write) sends each such record before it seals the next.
 type tlsTransport struct {
 	tc *tls.Conn
 	dc *deferConn
 }
 
-func (t *tlsTransport) direct() bool  { return t.dc.rc != nil }
+func (t *tlsTransport) direct() bool  { return true }
 func (t *tlsTransport) backlog() bool { return t.dc.pending() }
 
 func (t *tlsTransport) tryWrite(bufs net.Buffers) (int, error) {
-	t.dc.setNonblock(true)
-	n, err := t.seal(bufs)
-	t.dc.setNonblock(false)
-	return n, err
+	return t.seal(bufs, false)
 }
 
 func (t *tlsTransport) write(bufs net.Buffers) error {
 	if err := t.dc.flush(); err != nil {
 		return err
 	}
-	_, err := t.seal(bufs)
+	_, err := t.seal(bufs, true)
 	return err
 }
 
-// seal writes bufs to the TLS connection, coalescing small ones.
-func (t *tlsTransport) seal(bufs net.Buffers) (int, error) {
-	if len(bufs) == 1 {
-		return t.tc.Write(bufs[0])
+// seal writes bufs to the TLS connection, coalescing small frames, and
+// returns how many plaintext bytes it sealed. After each record that did not
+// go out whole it stops (fan-out) or waits for it (wait).
+func (t *tlsTransport) seal(bufs net.Buffers, wait bool) (int, error) {
+	sealed := 0
+	send := func(p []byte) (more bool, err error) {
+		if _, err := t.tc.Write(p); err != nil {
+			return false, err
+		}
+		sealed += len(p)
+		if !t.dc.pending() {
+			return true, nil
+		}
+		if !wait {
+			return false, nil
+		}
+		return true, t.dc.flush()
 	}
 	sp := stagePool.Get().(*[]byte)
 	defer stagePool.Put(sp)
 	stage := (*sp)[:0]
-	total := 0
 	for _, b := range bufs {
-		total += len(b)
 		for len(b) > 0 {
 			if len(stage) == 0 && len(b) >= maxRecord {
-				// Whole records straight from the frame, without a copy.
-				n := len(b) - len(b)%maxRecord
-				if _, err := t.tc.Write(b[:n]); err != nil {
-					return 0, err
+				// A whole record straight from the frame, without a copy.
+				more, err := send(b[:maxRecord])
+				if !more {
+					return sealed, err
 				}
-				b = b[n:]
+				b = b[maxRecord:]
 				continue
 			}
 			c := copy(stage[len(stage):maxRecord], b)
 			stage = stage[:len(stage)+c]
 			b = b[c:]
 			if len(stage) == maxRecord {
-				if _, err := t.tc.Write(stage); err != nil {
-					return 0, err
+				more, err := send(stage)
+				if !more {
+					return sealed, err
 				}
 				stage = stage[:0]
 			}
 		}
 	}
 	if len(stage) > 0 {
-		if _, err := t.tc.Write(stage); err != nil {
-			return 0, err
+		if _, err := send(stage); err != nil {
+			return sealed, err
 		}
 	}
-	return total, nil
+	return sealed, nil
 }
 
 // DirectWriteListener wraps a listener whose connections will carry TLS
@@ -148,19 +161,28 @@ func (l deferListener) Accept() (net.Conn, error) {
 	return newDeferConn(c), nil
 }
 
-// deferConn is the TCP connection under a TLS viewer. In non-blocking mode a
-// Write sends what the socket takes now and keeps the rest, in order, for
-// the next blocking Write or flush; it never waits. Out of that mode it is
-// the connection itself (after the kept bytes).
+// maxDeferred bounds what a viewer's deferConn holds: one record of the
+// fan-out's, plus TLS's own messages (a KeyUpdate answer) written while the
+// socket is full. A client that makes it hold more is cut off.
+const maxDeferred = 1 << 20
+
+var errDeferredFull = errors.New("mseout: TLS viewer's unsent records over the limit")
+
+// deferConn is the TCP connection under a TLS connection. Until it carries
+// a viewer it is the connection itself. Once it does (becomeViewer), a Write
+// never waits, whichever goroutine makes it (the fan-out sealing frames, the
+// TLS layer answering a KeyUpdate from the read loop): it sends what the
+// socket takes now and keeps the rest, in order, for flush (the viewer's
+// writer goroutine, with a write deadline).
 type deferConn struct {
 	net.Conn
 	rc syscall.RawConn // nil: no non-blocking writes on this connection
 
-	mu       sync.Mutex
-	nonblock bool
-	rest     []byte // bytes taken in non-blocking mode and not yet sent
-	nb       nbWriter
-	// restLen is len(rest), readable without mu: mu may be held for a whole
+	mu     sync.Mutex
+	viewer bool
+	rest   []byte // bytes taken and not yet sent
+	nb     nbWriter
+	// restLen is len(rest), readable without mu: flush holds mu for a whole
 	// blocking write, and the fan-out asks under the viewer's lock.
 	restLen atomic.Int64
 }
@@ -174,9 +196,9 @@ func newDeferConn(c net.Conn) *deferConn {
 	return dc
 }
 
-func (c *deferConn) setNonblock(on bool) {
+func (c *deferConn) becomeViewer() {
 	c.mu.Lock()
-	c.nonblock = on
+	c.viewer = true
 	c.mu.Unlock()
 }
 
@@ -185,33 +207,29 @@ func (c *deferConn) pending() bool { return c.restLen.Load() > 0 }
 func (c *deferConn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.nonblock && c.rc != nil {
-		all := len(b)
-		if len(c.rest) == 0 {
-			n, err := c.nb.write(c.rc, b)
-			if err != nil {
-				return n, err
-			}
-			b = b[n:]
+	if !c.viewer {
+		return c.Conn.Write(b)
+	}
+	all := len(b)
+	if len(c.rest) == 0 {
+		n, err := c.nb.write(c.rc, b)
+		if err != nil {
+			return n, err
 		}
-		c.rest = append(c.rest, b...)
-		c.restLen.Store(int64(len(c.rest)))
-		return all, nil
+		b = b[n:]
 	}
-	if err := c.flushLocked(); err != nil {
-		return 0, err
+	if len(c.rest)+len(b) > maxDeferred {
+		return 0, errDeferredFull
 	}
-	return c.Conn.Write(b)
+	c.rest = append(c.rest, b...)
+	c.restLen.Store(int64(len(c.rest)))
+	return all, nil
 }
 
 // flush sends the kept bytes, waiting (bounded by the write deadline).
 func (c *deferConn) flush() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.flushLocked()
-}
-
-func (c *deferConn) flushLocked() error {
 	if len(c.rest) == 0 {
 		return nil
 	}

@@ -69,7 +69,7 @@ func eachMode(t *testing.T, fn func(t *testing.T, m netMode)) {
 
 // serveRegistry serves r's viewer socket at /ws/watch/{name} over mode and
 // returns the base URL (ws://.../ws/watch/ or wss://...).
-func serveRegistry(t *testing.T, m netMode, r *mseout.Registry) string {
+func serveRegistry(t testing.TB, m netMode, r *mseout.Registry) string {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.ServeViewer(w, req, strings.TrimPrefix(req.URL.Path, "/ws/watch/"))

@@ -65,6 +65,7 @@ type config struct {
 	logLevel             string
 	quiet                bool
 	tls                  bool   // serve the started gateway and floor over TLS
+	tlsDirect            bool   // the gateway's TLS viewers get direct writes (DirectWriteListener)
 	caFile               string // trust this CA (a gateway given by -url over https)
 }
 
@@ -107,6 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.logLevel, "log-level", "warn", "log level of the gateway started by the tool")
 	fs.BoolVar(&c.quiet, "quiet", false, "print only the JSON line")
 	fs.BoolVar(&c.tls, "tls", false, "serve the gateway and the floor over TLS (a certificate made for the run): WHIP over https, viewers over wss")
+	fs.BoolVar(&c.tlsDirect, "tls-direct", true, "with -tls: serve the gateway through mseout.DirectWriteListener as cmd/gateway does (false: a plain TLS listener, every TLS viewer written by a writer goroutine; for A/B runs)")
 	fs.StringVar(&c.caFile, "ca", "", "with -url https://...: trust the CA certificates in this PEM file (e.g. a test certificate)")
 	serveGW := fs.Bool("serve-gateway", false, "(internal) run a gateway on loopback and print its URL")
 	serveFloor := fs.String("serve-floor", "", "(internal) run the floor server on loopback replaying this recording")
@@ -134,7 +136,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch {
 	case *serveGW:
-		return childServe(ctx, stdout, stderr, childTLS, true, func() (http.Handler, func(), error) { return newGatewayHandler(c.logLevel, stderr) })
+		return childServe(ctx, stdout, stderr, childTLS, c.tlsDirect, func() (http.Handler, func(), error) { return newGatewayHandler(c.logLevel, stderr) })
 	case *serveFloor != "":
 		return childServe(ctx, stdout, stderr, childTLS, false, func() (http.Handler, func(), error) {
 			rec, err := loadRecording(*serveFloor)
@@ -307,10 +309,10 @@ func withPprof(h http.Handler) http.Handler {
 }
 
 // serveLoopback serves h on 127.0.0.1 and returns its base URL and a stop.
-// With tlsConfig it serves https; gateway says the gateway is served, whose
-// TLS viewers are written to through mseout.DirectWriteListener as the
-// gateway's own listener does (the floor gets a plain TLS listener).
-func serveLoopback(h http.Handler, cleanup func(), tlsConfig *tls.Config, gateway bool) (string, func(), error) {
+// With tlsConfig it serves https; with direct, through
+// mseout.DirectWriteListener as the gateway's own listener does (the floor,
+// and A/B runs, get a plain TLS listener).
+func serveLoopback(h http.Handler, cleanup func(), tlsConfig *tls.Config, direct bool) (string, func(), error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
@@ -319,7 +321,7 @@ func serveLoopback(h http.Handler, cleanup func(), tlsConfig *tls.Config, gatewa
 	scheme := "http"
 	if tlsConfig != nil {
 		scheme = "https"
-		if gateway {
+		if direct {
 			ln = mseout.DirectWriteListener(ln)
 		}
 		go func() { _ = srv.ServeTLS(ln, "", "") }()
@@ -337,13 +339,13 @@ func serveLoopback(h http.Handler, cleanup func(), tlsConfig *tls.Config, gatewa
 
 // childServe is the child process side of a target: serve, print
 // "LISTEN url", run until stdin closes or a signal.
-func childServe(ctx context.Context, stdout, stderr io.Writer, tlsConfig *tls.Config, gateway bool, build func() (http.Handler, func(), error)) int {
+func childServe(ctx context.Context, stdout, stderr io.Writer, tlsConfig *tls.Config, direct bool, build func() (http.Handler, func(), error)) int {
 	h, cleanup, err := build()
 	if err != nil {
 		fmt.Fprintf(stderr, "loadtest: %v\n", err)
 		return 1
 	}
-	base, stop, err := serveLoopback(h, cleanup, tlsConfig, gateway)
+	base, stop, err := serveLoopback(h, cleanup, tlsConfig, direct)
 	if err != nil {
 		fmt.Fprintf(stderr, "loadtest: %v\n", err)
 		return 1
@@ -427,10 +429,10 @@ func startGateway(ctx context.Context, c config, stderr io.Writer) (target, erro
 		if err != nil {
 			return target{}, err
 		}
-		base, stop, err := serveLoopback(h, cleanup, tc, true)
+		base, stop, err := serveLoopback(h, cleanup, tc, c.tlsDirect)
 		return target{base: base, pid: os.Getpid(), stop: stop}, err
 	}
-	return startChild(ctx, stderr, append([]string{"-serve-gateway", "-log-level", c.logLevel}, childTLSArgs()...)...)
+	return startChild(ctx, stderr, append([]string{"-serve-gateway", "-log-level", c.logLevel, fmt.Sprintf("-tls-direct=%v", c.tlsDirect)}, childTLSArgs()...)...)
 }
 
 func startFloor(ctx context.Context, c config, rec *recording, stderr io.Writer) (target, error) {
@@ -798,6 +800,11 @@ func runPhase(ctx context.Context, c config, tg target, profile string) (*phaseR
 func fetchProfile(base, path string, d time.Duration) error {
 	secs := max(int(d.Seconds())-1, 1)
 	client := &http.Client{Timeout: d + 30*time.Second}
+	if clientTLS != nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = clientTLS.Clone()
+		client.Transport = tr
+	}
 	resp, err := client.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs))
 	if err != nil {
 		return err

@@ -2,12 +2,16 @@ package gateway_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/mseway/mseway/internal/whipclient"
 )
@@ -247,5 +251,38 @@ func TestTLSViewersSurvivePublisherEnd(t *testing.T) {
 	}
 	if strings.Contains(string(m), "gateway_panics_contained_total{") {
 		t.Fatalf("a panic was contained during the run:\n%s", m)
+	}
+}
+
+// TestTLSViewerResumesSession: a viewer that reconnects resumes its TLS
+// session (a ticket from the first connection), as browsers do, instead of a
+// full handshake; and the gateway's certificate is the ECDSA one it was given.
+func TestTLSViewerResumesSession(t *testing.T) {
+	gw := startGatewayOn(t, true, nil)
+	cfg := gw.tls.Clone()
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	u := "wss://" + strings.TrimPrefix(gw.base, "https://") + "/ws/watch/resume"
+	var states []tls.ConnectionState
+	for range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		d := websocket.Dialer{TLSClientConfig: cfg}
+		ws, _, err := d.DialContext(ctx, u, nil)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The ticket arrives after the handshake: read the first message.
+		_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, msg, err := ws.ReadMessage(); err != nil || !strings.Contains(string(msg), "waiting") {
+			t.Fatalf("first message %q, %v", msg, err)
+		}
+		states = append(states, ws.NetConn().(*tls.Conn).ConnectionState())
+		ws.Close()
+	}
+	if states[0].DidResume || !states[1].DidResume {
+		t.Fatalf("resumed: first %v, second %v; want false, true", states[0].DidResume, states[1].DidResume)
+	}
+	if _, ok := states[0].PeerCertificates[0].PublicKey.(*ecdsa.PublicKey); !ok {
+		t.Fatalf("certificate key %T", states[0].PeerCertificates[0].PublicKey)
 	}
 }

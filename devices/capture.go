@@ -12,6 +12,8 @@ import (
 	"github.com/pion/mediadevices/pkg/codec"
 	"github.com/pion/mediadevices/pkg/driver"
 	"github.com/pion/mediadevices/pkg/prop"
+
+	"github.com/mseway/mseway/bitstream"
 )
 
 // ErrNoEncoder is returned by Open in a build without cgo.
@@ -106,9 +108,9 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// checkBuild reports whether this build can encode c (after Validate):
+// CheckBuild reports whether this build can encode c (after Validate):
 // ErrNoEncoder without cgo, ErrNoVP9 for VP9 video without the vpx tag.
-func (c *Config) checkBuild() error {
+func (c *Config) CheckBuild() error {
 	if !cgoEnabled {
 		return ErrNoEncoder
 	}
@@ -191,7 +193,7 @@ func Open(cfg Config) (*Capture, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := cfg.checkBuild(); err != nil {
+	if err := cfg.CheckBuild(); err != nil {
 		return nil, err
 	}
 	log := cfg.Logger
@@ -411,7 +413,7 @@ func (c *Capture) runVideo() {
 	kfc, _ := t.enc.Controller().(codec.KeyFrameController)
 	frameDur := time.Second / time.Duration(max(1, int(t.prop.FrameRate)))
 	vp9 := c.cfg.VideoCodec == VP9
-	var ids idNormalizer
+	var ids bitstream.H264IDNormalizer
 	var last time.Duration = -1
 	for !c.stopped() {
 		asked := c.forceKey.Swap(false)
@@ -440,16 +442,16 @@ func (c *Capture) runVideo() {
 		if vp9 {
 			// libvpx (lag 0) encodes each frame as it comes: the frame
 			// asked to be a keyframe is one, or the request is repeated.
-			f = Frame{Data: append([]byte(nil), data...), Time: now, Duration: frameDur, Keyframe: isVP9Keyframe(data)}
+			f = Frame{Data: append([]byte(nil), data...), Time: now, Duration: frameDur, Keyframe: vp9Keyframe(data)}
 			if asked && !f.Keyframe {
 				c.forceKey.Store(true)
 			}
 		} else {
-			au := ids.normalize(data)
+			au := ids.Normalize(data)
 			if len(au) > 0 && &au[0] == &data[0] {
 				au = append([]byte(nil), data...) // the encoder may reuse its buffer
 			}
-			f = Frame{Data: au, Time: now, Duration: frameDur, Keyframe: isH264Keyframe(au)}
+			f = Frame{Data: au, Time: now, Duration: frameDur, Keyframe: bitstream.H264IsKeyframe(au)}
 		}
 		release()
 		// Timestamps on the nominal frame grid: a steady source gets exact
@@ -528,42 +530,8 @@ func (c *Capture) Close() {
 	})
 }
 
-// isVP9Keyframe reports whether a VP9 frame (or the first frame of a
-// superframe) is a keyframe: frame_marker, profile, show_existing_frame and
-// frame_type of its uncompressed header (VP9 spec 6.2).
-func isVP9Keyframe(f []byte) bool {
-	if len(f) < 2 || f[0]>>6 != 2 {
-		return false
-	}
-	v := uint(f[0])<<8 | uint(f[1])
-	n := 13 // bits 15 and 14 are frame_marker; profile_low_bit, profile_high_bit follow
-	profile := (v>>n)&1 | ((v>>(n-1))&1)<<1
-	n -= 2
-	if profile == 3 {
-		n-- // reserved_zero
-	}
-	if (v>>n)&1 == 1 { // show_existing_frame
-		return false
-	}
-	n--
-	return (v>>n)&1 == 0 // frame_type: 0 = KEY_FRAME
-}
-
-// isH264Keyframe reports whether an Annex-B access unit holds an IDR slice.
-func isH264Keyframe(au []byte) bool {
-	zeros := 0
-	for i := 0; i < len(au); i++ {
-		b := au[i]
-		if b == 0 {
-			zeros++
-			continue
-		}
-		if b == 1 && zeros >= 2 && i+1 < len(au) {
-			if au[i+1]&0x1f == 5 {
-				return true
-			}
-		}
-		zeros = 0
-	}
-	return false
+// vp9Keyframe reports whether a VP9 frame from the encoder is a keyframe.
+func vp9Keyframe(f []byte) bool {
+	key, _ := bitstream.VP9IsKeyframe(f)
+	return key
 }

@@ -79,6 +79,22 @@ func List() []DeviceInfo {
 	return out
 }
 
+// CheckDevices resolves c's device names (not None) without opening them, so
+// that a typo is found before anything is captured.
+func (c *Config) CheckDevices() error {
+	if c.Video != None {
+		if _, err := findDriver("video", c.Video); err != nil {
+			return err
+		}
+	}
+	if c.Audio != None {
+		if _, err := findDriver("audio", c.Audio); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // findDriver resolves a device name of the given kind ("video" or "audio").
 func findDriver(kind, name string) (driver.Driver, error) {
 	recorder := driver.FilterVideoRecorder()

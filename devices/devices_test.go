@@ -2,11 +2,8 @@ package devices
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,9 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/mseway/mseway/configs"
-	"github.com/mseway/mseway/internal/viewerclient"
-	"github.com/mseway/mseway/mseout"
+	"github.com/mseway/mseway/bitstream"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -72,24 +67,6 @@ func TestFindDevices(t *testing.T) {
 	}
 	if len(names) < 2 || names[0] != "video:videotest" || !strings.Contains(strings.Join(names, " "), "audio:audiotest") {
 		t.Errorf("List() = %v", names)
-	}
-}
-
-func TestExpGolomb(t *testing.T) {
-	w := &bitWriter{}
-	for v := uint32(0); v < 300; v++ {
-		w.ue(v)
-	}
-	r := &bitReader{b: w.b}
-	for v := uint32(0); v < 300; v++ {
-		got, ok := r.ue()
-		if !ok || got != v {
-			t.Fatalf("ue %d: got %d %v", v, got, ok)
-		}
-	}
-	raw := []byte{0, 0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 9}
-	if got := unescapeRBSP(escapeRBSP(raw)); !bytes.Equal(got, raw) {
-		t.Fatalf("escape round trip: %x -> %x", raw, got)
 	}
 }
 
@@ -176,7 +153,7 @@ func TestCaptureEncodes(t *testing.T) {
 		}
 		if f.Keyframe {
 			keyframes++
-			for _, nal := range splitAnnexB(f.Data) {
+			for _, nal := range bitstream.SplitAnnexB(f.Data) {
 				if nal[0]&0x1f == 7 {
 					sps = append(sps, nal)
 				}
@@ -210,131 +187,5 @@ func TestCaptureEncodes(t *testing.T) {
 	}
 	if n, _ := strconv.Atoi(strings.TrimSpace(string(probe))); n != len(rec.video) {
 		t.Fatalf("ffprobe decoded %d frames of %d", n, len(rec.video))
-	}
-}
-
-// TestLocalSourceOnDemand: an on-demand local source is not live until a
-// viewer waits; then it captures and the viewer gets an init and media; when
-// the last viewer leaves it stops after the linger time, and a new viewer
-// starts it again.
-func TestLocalSourceOnDemand(t *testing.T) {
-	reg := mseout.NewRegistry(mseout.Options{Limits: configs.Default().Limits, Logger: quietLogger()})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		reg.ServeViewer(w, r, strings.TrimPrefix(r.URL.Path, "/ws/watch/"))
-	}))
-	defer srv.Close()
-	defer reg.Close()
-	src, err := StartLocal(LocalConfig{
-		Stream:   "pattern",
-		Capture:  Config{Video: VideoTest, Audio: AudioTest, Width: 160, Height: 120, FPS: 15},
-		Registry: reg, OnDemand: true, Linger: 200 * time.Millisecond,
-		Logger: quietLogger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	live := func() bool {
-		for _, s := range reg.Streams() {
-			if s.Name == "pattern" {
-				return s.Live
-			}
-		}
-		return false
-	}
-	time.Sleep(200 * time.Millisecond)
-	if live() || src.Captures() != 0 {
-		t.Fatalf("on-demand source live (%v) or capturing (%d) with no viewer", live(), src.Captures())
-	}
-	for round := 1; round <= 2; round++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		v, _, err := viewerclient.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws/watch/pattern")
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		gotInit, media := false, 0
-		for media < 5 {
-			m, err := v.Next(20 * time.Second)
-			if err != nil {
-				t.Fatalf("round %d: %v (init %v, media %d)", round, err, gotInit, media)
-			}
-			switch {
-			case m.Control != nil && m.Control.Type == "init":
-				if len(m.Control.Tracks) != 2 {
-					t.Fatalf("init tracks %+v", m.Control.Tracks)
-				}
-				gotInit = true
-			case m.Control != nil && m.Control.Type != "waiting":
-				t.Fatalf("round %d: unexpected %+v", round, m.Control)
-			case m.Binary != nil && gotInit:
-				media++
-			}
-		}
-		if src.Captures() != int64(round) || !live() {
-			t.Fatalf("round %d: captures %d, live %v", round, src.Captures(), live())
-		}
-		v.Close()
-		deadline := time.Now().Add(20 * time.Second)
-		for live() {
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: source still live after its viewer left", round)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-}
-
-// TestLocalSourceTakeover: an always-on local source publishes at start; a
-// publisher that takes the stream over ends the source's publication; when
-// that publisher leaves, the source publishes again.
-func TestLocalSourceTakeover(t *testing.T) {
-	reg := mseout.NewRegistry(mseout.Options{Limits: configs.Default().Limits, Logger: quietLogger()})
-	defer reg.Close()
-	src, err := StartLocal(LocalConfig{
-		Stream:   "pattern",
-		Capture:  Config{Video: VideoTest, Audio: None, Width: 160, Height: 120, FPS: 10},
-		Registry: reg, Retry: 100 * time.Millisecond, Logger: quietLogger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	publisher := func() string {
-		for _, s := range reg.Streams() {
-			if s.Name == "pattern" && s.Publisher != nil {
-				return s.Publisher.Protocol
-			}
-		}
-		return ""
-	}
-	waitFor := func(want string) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for publisher() != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("publisher %q, want %q", publisher(), want)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	waitFor("local")
-	other, err := reg.Publish("pattern", mseout.PublisherInfo{Protocol: "whip", RemoteAddr: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor("whip")
-	time.Sleep(300 * time.Millisecond) // a few retry periods: the source must not take it back
-	if p := publisher(); p != "whip" {
-		t.Fatalf("the local source took the stream back from a live publisher: %q", p)
-	}
-	other.Close()
-	waitFor("local")
-	deadline := time.Now().Add(20 * time.Second)
-	for src.Captures() != 2 { // the devices were closed while taken over, reopened now
-		if time.Now().After(deadline) {
-			t.Fatalf("captures = %d, want 2", src.Captures())
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

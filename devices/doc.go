@@ -1,10 +1,11 @@
 // Package devices captures local cameras, microphones, screens and test
 // patterns with pion/mediadevices, encodes them (H.264 with openh264, or x264
 // with the x264 build tag; VP9 with libvpx and the vpx build tag, chosen by
-// Config.VideoCodec; Opus) and delivers the encoded frames either to a
-// remote gateway over WHIP (Agent, the `gateway capture` subcommand) or
-// straight into a local stream of this gateway (LocalSource: RTP packetized
-// in-process, remuxed by remux.Stream, fanned out by mseout).
+// Config.VideoCodec; Opus) and delivers the encoded frames to a Sink. It is
+// the capture leaf: it knows nothing of streams, WHIP or the fan-out. The
+// capture agent (package agent) sends a capture to a remote gateway over
+// WHIP; a local source (package sources) publishes it into a stream of this
+// gateway.
 //
 // Drivers: videotest and audiotest (pure Go) are always present. With cgo the
 // camera (V4L2) and microphone (miniaudio) drivers are linked in too; the

@@ -4,10 +4,7 @@ package devices
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,11 +15,6 @@ import (
 	"time"
 
 	"github.com/Eyevinn/mp4ff/vp9"
-
-	"github.com/mseway/mseway/configs"
-	"github.com/mseway/mseway/internal/fmp4check"
-	"github.com/mseway/mseway/internal/viewerclient"
-	"github.com/mseway/mseway/mseout"
 )
 
 // keyRequester records video frames and asks its capture for a keyframe
@@ -177,87 +169,4 @@ func equalInts(a, b []int) bool {
 		}
 	}
 	return true
-}
-
-// TestLocalSourceVP9: a local source with video_codec vp9 packetizes VP9
-// in-process into the stream; a viewer's init has a vp09 profile 0 video
-// track of the capture's size and an Opus track, and what it receives
-// decodes with ffmpeg (every video sample, no error line).
-func TestLocalSourceVP9(t *testing.T) {
-	requireFFmpeg(t)
-	reg := mseout.NewRegistry(mseout.Options{Limits: configs.Default().Limits, Logger: quietLogger()})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		reg.ServeViewer(w, r, strings.TrimPrefix(r.URL.Path, "/ws/watch/"))
-	}))
-	defer srv.Close()
-	defer reg.Close()
-	src, err := StartLocal(LocalConfig{
-		Stream: "vp9",
-		Capture: Config{Video: VideoTest, Audio: AudioTest, VideoCodec: VP9, Width: 320, Height: 240, FPS: 15,
-			VideoBitrate: 300_000, KeyframeInterval: time.Second},
-		Registry: reg, Logger: quietLogger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	v, _, err := viewerclient.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws/watch/vp9")
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	var ctl *viewerclient.Control
-	var init []byte
-	var segs [][]byte
-	for len(segs) < 20 {
-		m, err := v.Next(20 * time.Second)
-		if err != nil {
-			t.Fatalf("viewer: %v (init %v, %d segments)", err, ctl != nil, len(segs))
-		}
-		switch {
-		case m.Control != nil && m.Control.Type == "init":
-			if ctl != nil {
-				t.Fatalf("a second init: %+v", m.Control)
-			}
-			ctl = m.Control
-		case m.Control != nil && m.Control.Type != "waiting":
-			t.Fatalf("unexpected %+v", m.Control)
-		case m.Binary != nil && ctl != nil && init == nil:
-			init = m.Binary
-		case m.Binary != nil && ctl != nil:
-			segs = append(segs, m.Binary)
-		}
-	}
-	if len(ctl.Tracks) != 2 || ctl.Tracks[0].Kind != "video" || !strings.HasPrefix(ctl.Tracks[0].Codec, "vp09.00.") ||
-		ctl.Tracks[0].Width != 320 || ctl.Tracks[0].Height != 240 || ctl.Tracks[1].Codec != "opus" {
-		t.Fatalf("init tracks %+v", ctl.Tracks)
-	}
-	in, err := fmp4check.ParseInit(init)
-	if err != nil {
-		t.Fatal(err)
-	}
-	videoSamples := 0
-	for i, seg := range segs {
-		samples, err := fmp4check.ParseSegment(in, seg)
-		if err != nil {
-			t.Fatalf("segment %d: %v", i, err)
-		}
-		if i == 0 && (len(samples) == 0 || in.Tracks[samples[0].TrackID].Kind != "video" || !samples[0].Sync) {
-			t.Fatalf("the first segment does not start with a video sync sample: %+v", samples)
-		}
-		for _, s := range samples {
-			if in.Tracks[s.TrackID].Kind == "video" {
-				videoSamples++
-			}
-		}
-	}
-	errs, frames, err := fmp4check.Decode(t.TempDir(), init, segs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if errs != "" || frames != videoSamples || frames < 5 {
-		t.Fatalf("ffmpeg: %d frames decoded of %d video samples, errors:\n%s", frames, videoSamples, errs)
-	}
 }

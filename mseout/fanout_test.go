@@ -359,17 +359,8 @@ func testDirectWritesOutliveWriteDeadline(t *testing.T, mode netMode) {
 	cfg := configs.Default()
 	r := mseout.NewRegistry(mseout.Options{Settings: cfg.StreamSettings, Limits: cfg.Limits, WriteTimeout: 50 * time.Millisecond})
 	base := serveRegistry(t, mode, r)
-	pub, err := r.Publish("dl", mseout.PublisherInfo{Protocol: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	pub.WriteInit(testInit("init"))
-	pub.WriteSegment(segment("k", true))
-	c := dial(t, base+"dl")
-	expectText(t, c, "init") // the join burst: written by the writer goroutine
-	expectBinary(t, c, "init")
-	expectBinary(t, c, "k")
+	pub := goLive(t, r, "dl", "k")
+	c := join(t, base+"dl", "k") // the join burst: written by the writer goroutine
 	for i := range 15 {
 		time.Sleep(20 * time.Millisecond) // 300 ms in all: 6 write timeouts
 		pub.WriteSegment(segment(fmt.Sprint(i), false))

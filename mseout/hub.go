@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/mseway/mseway/configs"
-	"github.com/mseway/mseway/internal/contain"
+	"github.com/mseway/mseway/contain"
 	"github.com/mseway/mseway/remux"
 )
 

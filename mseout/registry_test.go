@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/mseway/mseway/configs"
-	"github.com/mseway/mseway/internal/viewerclient"
+	"github.com/mseway/mseway/internal/testkit/viewerclient"
 	"github.com/mseway/mseway/mseout"
 	"github.com/mseway/mseway/remux"
 )
@@ -65,6 +65,30 @@ func expectBinary(t *testing.T, c *viewerclient.Conn, want string) {
 	if m.Binary == nil || string(m.Binary) != want {
 		t.Fatalf("got %+v %q, want binary %q", m.Control, m.Binary, want)
 	}
+}
+
+// goLive publishes stream name with init "init" and a first keyframe key.
+func goLive(t *testing.T, r *mseout.Registry, name, key string) *mseout.Publication {
+	t.Helper()
+	pub, err := r.Publish(name, mseout.PublisherInfo{Protocol: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	pub.WriteInit(testInit("init"))
+	pub.WriteSegment(segment(key, true))
+	return pub
+}
+
+// join dials a viewer of a live stream and reads its join burst: init "init"
+// and the keyframe key.
+func join(t *testing.T, url, key string) *viewerclient.Conn {
+	t.Helper()
+	c := dial(t, url)
+	expectText(t, c, "init")
+	expectBinary(t, c, "init")
+	expectBinary(t, c, key)
+	return c
 }
 
 func testInit(id string) *remux.Init {

@@ -20,9 +20,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mseway/mseway/configs"
-	"github.com/mseway/mseway/internal/contain"
-	"github.com/mseway/mseway/internal/testcert"
-	"github.com/mseway/mseway/internal/viewerclient"
+	"github.com/mseway/mseway/contain"
+	"github.com/mseway/mseway/internal/testkit/testcert"
+	"github.com/mseway/mseway/internal/testkit/viewerclient"
 	"github.com/mseway/mseway/mseout"
 )
 
@@ -34,6 +34,7 @@ const (
 	tlsDirect netMode = "wss"        // TLS over DirectWriteListener: sealed and sent by the fan-out
 	tlsWriter netMode = "wss-writer" // TLS from a listener of its own: writer goroutine only
 	wrapped   netMode = "ws-wrapped" // a connection that is no socket (a proxy's): writer goroutine only
+	panicky   netMode = "ws-panicky" // raw sockets whose writes panic while armed (not in allModes)
 )
 
 var allModes = []netMode{plainTCP, tlsDirect, tlsWriter, wrapped}
@@ -83,6 +84,9 @@ func serveRegistry(t testing.TB, m netMode, r *mseout.Registry) string {
 		srv.Start()
 	case wrapped:
 		srv.Listener = notSocketListener{srv.Listener}
+		srv.Start()
+	case panicky:
+		srv.Listener = panickyListener{srv.Listener}
 		srv.Start()
 	case tlsDirect:
 		srv.Listener = mseout.DirectWriteListener(srv.Listener)
@@ -134,17 +138,8 @@ func (l notSocketListener) Accept() (net.Conn, error) {
 func TestDirectWritesWhereTheTransportAllows(t *testing.T) {
 	eachMode(t, func(t *testing.T, mode netMode) {
 		r, base := newServerOn(t, mode, nil)
-		pub, err := r.Publish("d", mseout.PublisherInfo{Protocol: "test"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pub.Close()
-		pub.WriteInit(testInit("init"))
-		pub.WriteSegment(segment("k", true))
-		c := dial(t, base+"d")
-		expectText(t, c, "init")
-		expectBinary(t, c, "init")
-		expectBinary(t, c, "k")
+		pub := goLive(t, r, "d", "k")
+		c := join(t, base+"d", "k")
 		for i := range 50 {
 			pub.WriteSegment(segment(fmt.Sprint("seg", i), false))
 			expectBinary(t, c, fmt.Sprint("seg", i))
@@ -234,10 +229,7 @@ func TestViewerPanicIsContained(t *testing.T) {
 	before := contain.Counts()
 	key := "k0"
 	for _, path := range []string{"viewer direct write", "viewer writer"} {
-		c := dial(t, base+"p")
-		expectText(t, c, "init")
-		expectBinary(t, c, "init")
-		expectBinary(t, c, key)
+		c := join(t, base+"p", key)
 		armed.Store(true)
 		if path == "viewer direct write" {
 			pub.WriteSegment(segment("boom", false)) // the sweep writes it directly
@@ -266,10 +258,6 @@ func TestViewerPanicIsContained(t *testing.T) {
 		// The stream goes on: a new viewer plays.
 		key = "k-after-" + path
 		pub.WriteSegment(segment(key, true))
-		c2 := dial(t, base+"p")
-		expectText(t, c2, "init")
-		expectBinary(t, c2, "init")
-		expectBinary(t, c2, key)
-		c2.Close()
+		join(t, base+"p", key).Close()
 	}
 }

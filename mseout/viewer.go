@@ -13,7 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/mseway/mseway/configs"
-	"github.com/mseway/mseway/internal/contain"
+	"github.com/mseway/mseway/contain"
 )
 
 // ViewerStats is what a viewer last reported in a stats message.

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mseway/mseway/internal/contain"
-	"github.com/mseway/mseway/internal/mediafile"
-	"github.com/mseway/mseway/internal/whipclient"
+	"github.com/mseway/mseway/contain"
+	"github.com/mseway/mseway/internal/testkit/mediafile"
+	"github.com/mseway/mseway/internal/testkit/whipclient"
 	"github.com/mseway/mseway/peer"
 	"github.com/mseway/mseway/remux"
 )

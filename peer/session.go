@@ -16,9 +16,9 @@ import (
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
-	"github.com/mseway/mseway/internal/contain"
-	"github.com/mseway/mseway/internal/sdpfrag"
+	"github.com/mseway/mseway/contain"
 	"github.com/mseway/mseway/remux"
+	"github.com/mseway/mseway/sdpfrag"
 )
 
 // pliInterval throttles keyframe requests to one per this interval.

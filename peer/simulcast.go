@@ -7,7 +7,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
-	"github.com/mseway/mseway/internal/contain"
+	"github.com/mseway/mseway/contain"
 	"github.com/mseway/mseway/remux"
 )
 

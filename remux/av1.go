@@ -153,6 +153,30 @@ func (a *av1Assembler) add(p []byte) {
 	}
 }
 
+// addFrame takes a temporal unit in the low-overhead format (AV1 spec
+// 5.2): OBUs one after the other, each with its size field but the last,
+// which may run to the end.
+func (a *av1Assembler) addFrame(tu []byte) {
+	for len(tu) > 0 && !a.broken {
+		h := tu[0]
+		hl := 1
+		if h&4 != 0 { // obu_extension_flag
+			hl = 2
+		}
+		n := len(tu)
+		if h&2 != 0 && len(tu) > hl { // obu_has_size_field
+			size, ln := readLEB128(tu[hl:])
+			if ln == 0 || size > uint64(len(tu)-hl-ln) {
+				a.broken = true
+				return
+			}
+			n = hl + ln + int(size)
+		}
+		a.obu(tu[:n])
+		tu = tu[n:]
+	}
+}
+
 // obu appends one complete OBU (with or without its size field) to the
 // temporal unit.
 func (a *av1Assembler) obu(o []byte) {

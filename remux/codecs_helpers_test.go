@@ -12,6 +12,8 @@ import (
 	"github.com/Eyevinn/mp4ff/ivf"
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
+
+	"github.com/mseway/mseway/bitstream"
 )
 
 // Test media made by testdata/gen_codecs.sh (ffmpeg testsrc2, keyframe every
@@ -63,7 +65,7 @@ func readIVFFrames(t testing.TB, path string) [][]byte {
 func loadVP9(t testing.TB, path string) []codecFrame {
 	var out []codecFrame
 	for _, f := range readIVFFrames(t, path) {
-		key, ok := vp9IsKey(f)
+		key, ok := bitstream.VP9IsKeyframe(f)
 		if !ok {
 			t.Fatal("not a VP9 frame")
 		}

@@ -10,7 +10,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 
-	"github.com/mseway/mseway/internal/fmp4check"
+	"github.com/mseway/mseway/internal/testkit/fmp4check"
 )
 
 // TestCodecPacketizations sends each codec's real encoded file through a

@@ -10,6 +10,8 @@ import (
 
 	"github.com/Eyevinn/mp4ff/mp4"
 	"github.com/pion/rtp"
+
+	"github.com/mseway/mseway/bitstream"
 )
 
 // fuzzAssembler feeds chunks of data as RTP payloads of one frame, twice
@@ -46,7 +48,7 @@ func fuzzAssembler(t *testing.T, a videoAssembler, data []byte, check func(*test
 }
 
 func checkVP9Sample(t *testing.T, b []byte) {
-	if _, ok := vp9IsKey(b); !ok {
+	if _, ok := bitstream.VP9IsKeyframe(b); !ok {
 		t.Fatalf("sample is not a VP9 frame: % x", b[:min(len(b), 4)])
 	}
 }
@@ -124,7 +126,7 @@ func FuzzVP9Header(f *testing.F) {
 		if a.broken || !a.gotCfg {
 			return
 		}
-		if key, ok := vp9IsKey(data); !ok || !key {
+		if key, ok := bitstream.VP9IsKeyframe(data); !ok || !key {
 			t.Fatal("configuration from a frame that is not a keyframe")
 		}
 		a.frames = 1

@@ -9,6 +9,8 @@ import (
 
 	"github.com/Eyevinn/mp4ff/avc"
 	"github.com/Eyevinn/mp4ff/mp4"
+
+	"github.com/mseway/mseway/bitstream"
 )
 
 const (
@@ -51,6 +53,9 @@ type videoAssembler interface {
 	// add appends one RTP payload of the current frame. Malformed data marks
 	// the frame broken; it never panics.
 	add(payload []byte)
+	// addFrame takes the whole current frame as the encoder made it (see
+	// Stream.PushVideoFrame), under the same checks as add.
+	addFrame(frame []byte)
 	// finish ends the current frame and reports it.
 	finish() videoFrame
 	// commit makes the configuration seen in band the current one; called
@@ -169,6 +174,19 @@ func (a *h264Assembler) add(p []byte) {
 		}
 	default: // 0, 25-27 (STAP-B, MTAP: interleaved mode), 29 (FU-B), 30, 31
 		a.broken = true
+	}
+}
+
+func (a *h264Assembler) addFrame(au []byte) {
+	for _, nal := range bitstream.SplitAnnexB(au) {
+		if a.broken {
+			return
+		}
+		if len(nal) == 0 || nal[0]&0x1f == 0 || nal[0]&0x1f > 23 {
+			a.broken = true // not a NAL unit type of a coded stream
+			return
+		}
+		a.appendNAL(nal)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 
 	"github.com/Eyevinn/mp4ff/hevc"
 	"github.com/Eyevinn/mp4ff/mp4"
+
+	"github.com/mseway/mseway/bitstream"
 )
 
 // MimeTypeH265 is pion/webrtc's MimeTypeH265.
@@ -112,6 +114,19 @@ func (a *h265Assembler) add(p []byte) {
 		}
 	default: // PACI (50) and unspecified types
 		a.broken = true
+	}
+}
+
+func (a *h265Assembler) addFrame(au []byte) {
+	for _, nal := range bitstream.SplitAnnexB(au) {
+		if a.broken {
+			return
+		}
+		if len(nal) < 3 || (nal[0]>>1)&0x3f >= 48 {
+			a.broken = true // too short, or an RTP-only type (aggregation, FU)
+			return
+		}
+		a.appendNAL(nal)
 	}
 }
 

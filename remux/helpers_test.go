@@ -17,39 +17,20 @@ import (
 	"github.com/Eyevinn/mp4ff/mp4"
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
+
+	"github.com/mseway/mseway/bitstream"
 )
 
 // ---- H.264 test data ----
 
-// readAnnexB splits an Annex B byte stream into NAL units.
+// readAnnexB splits an Annex B file into NAL units.
 func readAnnexB(t testing.TB, path string) [][]byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var nals [][]byte
-	i := 0
-	start := -1
-	for i+2 < len(b) {
-		if b[i] == 0 && b[i+1] == 0 && b[i+2] == 1 {
-			if start >= 0 {
-				end := i
-				for end > start && b[end-1] == 0 {
-					end--
-				}
-				nals = append(nals, b[start:end])
-			}
-			i += 3
-			start = i
-			continue
-		}
-		i++
-	}
-	if start >= 0 {
-		nals = append(nals, b[start:])
-	}
-	return nals
+	return bitstream.SplitAnnexB(b)
 }
 
 // accessUnit is one coded picture of a test file, as NAL units.

@@ -228,10 +228,55 @@ func (s *Stream) PushAudio(pkt *rtp.Packet, arrival time.Time) {
 	s.stats.AudioPackets++
 	a := s.audio
 	s.stats.AudioLost += s.pushReordered(&a.rb, a, pkt, arrival)
-	// Video paused: do not hold audio back.
-	if s.video != nil && len(a.samples) > 0 && arrival.Sub(a.pendingSince) > audioAloneAfter {
+	s.audioAlone(arrival)
+}
+
+// audioAlone flushes audio that waited too long for video (video paused):
+// audio is never held back. s.mu must be held.
+func (s *Stream) audioAlone(arrival time.Time) {
+	if a := s.audio; s.video != nil && len(a.samples) > 0 && arrival.Sub(a.pendingSince) > audioAloneAfter {
 		s.flushAudio()
 	}
+}
+
+// PushVideoFrame feeds one whole encoded video frame: an H.264 or H.265
+// access unit in Annex-B form, a VP9 frame, or an AV1 temporal unit (OBUs
+// with their size fields), with its 90 kHz timestamp. It is the entry point
+// for sources that have frames, not packets (local capture): the same
+// assembler the RTP path depacketizes into checks and stores it, without a
+// reorder window (frames come in order). A no-op for a stream without video
+// or an empty frame.
+func (s *Stream) PushVideoFrame(frame []byte, ts uint32, arrival time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.video
+	if v == nil || len(frame) == 0 {
+		return
+	}
+	s.start(arrival)
+	if v.inFrame {
+		v.finishFrame() // a frame left open by packets pushed before
+	}
+	v.beginFrame(ts, arrival)
+	if len(frame) > maxFrameBytes {
+		v.curBroken = true
+	} else {
+		v.asm.addFrame(frame)
+	}
+	v.finishFrame()
+}
+
+// PushAudioFrame feeds one Opus packet with its 48 kHz timestamp: the audio
+// counterpart of PushVideoFrame. A no-op for a stream without audio.
+func (s *Stream) PushAudioFrame(packet []byte, ts uint32, arrival time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.audio == nil || len(packet) == 0 {
+		return
+	}
+	s.start(arrival)
+	s.audio.handlePacket(ts, true, packet, len(packet) > maxRTPPayload, arrival, 0)
+	s.audioAlone(arrival)
 }
 
 // TrackKind names one of a Stream's tracks.
@@ -518,18 +563,23 @@ func (v *videoTrack) handlePacket(ts uint32, marker bool, payload []byte, bad bo
 		v.finishFrame() // boundary by timestamp change (marker lost or not set)
 	}
 	if !v.inFrame {
-		v.inFrame = true
-		v.curTS = ts
-		v.curBroken = false
-		v.curAfter = v.gapNext
-		v.gapNext = false
-		v.curTL = v.clk.timeline(ts, arrival, v.s.t0)
-		v.asm.reset()
+		v.beginFrame(ts, arrival)
 	}
 	v.asm.add(payload)
 	if marker {
 		v.finishFrame()
 	}
+}
+
+// beginFrame starts the frame of timestamp ts.
+func (v *videoTrack) beginFrame(ts uint32, arrival time.Time) {
+	v.inFrame = true
+	v.curTS = ts
+	v.curBroken = false
+	v.curAfter = v.gapNext
+	v.gapNext = false
+	v.curTL = v.clk.timeline(ts, arrival, v.s.t0)
+	v.asm.reset()
 }
 
 func (v *videoTrack) drop() {

@@ -16,7 +16,7 @@ import (
 
 	"github.com/pion/rtp"
 
-	"github.com/mseway/mseway/internal/fmp4check"
+	"github.com/mseway/mseway/internal/testkit/fmp4check"
 )
 
 const (

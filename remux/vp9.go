@@ -6,6 +6,8 @@ import (
 	"github.com/Eyevinn/mp4ff/mp4"
 	"github.com/Eyevinn/mp4ff/vp9"
 	"github.com/pion/rtp/codecs"
+
+	"github.com/mseway/mseway/bitstream"
 )
 
 // MimeTypeVP9 is pion/webrtc's MimeTypeVP9.
@@ -102,10 +104,19 @@ func (a *vp9Assembler) add(p []byte) {
 	}
 }
 
+func (a *vp9Assembler) addFrame(f []byte) {
+	if a.broken {
+		return
+	}
+	a.buf = append(a.buf, f...) // the caller checked maxFrameBytes
+	a.frames++
+	a.inspect()
+}
+
 // inspect reads the first frame's uncompressed header (VP9 spec 6.2): the
 // frame type, and the configuration of a keyframe.
 func (a *vp9Assembler) inspect() {
-	key, ok := vp9IsKey(a.buf)
+	key, ok := bitstream.VP9IsKeyframe(a.buf)
 	if !ok {
 		a.broken = true
 		return
@@ -129,26 +140,6 @@ func (a *vp9Assembler) inspect() {
 		colorSpace: h.ColorSpace, primaries: pr, transfer: tr, matrix: mx, width: h.Width, height: h.Height,
 	}
 	a.gotCfg = true
-}
-
-// vp9IsKey reads frame_marker, profile, show_existing_frame and frame_type
-// from the first bits of a VP9 frame. ok is false when it is not one.
-func vp9IsKey(f []byte) (key, ok bool) {
-	if len(f) < 2 || f[0]>>6 != 2 {
-		return false, false
-	}
-	v := uint(f[0])<<8 | uint(f[1])
-	n := 13 // next bit; bits 15 and 14 are frame_marker
-	profile := (v>>n)&1 | ((v>>(n-1))&1)<<1
-	n -= 2
-	if profile == 3 {
-		n-- // reserved_zero
-	}
-	if (v>>n)&1 == 1 { // show_existing_frame
-		return false, true
-	}
-	n--
-	return (v>>n)&1 == 0, true // frame_type: 0 = KEY_FRAME
 }
 
 func (a *vp9Assembler) finish() videoFrame {

@@ -21,10 +21,10 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mseway/mseway/configs"
-	"github.com/mseway/mseway/internal/contain"
-	"github.com/mseway/mseway/internal/sdpfrag"
+	"github.com/mseway/mseway/contain"
 	"github.com/mseway/mseway/mseout"
 	"github.com/mseway/mseway/peer"
+	"github.com/mseway/mseway/sdpfrag"
 )
 
 // connectTimeout ends a publish whose ICE/DTLS never completes.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
-	"github.com/mseway/mseway/internal/sdpfrag"
+	"github.com/mseway/mseway/sdpfrag"
 )
 
 // readBody reads a request body of the given media type, bounded by MaxBodyBytes.

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mseway/mseway/agent"
 	"github.com/mseway/mseway/devices"
 )
 
@@ -111,7 +112,7 @@ Flags:
 		return 1
 	}
 	defer capture.Close()
-	agent, err := devices.NewAgent(capture, devices.AgentConfig{
+	ag, err := agent.New(capture, agent.Config{
 		URL: *whipURL, Token: *token, Wait: *wait, LoopbackOnly: *loopback,
 		ConnectTimeout: *connectTimeout, MaxBackoff: *maxBackoff, Logger: log,
 	})
@@ -119,7 +120,7 @@ Flags:
 		fmt.Fprintf(stderr, "gateway capture: %v\n", err)
 		return 2
 	}
-	if err := agent.Run(ctx); err != nil {
+	if err := ag.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "gateway capture: %v\n", err)
 		return 1
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/mseway/mseway/internal/viewerclient"
+	"github.com/mseway/mseway/internal/testkit/viewerclient"
 )
 
 // recording is a stream as the gateway sent it to one viewer: the init

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mseway/mseway/internal/viewerclient"
+	"github.com/mseway/mseway/internal/testkit/viewerclient"
 )
 
 // TestLoadSmall runs the tool as CI does: a gateway and the floor in this

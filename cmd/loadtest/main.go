@@ -39,9 +39,9 @@ import (
 
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/internal/gateway"
-	"github.com/mseway/mseway/internal/mediafile"
-	"github.com/mseway/mseway/internal/testcert"
-	"github.com/mseway/mseway/internal/whipclient"
+	"github.com/mseway/mseway/internal/testkit/mediafile"
+	"github.com/mseway/mseway/internal/testkit/testcert"
+	"github.com/mseway/mseway/internal/testkit/whipclient"
 	"github.com/mseway/mseway/mseout"
 )
 

@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"time"
 
-	"github.com/mseway/mseway/internal/viewerclient"
+	"github.com/mseway/mseway/internal/testkit/viewerclient"
 )
 
 // A video frame is stamped with its send time so every viewer can measure

@@ -12,7 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/mseway/mseway/internal/viewerclient"
+	"github.com/mseway/mseway/internal/testkit/viewerclient"
 )
 
 // window is the measurement window of a phase: only what arrives inside it

@@ -13,8 +13,8 @@ import (
 
 	"github.com/Eyevinn/mp4ff/mp4"
 
-	"github.com/mseway/mseway/internal/mediafile"
-	"github.com/mseway/mseway/internal/whipclient"
+	"github.com/mseway/mseway/internal/testkit/mediafile"
+	"github.com/mseway/mseway/internal/testkit/whipclient"
 )
 
 // mediaSample is one sample a viewer received, with its bytes.

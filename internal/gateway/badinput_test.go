@@ -14,8 +14,8 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mseway/mseway/configs"
-	"github.com/mseway/mseway/internal/viewerclient"
-	"github.com/mseway/mseway/internal/whipclient"
+	"github.com/mseway/mseway/internal/testkit/viewerclient"
+	"github.com/mseway/mseway/internal/testkit/whipclient"
 )
 
 // vp8OnlyOffer makes a real offer that proposes nothing but VP8 video.

@@ -15,7 +15,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 
-	"github.com/mseway/mseway/internal/mediafile"
+	"github.com/mseway/mseway/internal/testkit/mediafile"
 	"github.com/mseway/mseway/remux"
 )
 

@@ -10,9 +10,10 @@ import (
 	"time"
 
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/agent"
 	"github.com/mseway/mseway/devices"
-	"github.com/mseway/mseway/internal/fmp4check"
 	"github.com/mseway/mseway/internal/gateway"
+	"github.com/mseway/mseway/internal/testkit/fmp4check"
 )
 
 // testCapture opens a small test-pattern capture (videotest + audiotest).
@@ -46,9 +47,9 @@ type agentRun struct {
 }
 
 // runAgent runs a capture agent until ctx ends or the test ends.
-func runAgent(t *testing.T, ctx context.Context, c *devices.Capture, url string) (*devices.Agent, *agentRun) {
+func runAgent(t *testing.T, ctx context.Context, c *devices.Capture, url string) (*agent.Agent, *agentRun) {
 	t.Helper()
-	a, err := devices.NewAgent(c, devices.AgentConfig{
+	a, err := agent.New(c, agent.Config{
 		URL: url, LoopbackOnly: true, Wait: true,
 		MinBackoff: 200 * time.Millisecond, MaxBackoff: time.Second, Logger: testLogger(),
 	})
@@ -315,7 +316,7 @@ func TestCaptureAgentFirstPublishFails(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // nobody listens there now
 	c := testCapture(t, time.Second)
-	a, err := devices.NewAgent(c, devices.AgentConfig{URL: "http://" + addr + "/whip/x", LoopbackOnly: true, Logger: testLogger()})
+	a, err := agent.New(c, agent.Config{URL: "http://" + addr + "/whip/x", LoopbackOnly: true, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mseway/mseway/internal/mediafile"
-	"github.com/mseway/mseway/internal/whipclient"
+	"github.com/mseway/mseway/internal/testkit/mediafile"
+	"github.com/mseway/mseway/internal/testkit/whipclient"
 )
 
 // codecMedia loads one of the checked-in 640x360 30 fps files (keyframe

@@ -23,11 +23,12 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/contain"
 	"github.com/mseway/mseway/devices"
-	"github.com/mseway/mseway/internal/contain"
 	"github.com/mseway/mseway/mseout"
 	"github.com/mseway/mseway/peer"
 	"github.com/mseway/mseway/signaling"
+	"github.com/mseway/mseway/sources"
 	"github.com/mseway/mseway/web"
 )
 
@@ -46,7 +47,7 @@ type Gateway struct {
 	sig      *signaling.Server
 	srv      *http.Server
 	started  time.Time
-	sources  []*devices.LocalSource
+	sources  []*sources.Source
 }
 
 // New builds a gateway from cfg. Call Serve, then Close.
@@ -239,7 +240,7 @@ func (g *Gateway) startSources() error {
 	sort.Strings(names)
 	for _, name := range names {
 		s := g.cfg.Sources[name]
-		src, err := devices.StartLocal(devices.LocalConfig{
+		src, err := sources.Start(sources.Config{
 			Stream: name,
 			Capture: devices.Config{
 				Video: s.Video, Audio: s.Audio, VideoCodec: s.VideoCodec, Width: s.Width, Height: s.Height, FPS: s.FPS,

@@ -16,12 +16,12 @@ import (
 	"time"
 
 	"github.com/mseway/mseway/configs"
-	"github.com/mseway/mseway/internal/fmp4check"
 	"github.com/mseway/mseway/internal/gateway"
-	"github.com/mseway/mseway/internal/mediafile"
-	"github.com/mseway/mseway/internal/testcert"
-	"github.com/mseway/mseway/internal/viewerclient"
-	"github.com/mseway/mseway/internal/whipclient"
+	"github.com/mseway/mseway/internal/testkit/fmp4check"
+	"github.com/mseway/mseway/internal/testkit/mediafile"
+	"github.com/mseway/mseway/internal/testkit/testcert"
+	"github.com/mseway/mseway/internal/testkit/viewerclient"
+	"github.com/mseway/mseway/internal/testkit/whipclient"
 )
 
 // testCert is the loopback certificate of the TLS gateways of this test

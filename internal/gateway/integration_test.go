@@ -13,7 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/mseway/mseway/internal/whipclient"
+	"github.com/mseway/mseway/internal/testkit/whipclient"
 )
 
 // TestPublishWatch publishes H.264 + Opus over WHIP from a Pion client and

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/mseway/mseway/configs"
-	"github.com/mseway/mseway/internal/fmp4check"
 	"github.com/mseway/mseway/internal/gateway"
+	"github.com/mseway/mseway/internal/testkit/fmp4check"
 )
 
 // The aiortc test runs inside a private network namespace: aiortc ignores

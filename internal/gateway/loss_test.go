@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mseway/mseway/internal/fmp4check"
-	"github.com/mseway/mseway/internal/mediafile"
-	"github.com/mseway/mseway/internal/whipclient"
+	"github.com/mseway/mseway/internal/testkit/fmp4check"
+	"github.com/mseway/mseway/internal/testkit/mediafile"
+	"github.com/mseway/mseway/internal/testkit/whipclient"
 )
 
 // TestLossAndReorder publishes through a lossy, reordering network (a

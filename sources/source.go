@@ -1,26 +1,28 @@
-package devices
+// Package sources publishes local devices straight into streams of this
+// gateway: a capture (devices) is encoded, its frames go into a remux.Stream
+// through the access-unit entry point (no RTP round trip) and the stream's
+// mseout publication fans them out. A source can be on demand (capturing
+// only while someone watches) and gives way to a WHIP publisher that takes
+// its stream over.
+package sources
 
 import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/rtp"
-	"github.com/pion/rtp/codecs"
-
+	"github.com/mseway/mseway/devices"
 	"github.com/mseway/mseway/mseout"
 	"github.com/mseway/mseway/remux"
 )
 
-// LocalConfig configures a local source: a capture published straight into a
+// Config configures a local source: a capture published straight into a
 // stream of this gateway, without a WebRTC hop.
-type LocalConfig struct {
+type Config struct {
 	Stream   string
-	Capture  Config
+	Capture  devices.Config
 	Registry *mseout.Registry
 	// OnDemand captures only while someone watches: the stream is not live
 	// until a viewer waits on it (the source then publishes and starts its
@@ -34,30 +36,30 @@ type LocalConfig struct {
 	Logger *slog.Logger
 }
 
-// LocalSource is a running local source. It owns one goroutine, from
-// StartLocal to Close.
-type LocalSource struct {
-	cfg LocalConfig
+// Source is a running local source. It owns one goroutine, from Start to
+// Close.
+type Source struct {
+	cfg Config
 	log *slog.Logger
 
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	current  atomic.Pointer[Capture] // the running capture, for keyframe requests
-	captures atomic.Int64            // captures opened so far
+	current  atomic.Pointer[devices.Capture] // the running capture, for keyframe requests
+	captures atomic.Int64                    // captures opened so far
 }
 
-// StartLocal checks cfg and starts the source. A device that cannot be opened
-// is an error here when the source is not on demand; later failures are
-// logged and retried.
-func StartLocal(cfg LocalConfig) (*LocalSource, error) {
+// Start checks cfg and starts the source. A device that cannot be opened is
+// an error here when the source is not on demand; later failures are logged
+// and retried.
+func Start(cfg Config) (*Source, error) {
 	if err := cfg.Capture.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.Registry == nil {
-		return nil, errors.New("devices: LocalConfig.Registry is nil")
+		return nil, errors.New("sources: Config.Registry is nil")
 	}
-	if err := cfg.Capture.checkBuild(); err != nil {
+	if err := cfg.Capture.CheckBuild(); err != nil {
 		return nil, err // ErrNoEncoder, ErrNoVP9
 	}
 	if cfg.Linger <= 0 {
@@ -71,21 +73,14 @@ func StartLocal(cfg LocalConfig) (*LocalSource, error) {
 	}
 	cfg.Capture.Logger = cfg.Logger.With("source", cfg.Stream)
 	// Resolve device names now, so a typo stops the gateway at start.
-	if cfg.Capture.Video != None {
-		if _, err := findDriver("video", cfg.Capture.Video); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.Capture.Audio != None {
-		if _, err := findDriver("audio", cfg.Capture.Audio); err != nil {
-			return nil, err
-		}
+	if err := cfg.Capture.CheckDevices(); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &LocalSource{cfg: cfg, log: cfg.Logger.With("source", cfg.Stream), cancel: cancel, done: make(chan struct{})}
-	var first *Capture
+	l := &Source{cfg: cfg, log: cfg.Logger.With("source", cfg.Stream), cancel: cancel, done: make(chan struct{})}
+	var first *devices.Capture
 	if !cfg.OnDemand { // a broken device stops the gateway at start
-		c, err := Open(cfg.Capture)
+		c, err := devices.Open(cfg.Capture)
 		if err != nil {
 			cancel()
 			return nil, err
@@ -99,21 +94,21 @@ func StartLocal(cfg LocalConfig) (*LocalSource, error) {
 
 // Close stops the source: its publication ends (viewers get eos) and the
 // devices are closed. It waits for the source's goroutine.
-func (l *LocalSource) Close() {
+func (l *Source) Close() {
 	l.cancel()
 	<-l.done
 }
 
 // Captures returns how many times the source opened its devices.
-func (l *LocalSource) Captures() int64 { return l.captures.Load() }
+func (l *Source) Captures() int64 { return l.captures.Load() }
 
-func (l *LocalSource) requestKeyframe() {
+func (l *Source) requestKeyframe() {
 	if c := l.current.Load(); c != nil {
 		c.RequestKeyframe()
 	}
 }
 
-func (l *LocalSource) sleep(ctx context.Context, d time.Duration) bool {
+func (l *Source) sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -124,7 +119,7 @@ func (l *LocalSource) sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func (l *LocalSource) run(ctx context.Context, capture *Capture) {
+func (l *Source) run(ctx context.Context, capture *devices.Capture) {
 	defer close(l.done)
 	defer func() {
 		if capture != nil {
@@ -181,7 +176,7 @@ func (l *LocalSource) run(ctx context.Context, capture *Capture) {
 // waitFor waits until cond holds for the stream's state (live, viewer
 // count), woken by the registry on every change. It returns false when ctx
 // ends or the registry closes.
-func (l *LocalSource) waitFor(ctx context.Context, cond func(live bool, viewers int) bool) bool {
+func (l *Source) waitFor(ctx context.Context, cond func(live bool, viewers int) bool) bool {
 	reg := l.cfg.Registry
 	changed, stop := reg.Watch(l.cfg.Stream)
 	defer stop()
@@ -202,13 +197,13 @@ func (l *LocalSource) waitFor(ctx context.Context, cond func(live bool, viewers 
 
 // waitForViewers waits until viewers wait on the stream and nobody else
 // publishes it.
-func (l *LocalSource) waitForViewers(ctx context.Context) bool {
+func (l *Source) waitForViewers(ctx context.Context) bool {
 	return l.waitFor(ctx, func(live bool, viewers int) bool { return !live && viewers > 0 })
 }
 
 // serve feeds pub until ctx ends or pub is done. It returns the capture that
 // is still open, if any.
-func (l *LocalSource) serve(ctx context.Context, pub *mseout.Publication, capture *Capture) *Capture {
+func (l *Source) serve(ctx context.Context, pub *mseout.Publication, capture *devices.Capture) *devices.Capture {
 	var feed *localFeed
 	stopCapture := func() {
 		if capture != nil {
@@ -221,7 +216,7 @@ func (l *LocalSource) serve(ctx context.Context, pub *mseout.Publication, captur
 	}
 	startFeed := func() bool {
 		if capture == nil {
-			c, err := Open(l.cfg.Capture)
+			c, err := devices.Open(l.cfg.Capture)
 			if err != nil {
 				l.log.Error("local source cannot open its devices", "err", err)
 				return false
@@ -303,42 +298,28 @@ func (l *LocalSource) serve(ctx context.Context, pub *mseout.Publication, captur
 	}
 }
 
-func deviceLabel(c Config) string {
+func deviceLabel(c devices.Config) string {
 	switch {
-	case c.Video != None && c.Audio != None:
+	case c.Video != devices.None && c.Audio != devices.None:
 		return c.Video + "+" + c.Audio
-	case c.Video != None:
+	case c.Video != devices.None:
 		return c.Video
 	default:
 		return c.Audio
 	}
 }
 
-// localFeed packetizes encoded frames into RTP in-process and pushes them
-// into a remux.Stream whose sink is the stream's publication.
+// localFeed pushes a capture's encoded frames into a remux.Stream whose sink
+// is the stream's publication, through the access-unit entry point.
 type localFeed struct {
 	stream *remux.Stream
-
-	mu           sync.Mutex
-	vSeq, aSeq   uint16
-	vBase, aBase uint32
-	vPay         rtp.Payloader // H.264 or VP9
-	vPT          uint8
-	vSSRC, aSSRC uint32
 }
 
-const localMTU = 1200
-
-func newLocalFeed(c *Capture, pub *mseout.Publication) (*localFeed, error) {
+func newLocalFeed(c *devices.Capture, pub *mseout.Publication) (*localFeed, error) {
 	cfg := remux.Config{Sink: pub, RequestKeyframe: c.RequestKeyframe}
-	var pay rtp.Payloader = &codecs.H264Payloader{}
-	var pt uint8 = 102
 	if c.HasVideo() {
 		cfg.Video = &remux.CodecParams{MimeType: remux.MimeTypeH264, ClockRate: 90000}
-		if c.VideoCodec() == VP9 {
-			// Non-flexible mode, with the scalability structure (size) on
-			// keyframes, as pion's VP9 tracks send it to the gateway.
-			pay, pt = &codecs.VP9Payloader{}, 98
+		if c.VideoCodec() == devices.VP9 {
 			cfg.Video = &remux.CodecParams{MimeType: remux.MimeTypeVP9, ClockRate: 90000}
 		}
 	}
@@ -349,45 +330,15 @@ func newLocalFeed(c *Capture, pub *mseout.Publication) (*localFeed, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &localFeed{
-		stream: s,
-		vPay:   pay, vPT: pt,
-		vSeq: uint16(rand.Uint32()), aSeq: uint16(rand.Uint32()),
-		vBase: rand.Uint32(), aBase: rand.Uint32(),
-		vSSRC: rand.Uint32(), aSSRC: rand.Uint32(),
-	}, nil
+	return &localFeed{stream: s}, nil
 }
 
-// WriteVideo implements Sink.
-func (f *localFeed) WriteVideo(fr Frame) {
-	ts := f.vBase + uint32(fr.Time*90000/time.Second)
-	f.mu.Lock()
-	payloads := f.vPay.Payload(localMTU, fr.Data)
-	pkts := make([]rtp.Packet, len(payloads))
-	for i, p := range payloads {
-		pkts[i] = rtp.Packet{
-			Header: rtp.Header{Version: 2, PayloadType: f.vPT, SequenceNumber: f.vSeq, Timestamp: ts,
-				SSRC: f.vSSRC, Marker: i == len(payloads)-1},
-			Payload: p,
-		}
-		f.vSeq++
-	}
-	f.mu.Unlock()
-	now := time.Now()
-	for i := range pkts {
-		f.stream.PushVideo(&pkts[i], now)
-	}
+// WriteVideo implements devices.Sink.
+func (f *localFeed) WriteVideo(fr devices.Frame) {
+	f.stream.PushVideoFrame(fr.Data, uint32(fr.Time*90000/time.Second), time.Now())
 }
 
-// WriteAudio implements Sink.
-func (f *localFeed) WriteAudio(fr Frame) {
-	ts := f.aBase + uint32(fr.Time*48000/time.Second)
-	f.mu.Lock()
-	pkt := rtp.Packet{
-		Header:  rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: f.aSeq, Timestamp: ts, SSRC: f.aSSRC, Marker: true},
-		Payload: fr.Data,
-	}
-	f.aSeq++
-	f.mu.Unlock()
-	f.stream.PushAudio(&pkt, time.Now())
+// WriteAudio implements devices.Sink.
+func (f *localFeed) WriteAudio(fr devices.Frame) {
+	f.stream.PushAudioFrame(fr.Data, uint32(fr.Time*48000/time.Second), time.Now())
 }

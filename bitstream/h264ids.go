@@ -1,4 +1,4 @@
-package devices
+package bitstream
 
 // OpenH264's default "increasing id" strategy gives every IDR a new SPS/PPS
 // id. A receiver that builds an fMP4 init from the parameter sets (as the
@@ -10,17 +10,18 @@ package devices
 // slices of a PPS with entropy_coding_mode_flag set are left alone (and so
 // are their parameter sets' ids).
 
-// idNormalizer rewrites the parameter set ids of one stream's access units.
-// Only Constrained/Baseline streams (profile_idc 66, CAVLC) are touched.
-type idNormalizer struct {
+// H264IDNormalizer rewrites the parameter set ids of one stream's access
+// units. Only Constrained/Baseline streams (profile_idc 66, CAVLC) are
+// touched. The zero value is ready; use one per stream.
+type H264IDNormalizer struct {
 	baseline bool // the last SPS was Baseline
 	cabac    bool // the last PPS used CABAC
 }
 
-// normalize returns au (Annex-B) with parameter set ids 0. It returns au
+// Normalize returns au (Annex-B) with parameter set ids 0. It returns au
 // itself when there is nothing to change.
-func (z *idNormalizer) normalize(au []byte) []byte {
-	nals := splitAnnexB(au)
+func (z *H264IDNormalizer) Normalize(au []byte) []byte {
+	nals := SplitAnnexB(au)
 	changed := false
 	out := make([][]byte, len(nals))
 	for i, nal := range nals {
@@ -55,32 +56,6 @@ func (z *idNormalizer) normalize(au []byte) []byte {
 		b = append(b, n...)
 	}
 	return b
-}
-
-// splitAnnexB returns the NAL units of an Annex-B byte stream (without start codes).
-func splitAnnexB(b []byte) [][]byte {
-	var nals [][]byte
-	start := -1
-	i := 0
-	for i+2 < len(b) {
-		if b[i] == 0 && b[i+1] == 0 && b[i+2] == 1 {
-			if start >= 0 {
-				end := i
-				for end > start && b[end-1] == 0 {
-					end--
-				}
-				nals = append(nals, b[start:end])
-			}
-			i += 3
-			start = i
-			continue
-		}
-		i++
-	}
-	if start >= 0 && start < len(b) {
-		nals = append(nals, b[start:])
-	}
-	return nals
 }
 
 func unescapeRBSP(b []byte) []byte {

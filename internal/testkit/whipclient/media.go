@@ -12,7 +12,8 @@ import (
 	"github.com/Eyevinn/mp4ff/ivf"
 	"github.com/pion/webrtc/v4"
 
-	"github.com/mseway/mseway/internal/mediafile"
+	"github.com/mseway/mseway/bitstream"
+	"github.com/mseway/mseway/internal/testkit/mediafile"
 )
 
 // ReadVideo reads a video file into the frames Publish sends and returns the
@@ -77,21 +78,10 @@ func readIVF(path string) (string, []mediafile.AccessUnit, error) {
 	return mime, aus, nil
 }
 
-// vp9Key reads frame_type from a VP9 uncompressed header.
+// vp9Key reports whether a VP9 frame is a keyframe.
 func vp9Key(f []byte) bool {
-	if len(f) < 2 || f[0]>>6 != 2 {
-		return false
-	}
-	v := uint(f[0])<<8 | uint(f[1])
-	n := 13
-	if (v>>n)&1|((v>>(n-1))&1)<<1 == 3 {
-		n--
-	}
-	n -= 2
-	if (v>>n)&1 == 1 { // show_existing_frame
-		return false
-	}
-	return (v>>(n-1))&1 == 0
+	key, _ := bitstream.VP9IsKeyframe(f)
+	return key
 }
 
 // av1Key reports whether a temporal unit's first frame header is a shown

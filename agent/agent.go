@@ -1,4 +1,8 @@
-package devices
+// Package agent is the capture agent (`gateway capture`): it publishes a
+// local capture (devices) to a remote gateway over WHIP (whip), keeps the
+// publish alive (ICE restart on a network change, reconnect with backoff when
+// the gateway or the network goes away) and answers keyframe requests.
+package agent
 
 import (
 	"context"
@@ -18,11 +22,12 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
 
-	"github.com/mseway/mseway/internal/whip"
+	"github.com/mseway/mseway/devices"
+	"github.com/mseway/mseway/whip"
 )
 
-// AgentConfig says where the capture agent publishes.
-type AgentConfig struct {
+// Config says where the capture agent publishes.
+type Config struct {
 	URL   string // WHIP endpoint, e.g. http://gateway:8080/whip/cam1
 	Token string // bearer token, optional
 	// Wait keeps retrying when the very first publish fails (an agent started
@@ -40,8 +45,8 @@ type AgentConfig struct {
 // HTTPError is a WHIP POST answered with something else than 201.
 type HTTPError = whip.HTTPError
 
-// AgentStats counts what the agent did.
-type AgentStats struct {
+// Stats counts what the agent did.
+type Stats struct {
 	Sessions     int64 // publishes that connected
 	Attempts     int64 // publish attempts
 	PLIs         int64 // keyframe requests (PLI/FIR) received from the gateway
@@ -56,21 +61,21 @@ type AgentStats struct {
 // Agent publishes a Capture over WHIP and keeps publishing: when the
 // connection drops or the gateway restarts it reconnects with backoff.
 type Agent struct {
-	cfg AgentConfig
-	cap *Capture
+	cfg Config
+	cap *devices.Capture
 	log *slog.Logger
 
 	sessions, attempts, plis, deletes atomic.Int64
 	iceRestarts                       atomic.Int64
 	lastDeleteOK                      atomic.Bool
 	current                           atomic.Pointer[whipSession] // the live session
-	video                             atomic.Value                // string: AgentStats.Video
+	video                             atomic.Value                // string: Stats.Video
 	connected                         chan struct{}               // closed at the first connect
 	connOnce                          sync.Once
 }
 
-// NewAgent returns an agent for c. Run it with Run.
-func NewAgent(c *Capture, cfg AgentConfig) (*Agent, error) {
+// New returns an agent for c. Run it with Run.
+func New(c *devices.Capture, cfg Config) (*Agent, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("WHIP URL %q: want http(s)://host[:port]/whip/STREAM", cfg.URL)
@@ -94,9 +99,9 @@ func NewAgent(c *Capture, cfg AgentConfig) (*Agent, error) {
 }
 
 // Stats returns the agent's counters.
-func (a *Agent) Stats() AgentStats {
+func (a *Agent) Stats() Stats {
 	video, _ := a.video.Load().(string)
-	return AgentStats{
+	return Stats{
 		Sessions: a.sessions.Load(), Attempts: a.attempts.Load(), PLIs: a.plis.Load(),
 		DeletesSent: a.deletes.Load(), LastDeleteOK: a.lastDeleteOK.Load(), Video: video,
 		ICERestarts: a.iceRestarts.Load(),
@@ -130,7 +135,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			if s.videoCodec != "" {
 				a.video.Store(s.videoCodec)
 			}
-			a.log.Info("live", "session", s.location, "video", s.videoCodec)
+			a.log.Info("live", "session", s.sess.Location(), "video", s.videoCodec)
 			s.live.Store(true)
 			a.current.Store(s)
 			a.cap.SetSink(s)
@@ -175,12 +180,12 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // whipSession is one WHIP publish: a PeerConnection and its resource URL.
 type whipSession struct {
-	a        *Agent
-	pc       *webrtc.PeerConnection
-	video    *webrtc.TrackLocalStaticSample
-	audio    *webrtc.TrackLocalStaticSample
-	location string
-	client   *http.Client
+	a     *Agent
+	pc    *webrtc.PeerConnection
+	video *webrtc.TrackLocalStaticSample
+	audio *webrtc.TrackLocalStaticSample
+	wc    *whip.Client
+	sess  *whip.Session // set once the POST succeeded
 	// videoCodec is the negotiated video codec ("MIME PT fmtp").
 	videoCodec  string
 	videoSender *webrtc.RTPSender
@@ -214,15 +219,15 @@ func (s *whipSession) endReason() string {
 	return r
 }
 
-// WriteVideo implements Sink.
-func (s *whipSession) WriteVideo(f Frame) {
+// WriteVideo implements devices.Sink.
+func (s *whipSession) WriteVideo(f devices.Frame) {
 	if s.video != nil {
 		_ = s.video.WriteSample(media.Sample{Data: f.Data, Duration: f.Duration})
 	}
 }
 
-// WriteAudio implements Sink.
-func (s *whipSession) WriteAudio(f Frame) {
+// WriteAudio implements devices.Sink.
+func (s *whipSession) WriteAudio(f devices.Frame) {
 	if s.audio != nil {
 		_ = s.audio.WriteSample(media.Sample{Data: f.Data, Duration: f.Duration})
 	}
@@ -234,7 +239,7 @@ func (s *whipSession) WriteAudio(f Frame) {
 // peer/engine.go; libvpx encodes 8-bit 4:2:0, which is profile 0).
 func videoCodec(capCodec string) webrtc.RTPCodecParameters {
 	fb := []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
-	if capCodec == VP9 {
+	if capCodec == devices.VP9 {
 		return webrtc.RTPCodecParameters{
 			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP9, ClockRate: 90000,
 				SDPFmtpLine: "profile-id=0", RTCPFeedback: fb},
@@ -294,15 +299,16 @@ func (a *Agent) dial(ctx context.Context) (*whipSession, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &whipSession{a: a, pc: pc, ended: make(chan struct{}), client: &http.Client{Timeout: a.cfg.ConnectTimeout}}
+	s := &whipSession{a: a, pc: pc, ended: make(chan struct{}),
+		wc: &whip.Client{Endpoint: a.cfg.URL, Token: a.cfg.Token, HTTP: &http.Client{Timeout: a.cfg.ConnectTimeout}}}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	fail := func(err error) (*whipSession, error) {
-		s.close(s.location != "")
+		s.close(true)
 		return nil, err
 	}
 	if a.cap.HasVideo() {
 		c := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000}
-		if a.cap.VideoCodec() == VP9 {
+		if a.cap.VideoCodec() == devices.VP9 {
 			c = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP9, ClockRate: 90000, SDPFmtpLine: "profile-id=0"}
 		}
 		s.video, err = webrtc.NewTrackLocalStaticSample(c, "video", "capture")
@@ -360,25 +366,8 @@ func (a *Agent) dial(ctx context.Context) (*whipSession, error) {
 			s.end("connection " + st.String())
 		}
 	})
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
+	if s.sess, err = s.wc.Offer(ctx, pc); err != nil {
 		return fail(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		return fail(err)
-	}
-	select {
-	case <-gathered:
-	case <-ctx.Done():
-		return fail(fmt.Errorf("ICE gathering: %w", ctx.Err()))
-	}
-	answer, err := s.post(ctx, pc.LocalDescription().SDP)
-	if err != nil {
-		return fail(err)
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
-		return fail(fmt.Errorf("bad SDP answer: %w", err))
 	}
 	if s.videoSender != nil {
 		if cs := s.videoSender.GetParameters().Codecs; len(cs) > 0 {
@@ -393,15 +382,6 @@ func (a *Agent) dial(ctx context.Context) (*whipSession, error) {
 		return fail(errors.New("ICE/DTLS connection not established in time"))
 	}
 	return s, nil
-}
-
-func (s *whipSession) post(ctx context.Context, offer string) (string, error) {
-	sess, err := whip.Post(ctx, s.client, s.a.cfg.URL, s.a.cfg.Token, offer)
-	if err != nil {
-		return "", err
-	}
-	s.location = sess.Location
-	return sess.Answer, nil
 }
 
 func (s *whipSession) readRTCP(sender *webrtc.RTPSender) {
@@ -425,12 +405,12 @@ func (s *whipSession) readRTCP(sender *webrtc.RTPSender) {
 func (s *whipSession) restartICE(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.a.cfg.ConnectTimeout)
 	defer cancel()
-	if _, err := whip.RestartICE(ctx, s.client, s.pc, s.location, s.a.cfg.Token); err != nil {
+	if err := s.sess.RestartICE(ctx); err != nil {
 		s.a.log.Warn("ICE restart failed", "err", err)
 		return err
 	}
 	s.a.iceRestarts.Add(1)
-	s.a.log.Info("ICE restarted", "session", s.location)
+	s.a.log.Info("ICE restarted", "session", s.sess.Location())
 	return nil
 }
 
@@ -457,30 +437,12 @@ func (s *whipSession) close(sendDelete bool) int {
 		s.closing = true
 		s.restartMu.Unlock()
 		s.stop() // an ICE restart in flight
-		if sendDelete && s.location != "" {
-			s.status = s.delete()
+		if sendDelete && s.sess != nil {
+			s.status = s.sess.Delete()
 		}
 		_ = s.pc.Close()
 		s.end("closed")
 		s.wg.Wait()
 	})
 	return s.status
-}
-
-func (s *whipSession) delete() int {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, s.location, nil)
-	if err != nil {
-		return 0
-	}
-	if s.a.cfg.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.a.cfg.Token)
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }

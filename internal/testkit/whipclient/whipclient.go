@@ -25,9 +25,9 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
 
-	"github.com/mseway/mseway/internal/mediafile"
-	"github.com/mseway/mseway/internal/sdpfrag"
-	"github.com/mseway/mseway/internal/whip"
+	"github.com/mseway/mseway/internal/testkit/mediafile"
+	"github.com/mseway/mseway/sdpfrag"
+	"github.com/mseway/mseway/whip"
 )
 
 // Options describes what to publish and where.
@@ -76,13 +76,11 @@ type Sent struct {
 
 // Publisher is one live WHIP publish.
 type Publisher struct {
-	pc       *webrtc.PeerConnection
-	udp      *net.UDPConn
-	location string
-	etagMu   sync.Mutex
-	etag     string // the session's entity-tag (RFC 9725 section 4.3)
-	opts     Options
-	client   *http.Client
+	pc   *webrtc.PeerConnection
+	udp  *net.UDPConn
+	sess *whip.Session // the WHIP session, once created
+	opts Options
+	wc   *whip.Client
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -184,7 +182,7 @@ func Publish(ctx context.Context, opts Options) (*Publisher, error) {
 		udp.Close()
 		return nil, err
 	}
-	p := &Publisher{pc: pc, udp: udp, opts: opts, client: &http.Client{Timeout: opts.ConnectTimeout, Transport: httpTransport(opts.TLS)}, impair: imp}
+	p := &Publisher{pc: pc, udp: udp, opts: opts, wc: &whip.Client{Endpoint: opts.URL, Token: opts.Token, HTTP: &http.Client{Timeout: opts.ConnectTimeout, Transport: httpTransport(opts.TLS)}}, impair: imp}
 	fail := func(err error) (*Publisher, error) {
 		_ = pc.Close()
 		udp.Close()
@@ -236,29 +234,8 @@ func Publish(ctx context.Context, opts Options) (*Publisher, error) {
 			p.wg.Wait()
 			return nil, err
 		}
-	} else {
-		offer, err := pc.CreateOffer(nil)
-		if err != nil {
-			return fail(err)
-		}
-		gathered := webrtc.GatheringCompletePromise(pc)
-		if err := pc.SetLocalDescription(offer); err != nil {
-			return fail(err)
-		}
-		select {
-		case <-gathered:
-		case <-ctx.Done():
-			return fail(ctx.Err())
-		}
-		answer, location, err := p.post(ctx, pc.LocalDescription().SDP)
-		if err != nil {
-			return fail(err)
-		}
-		p.location = location
-		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
-			p.delete()
-			return fail(fmt.Errorf("whipclient: bad answer: %w", err))
-		}
+	} else if p.sess, err = p.wc.Offer(ctx, pc); err != nil {
+		return fail(err)
 	}
 	t := time.NewTimer(opts.ConnectTimeout)
 	defer t.Stop()
@@ -291,26 +268,12 @@ func Publish(ctx context.Context, opts Options) (*Publisher, error) {
 	return p, nil
 }
 
-func (p *Publisher) post(ctx context.Context, offer string) (answer, location string, err error) {
-	sess, err := whip.Post(ctx, p.client, p.opts.URL, p.opts.Token, offer)
-	if err != nil {
-		return "", "", err
-	}
-	p.setETag(sess.ETag)
-	return sess.Answer, sess.Location, nil
-}
-
-func (p *Publisher) setETag(e string) {
-	p.etagMu.Lock()
-	p.etag = e
-	p.etagMu.Unlock()
-}
-
 // ETag is the session's current entity-tag, from the 201 or the last ICE restart.
 func (p *Publisher) ETag() string {
-	p.etagMu.Lock()
-	defer p.etagMu.Unlock()
-	return p.etag
+	if p.sess == nil {
+		return ""
+	}
+	return p.sess.ETag()
 }
 
 // LocalUfrag is the publisher's current ICE username fragment.
@@ -321,18 +284,22 @@ func (p *Publisher) LocalUfrag() string {
 	return ""
 }
 
-// RestartICE restarts ICE over WHIP (RFC 9725 section 4.3.2); see whip.RestartICE.
+// RestartICE restarts ICE over WHIP (RFC 9725 section 4.3.2); see
+// whip.Session.RestartICE.
 func (p *Publisher) RestartICE(ctx context.Context) error {
-	etag, err := whip.RestartICE(ctx, p.client, p.pc, p.location, p.opts.Token)
-	if err != nil {
-		return err
+	if p.sess == nil {
+		return errors.New("whipclient: not a WHIP publish")
 	}
-	p.setETag(etag)
-	return nil
+	return p.sess.RestartICE(ctx)
 }
 
 // Location is the WHIP session URL.
-func (p *Publisher) Location() string { return p.location }
+func (p *Publisher) Location() string {
+	if p.sess == nil {
+		return ""
+	}
+	return p.sess.Location()
+}
 
 // delete ends the session on the server: WHIP DELETE, or closing the
 // signaling socket.
@@ -341,22 +308,10 @@ func (p *Publisher) delete() int {
 		_ = p.ws.Close()
 		return 0
 	}
-	if p.location == "" {
+	if p.sess == nil {
 		return 0
 	}
-	req, err := http.NewRequest(http.MethodDelete, p.location, nil)
-	if err != nil {
-		return 0
-	}
-	if p.opts.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+p.opts.Token)
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
+	return p.sess.Delete()
 }
 
 func (p *Publisher) readRTCP(s *webrtc.RTPSender) {

@@ -1,6 +1,8 @@
-// Package whip holds the client side of WHIP (RFC 9725) that the capture
-// agent and the test publisher share: the POST that creates a session and
-// the ICE restart over PATCH.
+// Package whip is the publisher side of WHIP (RFC 9725), shared by the
+// capture agent, the test publisher and the load tool: a Client negotiates a
+// Pion PeerConnection with a POST (no trickle: the offer carries every
+// candidate), and the Session it makes restarts ICE over PATCH and ends with
+// DELETE. It does not send media: the caller owns the tracks.
 package whip
 
 import (
@@ -14,16 +16,16 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
-	"github.com/mseway/mseway/internal/sdpfrag"
+	"github.com/mseway/mseway/sdpfrag"
 )
 
-// RestartICE restarts ICE for the WHIP session at resource (RFC 9725
+// restartICE restarts ICE for the WHIP session at resource (RFC 9725
 // section 4.3.2): pc's new credentials and candidates (gathered in full) go
 // out in a PATCH with If-Match: "*"; the server's new ones come back in the
 // 200 and are applied as the answer. The negotiated media stay as they are.
 // It returns the session's new entity-tag. On failure pc is rolled back to
 // the ICE state it had.
-func RestartICE(ctx context.Context, hc *http.Client, pc *webrtc.PeerConnection, resource, token string) (etag string, err error) {
+func restartICE(ctx context.Context, hc *http.Client, pc *webrtc.PeerConnection, resource, token string) (etag string, err error) {
 	if resource == "" {
 		return "", errors.New("whip: ICE restart needs a session URL")
 	}
@@ -92,19 +94,19 @@ func (e *HTTPError) Error() string {
 	return fmt.Sprintf("WHIP POST answered %d %s: %s", e.Status, http.StatusText(e.Status), msg)
 }
 
-// Session is what a successful WHIP POST returns.
-type Session struct {
+// created is what a successful WHIP POST returns.
+type created struct {
 	Answer   string // the SDP answer
 	Location string // the session URL, resolved against the endpoint
 	ETag     string // the session's entity-tag, when the server sends one
 }
 
-// Post publishes offer to the WHIP endpoint (RFC 9725 section 4.2): a 201
+// post publishes offer to the WHIP endpoint (RFC 9725 section 4.2): a 201
 // with the answer and a Location, or an *HTTPError.
-func Post(ctx context.Context, hc *http.Client, endpoint, token, offer string) (Session, error) {
+func post(ctx context.Context, hc *http.Client, endpoint, token, offer string) (created, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(offer))
 	if err != nil {
-		return Session{}, err
+		return created{}, err
 	}
 	req.Header.Set("Content-Type", "application/sdp")
 	if token != "" {
@@ -112,24 +114,24 @@ func Post(ctx context.Context, hc *http.Client, endpoint, token, offer string) (
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return Session{}, err
+		return created{}, err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusCreated {
-		return Session{}, &HTTPError{Status: resp.StatusCode, Body: string(body)}
+		return created{}, &HTTPError{Status: resp.StatusCode, Body: string(body)}
 	}
 	loc := resp.Header.Get("Location")
 	if loc == "" {
-		return Session{}, errors.New("WHIP POST answered 201 without a Location header")
+		return created{}, errors.New("WHIP POST answered 201 without a Location header")
 	}
 	base, err := url.Parse(endpoint)
 	if err != nil {
-		return Session{}, err
+		return created{}, err
 	}
 	ref, err := url.Parse(loc)
 	if err != nil {
-		return Session{}, fmt.Errorf("bad Location %q: %w", loc, err)
+		return created{}, fmt.Errorf("bad Location %q: %w", loc, err)
 	}
-	return Session{Answer: string(body), Location: base.ResolveReference(ref).String(), ETag: resp.Header.Get("ETag")}, nil
+	return created{Answer: string(body), Location: base.ResolveReference(ref).String(), ETag: resp.Header.Get("ETag")}, nil
 }

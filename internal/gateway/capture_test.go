@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/agent"
+	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/devices"
 	"github.com/mseway/mseway/internal/gateway"
 	"github.com/mseway/mseway/internal/testkit/fmp4check"

@@ -1,7 +1,6 @@
 package mseout
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"net"
@@ -12,8 +11,8 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/contain"
+	"github.com/mseway/mseway/httpapi"
 )
 
 // ViewerStats is what a viewer last reported in a stats message.
@@ -406,27 +405,20 @@ var upgrader = websocket.Upgrader{
 	CheckOrigin: func(*http.Request) bool { return true },
 	// Handshake failures answer in JSON like every other HTTP error.
 	Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
-		writeJSONError(w, status, "websocket handshake: "+reason.Error())
+		httpapi.WriteError(w, status, "websocket handshake: "+reason.Error())
 	},
 }
 
 // ServeViewer handles GET /ws/watch/{stream}: it validates the request,
 // upgrades to WebSocket and runs the viewer protocol until the viewer leaves.
 func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name string) {
-	if !configs.ValidStreamName(name) {
-		writeJSONError(w, http.StatusBadRequest, "invalid stream name: 1-64 characters of [A-Za-z0-9._-]")
+	if err := httpapi.StreamName(name); err != nil {
+		httpapi.Fail(w, err)
 		return
 	}
-	if tok := r.opts.ViewToken; tok != "" {
-		got := req.URL.Query().Get("token")
-		if got == "" {
-			writeJSONError(w, http.StatusUnauthorized, "view token required")
-			return
-		}
-		if subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
-			writeJSONError(w, http.StatusForbidden, "wrong view token")
-			return
-		}
+	if err := httpapi.CheckToken(httpapi.Token(req), r.opts.ViewToken, "view"); err != nil {
+		httpapi.Fail(w, err)
+		return
 	}
 	conn, err := upgrader.Upgrade(w, req, nil)
 	if err != nil {
@@ -583,11 +575,4 @@ func (v *viewer) readLoop() string {
 		}
 		// Unknown message types are ignored so clients can be newer than the server.
 	}
-}
-
-// writeJSONError writes {"error": msg} with status code.
-func writeJSONError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }

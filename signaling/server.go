@@ -8,20 +8,17 @@ package signaling
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/pion/webrtc/v4"
 
-	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/contain"
+	"github.com/mseway/mseway/httpapi"
 	"github.com/mseway/mseway/mseout"
 	"github.com/mseway/mseway/peer"
 	"github.com/mseway/mseway/sdpfrag"
@@ -105,51 +102,20 @@ func (s *Server) Publishing() int {
 	return len(s.sessions)
 }
 
-// httpError is an error with its HTTP status.
-type httpError struct {
-	code int
-	msg  string
-}
+// errorf is httpapi.Errorf: an error that answers with its status.
+func errorf(code int, msg string) error { return httpapi.Errorf(code, msg) }
 
-func (e *httpError) Error() string { return e.msg }
-
-func errorf(code int, msg string) error { return &httpError{code, msg} }
-
-// writeError writes {"error": ...} with the status carried by err (500 otherwise).
-func writeError(w http.ResponseWriter, err error) {
-	code, msg := http.StatusInternalServerError, "internal error"
-	var he *httpError
-	if errors.As(err, &he) {
-		code, msg = he.code, he.msg
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
-}
+// writeError writes err as the JSON error of its status (500 otherwise).
+func writeError(w http.ResponseWriter, err error) { httpapi.Fail(w, err) }
 
 // checkStream validates the stream name and the publish token.
 func (s *Server) checkStream(r *http.Request) (string, error) {
 	name := r.PathValue("stream")
-	if !configs.ValidStreamName(name) {
-		return "", errorf(http.StatusBadRequest, "invalid stream name: 1-64 characters of [A-Za-z0-9._-]")
+	if err := httpapi.StreamName(name); err != nil {
+		return "", err
 	}
-	if tok := s.opts.PublishToken; tok != "" {
-		got := ""
-		if h := r.Header.Get("Authorization"); h != "" {
-			scheme, val, _ := strings.Cut(h, " ")
-			if strings.EqualFold(scheme, "Bearer") {
-				got = strings.TrimSpace(val)
-			}
-		}
-		if got == "" {
-			got = r.URL.Query().Get("token")
-		}
-		if got == "" {
-			return "", errorf(http.StatusUnauthorized, "publish token required (Authorization: Bearer <token>)")
-		}
-		if subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
-			return "", errorf(http.StatusForbidden, "wrong publish token")
-		}
+	if err := httpapi.CheckToken(httpapi.Token(r), s.opts.PublishToken, "publish"); err != nil {
+		return "", err
 	}
 	return name, nil
 }
@@ -170,8 +136,7 @@ func mapPublishError(err error) error {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return errorf(http.StatusServiceUnavailable, "negotiation did not finish in time")
 	}
-	var he *httpError
-	if errors.As(err, &he) {
+	if _, ok := errors.AsType[*httpapi.Error](err); ok {
 		return err
 	}
 	return errorf(http.StatusInternalServerError, err.Error())

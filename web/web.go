@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
-	"encoding/json"
 	"io"
 	"io/fs"
 	"mime"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mseway/mseway/httpapi"
 )
 
 //go:embed static
@@ -82,7 +83,7 @@ func (h *handler) etag(name string) string {
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+		httpapi.WriteError(w, http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
 	name := strings.TrimPrefix(path.Clean("/"+r.URL.Path), "/")
@@ -90,7 +91,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		name = "index.html"
 	}
 	if !fs.ValidPath(name) {
-		writeError(w, http.StatusNotFound, "not found")
+		httpapi.WriteError(w, http.StatusNotFound, "not found")
 		return
 	}
 	st, err := fs.Stat(h.files, name)
@@ -99,18 +100,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st, err = fs.Stat(h.files, name)
 	}
 	if err != nil || st.IsDir() {
-		writeError(w, http.StatusNotFound, "not found")
+		httpapi.WriteError(w, http.StatusNotFound, "not found")
 		return
 	}
 	f, err := h.files.Open(name)
 	if err != nil {
-		writeError(w, http.StatusNotFound, "not found")
+		httpapi.WriteError(w, http.StatusNotFound, "not found")
 		return
 	}
 	defer f.Close()
 	rs, ok := f.(io.ReadSeeker)
 	if !ok {
-		writeError(w, http.StatusInternalServerError, "file not seekable")
+		httpapi.WriteError(w, http.StatusInternalServerError, "file not seekable")
 		return
 	}
 	ext := strings.ToLower(path.Ext(name))
@@ -131,11 +132,4 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// module scripts and for the worker they start.
 	w.Header().Set("Access-Control-Allow-Origin", "*")
 	http.ServeContent(w, r, name, time.Time{}, rs)
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }

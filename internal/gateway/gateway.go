@@ -7,7 +7,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +24,7 @@ import (
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/contain"
 	"github.com/mseway/mseway/devices"
+	"github.com/mseway/mseway/httpapi"
 	"github.com/mseway/mseway/mseout"
 	"github.com/mseway/mseway/peer"
 	"github.com/mseway/mseway/signaling"
@@ -138,10 +138,10 @@ func (g *Gateway) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /api/streams", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Access-Control-Allow-Origin", "*")
-		writeJSON(w, http.StatusOK, g.registry.Streams())
+		httpapi.WriteJSON(w, http.StatusOK, g.registry.Streams())
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime": time.Since(g.started).Round(time.Second).String()})
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime": time.Since(g.started).Round(time.Second).String()})
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
@@ -190,7 +190,7 @@ func (e *errorRewriter) WriteHeader(code int) {
 		if code == http.StatusMethodNotAllowed {
 			msg = "method not allowed"
 		}
-		writeJSON(e.ResponseWriter, code, map[string]string{"error": msg})
+		httpapi.WriteJSON(e.ResponseWriter, code, map[string]string{"error": msg})
 		return
 	}
 	e.ResponseWriter.WriteHeader(code)
@@ -287,9 +287,3 @@ func (g *Gateway) Close(ctx context.Context) error {
 
 // ICEAddrs returns the ICE UDP listen addresses.
 func (g *Gateway) ICEAddrs() []string { return g.engine.UDPAddrs() }
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}

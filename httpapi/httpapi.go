@@ -1,0 +1,88 @@
+// Package httpapi holds the HTTP conventions every endpoint of the gateway
+// shares (PROTOCOL.md): JSON bodies, errors as {"error": "..."} with their
+// status, the stream-name check, and token extraction and comparison. It is
+// a leaf: it imports nothing of ours but configs.
+package httpapi
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/mseway/mseway/configs"
+)
+
+// Error is an error with the HTTP status it answers with.
+type Error struct {
+	Status int
+	Msg    string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Errorf returns an *Error.
+func Errorf(status int, msg string) error { return &Error{status, msg} }
+
+// WriteJSON writes v as JSON with status code.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// WriteError writes {"error": msg} with status code.
+func WriteError(w http.ResponseWriter, code int, msg string) {
+	WriteJSON(w, code, map[string]string{"error": msg})
+}
+
+// Fail writes err as a JSON error: its status and message when it is an
+// *Error, a 500 that says nothing more otherwise (internal details stay in
+// the logs).
+func Fail(w http.ResponseWriter, err error) {
+	if he, ok := errors.AsType[*Error](err); ok {
+		WriteError(w, he.Status, he.Msg)
+		return
+	}
+	WriteError(w, http.StatusInternalServerError, "internal error")
+}
+
+// StreamName checks a stream name from a URL: nil, or a 400 *Error.
+func StreamName(name string) error {
+	if !configs.ValidStreamName(name) {
+		return Errorf(http.StatusBadRequest, "invalid stream name: 1-64 characters of [A-Za-z0-9._-]")
+	}
+	return nil
+}
+
+// Token returns the token a request presents: Authorization: Bearer, or
+// the token query parameter (browsers cannot set headers on a WebSocket).
+func Token(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, val, _ := strings.Cut(h, " ")
+		if strings.EqualFold(scheme, "Bearer") {
+			if t := strings.TrimSpace(val); t != "" {
+				return t
+			}
+		}
+	}
+	return r.URL.Query().Get("token")
+}
+
+// CheckToken compares a presented token with the configured one in
+// constant time: nil when want is empty or they match, a 401 *Error when
+// none was presented, a 403 *Error when it is wrong. what names the token
+// in the message ("publish", "view").
+func CheckToken(got, want, what string) error {
+	switch {
+	case want == "":
+		return nil
+	case got == "":
+		return Errorf(http.StatusUnauthorized, what+" token required (Authorization: Bearer <token>, or ?token= on a WebSocket)")
+	case subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1:
+		return Errorf(http.StatusForbidden, "wrong "+what+" token")
+	}
+	return nil
+}

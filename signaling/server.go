@@ -29,8 +29,8 @@ const connectTimeout = 20 * time.Second
 
 // Options configures the Server.
 type Options struct {
-	Engine       *peer.Engine
-	Registry     *mseout.Registry
+	Engine       Engine  // PeerEngine(e) in the gateway
+	Streams      Streams // MSEStreams(r) in the gateway
 	PublishToken string
 	MaxBodyBytes int64
 	Logger       *slog.Logger
@@ -55,8 +55,8 @@ type publish struct {
 	stream   string
 	protocol string
 	remote   string
-	sess     *peer.Session
-	pub      *mseout.Publication
+	sess     Session
+	pub      Publication
 	stop     chan struct{} // closed by DELETE or the WS closing
 	stopOnce sync.Once
 	ended    chan struct{} // closed when cleanup is done
@@ -145,7 +145,7 @@ func mapPublishError(err error) error {
 // startPublish negotiates offer and makes it the source of stream. With
 // onCandidate set, candidates trickle out and the answer is returned at once.
 func (s *Server) startPublish(ctx context.Context, stream, offer, protocol, remote string, onCandidate func(webrtc.ICECandidateInit)) (*publish, string, error) {
-	reg := s.opts.Registry
+	reg := s.opts.Streams
 	if err := reg.CheckPublish(stream); err != nil {
 		return nil, "", mapPublishError(err)
 	}

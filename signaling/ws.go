@@ -181,20 +181,34 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 					c.send(wsMessage{Type: "answer", SDP: answer})
 					continue
 				}
+				// Candidates gathered during Accept wait for the answer: a
+				// browser cannot add a candidate before its remote description.
+				var (
+					candMu   sync.Mutex
+					answered bool
+					early    []webrtc.ICECandidateInit
+				)
 				var answer string
 				p, answer, err = s.startPublish(r.Context(), stream, m.SDP, "ws", r.RemoteAddr, func(ci webrtc.ICECandidateInit) {
+					candMu.Lock()
+					defer candMu.Unlock()
+					if !answered {
+						early = append(early, ci)
+						return
+					}
 					c.send(wsMessage{Type: "candidate", Candidate: &ci})
 				})
 				if err != nil {
 					c.send(wsMessage{Type: "error", Message: err.Error()})
 					continue
 				}
-				// Candidates gathered during Accept may already be queued; the
-				// answer must go first, so put it at the head.
-				c.mu.Lock()
-				b, _ := json.Marshal(wsMessage{Type: "answer", SDP: answer})
-				c.outbox = append([][]byte{b}, c.outbox...)
-				c.mu.Unlock()
+				candMu.Lock()
+				c.send(wsMessage{Type: "answer", SDP: answer})
+				for i := range early {
+					c.send(wsMessage{Type: "candidate", Candidate: &early[i]})
+				}
+				answered, early = true, nil
+				candMu.Unlock()
 				c.send(wsMessage{Type: "viewers", Count: new(int)})
 				viewers, sessDone, pubDone, ended = p.pub.Viewers(), p.sess.Done(), p.pub.Done(), p.ended
 				offerDeadline.Stop()

@@ -80,8 +80,8 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		Logger:    log,
 	})
 	sig := signaling.New(signaling.Options{
-		Engine:       engine,
-		Registry:     registry,
+		Engine:       signaling.PeerEngine(engine),
+		Streams:      signaling.MSEStreams(registry),
 		PublishToken: cfg.Auth.PublishToken,
 		MaxBodyBytes: int64(cfg.Limits.MaxBodyBytes),
 		Logger:       log,

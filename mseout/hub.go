@@ -18,6 +18,7 @@ type initMsg struct {
 	frames []byte
 	size   int
 	tracks []remux.Track
+	src    *remux.Init // for Outputs
 }
 
 // segMsg is one media segment, framed once and shared by every viewer.
@@ -25,6 +26,7 @@ type segMsg struct {
 	frame    []byte
 	size     int
 	keyframe bool
+	src      remux.Segment // for Outputs: its Data is the frame's payload
 }
 
 // sweepShard is the fewest viewers worth a goroutine of their own in a sweep.
@@ -74,6 +76,7 @@ type hub struct {
 	gop      []*segMsg // since the newest keyframe; empty = no usable cache
 	gopBytes int
 	viewers  map[*viewer]struct{}
+	outputs  []Output // attached with Registry.Attach
 
 	lastKeyframe    time.Time
 	lastKeyframeAsk time.Time
@@ -199,6 +202,9 @@ func (p *Publication) Close() {
 	for v := range h.viewers {
 		v.pushControl(frameEOS, false)
 	}
+	for _, o := range h.outputs {
+		o.WriteEnd()
+	}
 	h.mu.Unlock()
 	h.r.log.Info("publish ended", "stream", h.name, "remote", p.info.RemoteAddr, "duration", time.Since(p.since).Round(time.Millisecond))
 	h.r.changed(h.name)
@@ -226,15 +232,19 @@ func (p *Publication) WriteInit(in *remux.Init) {
 		return
 	}
 	h.initGen++
-	h.init = &initMsg{gen: h.initGen, frames: frames, size: len(text) + len(in.Data), tracks: in.Tracks}
+	h.init = &initMsg{gen: h.initGen, frames: frames, size: len(text) + len(in.Data), tracks: in.Tracks, src: in}
 	// The cache belongs to the old init; the next segment is a keyframe.
 	h.gop, h.gopBytes = nil, 0
+	for _, o := range h.outputs {
+		o.WriteInit(in)
+	}
 	h.r.log.Info("stream init", "stream", h.name, "mime", in.MIME, "tracks", in.Tracks)
 }
 
 // WriteSegment shares s with every viewer and the GOP cache.
 func (p *Publication) WriteSegment(s *remux.Segment) {
-	seg := &segMsg{frame: newFrame(opBinary, s.Data), size: len(s.Data), keyframe: s.Keyframe}
+	seg := &segMsg{frame: newFrame(opBinary, s.Data), size: len(s.Data), keyframe: s.Keyframe, src: *s}
+	seg.src.Data = seg.frame[len(seg.frame)-len(s.Data):]
 	ok, swept, askKeyframe := p.share(seg, s.HasVideo)
 	if !ok {
 		return
@@ -294,6 +304,9 @@ func (p *Publication) share(seg *segMsg, hasVideo bool) (ok, swept, askKeyframe 
 		if v.pushSegment(seg, init, true) {
 			swept = true
 		}
+	}
+	for _, o := range h.outputs {
+		o.WriteSegment(&seg.src)
 	}
 	return true, swept, askKeyframe
 }
@@ -416,6 +429,9 @@ func (h *hub) shutdown(reason string) {
 	pub := h.pub
 	for v := range h.viewers {
 		v.pushControl(frame, true)
+	}
+	for _, o := range h.outputs {
+		o.WriteEnd()
 	}
 	h.mu.Unlock()
 	if pub != nil {

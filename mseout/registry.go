@@ -226,12 +226,12 @@ func (r *Registry) hubLocked(name string) *hub {
 	return h
 }
 
-// removeIfIdle drops a hub with no publisher and no viewers.
+// removeIfIdle drops a hub with no publisher, no viewers and no outputs.
 func (r *Registry) removeIfIdle(h *hub) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h.mu.Lock()
-	idle := h.pub == nil && len(h.viewers) == 0
+	idle := h.pub == nil && len(h.viewers) == 0 && len(h.outputs) == 0
 	h.mu.Unlock()
 	if idle && r.hubs[h.name] == h {
 		delete(r.hubs, h.name)

@@ -3,10 +3,14 @@ package peer
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 
 	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/mseway/mseway/remux"
 )
 
 // Offer errors. Callers map ErrMalformedOffer to 400 and ErrNoAcceptableCodec to 406.
@@ -164,4 +168,179 @@ func isHelperCodec(name string) bool {
 		return true
 	}
 	return false
+}
+
+// videoRank orders video codecs by preference (PROTOCOL.md): H.264, VP9,
+// AV1, H.265. Pion answers in the offer's order, and browsers offer VP8 and
+// VP9 first, so the answerer sets its own preference.
+func videoRank(name string) int {
+	switch strings.ToUpper(name) {
+	case "H264":
+		return 0
+	case "VP9":
+		return 1
+	case "AV1":
+		return 2
+	case "H265":
+		return 3
+	}
+	return 4
+}
+
+// preferCodecs decides which video codec the answer selects. When the
+// offer's first video codec is one the gateway takes, the offerer chose it
+// (the publish page puts the codec the user picked first) and Pion's answer,
+// which keeps the offer's order, stands. Otherwise (browsers list VP8 first
+// by default) it sets on the transceiver the offered codecs the gateway
+// takes in its own order of preference, H.264, VP9, AV1, H.265, with their
+// RTX and RTCP feedback. On any doubt it leaves Pion's choice alone.
+func preferCodecs(pc *webrtc.PeerConnection, offer string, log *slog.Logger) {
+	var sd sdp.SessionDescription
+	if err := sd.UnmarshalString(offer); err != nil {
+		return
+	}
+	byMid := map[string]*sdp.MediaDescription{}
+	for _, md := range sd.MediaDescriptions {
+		if mid, ok := md.Attribute("mid"); ok && md.MediaName.Media == "video" {
+			byMid[mid] = md
+		}
+	}
+	for _, tr := range pc.GetTransceivers() {
+		md := byMid[tr.Mid()]
+		if md == nil || tr.Kind() != webrtc.RTPCodecTypeVideo {
+			continue
+		}
+		type offered struct {
+			c    webrtc.RTPCodecParameters
+			rank int
+		}
+		names := map[string]string{}
+		fmtps := map[string]string{}
+		fbs := map[string][]webrtc.RTCPFeedback{} // "*" applies to every payload type
+		for _, a := range md.Attributes {
+			pt, rest, _ := strings.Cut(a.Value, " ")
+			switch a.Key {
+			case "rtpmap":
+				names[pt] = rest
+			case "fmtp":
+				fmtps[pt] = rest
+			case "rtcp-fb":
+				typ, param, _ := strings.Cut(rest, " ")
+				fbs[pt] = append(fbs[pt], webrtc.RTCPFeedback{Type: typ, Parameter: param})
+			}
+		}
+		firstOK := false
+		for _, ptStr := range md.MediaName.Formats {
+			name, _, _ := strings.Cut(names[ptStr], "/")
+			if name == "" || isHelperCodec(name) {
+				continue
+			}
+			firstOK, _ = acceptable("video", name, fmtps[ptStr])
+			break
+		}
+		if firstOK {
+			continue
+		}
+		var primary []offered
+		rtx := map[string][]webrtc.RTPCodecParameters{} // apt -> rtx codecs
+		for _, ptStr := range md.MediaName.Formats {
+			rm := names[ptStr]
+			name, clock, _ := strings.Cut(rm, "/")
+			var pt uint8
+			if _, err := fmt.Sscan(ptStr, &pt); err != nil || name == "" {
+				continue
+			}
+			var rate uint32
+			fmt.Sscan(clock, &rate)
+			// The feedback the offer lists; the answer keeps what the
+			// MediaEngine also registers (NACK, PLI, FIR, REMB, TWCC).
+			fb := append(append([]webrtc.RTCPFeedback(nil), fbs[ptStr]...), fbs["*"]...)
+			c := webrtc.RTPCodecParameters{
+				RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: "video/" + name, ClockRate: rate, SDPFmtpLine: fmtps[ptStr], RTCPFeedback: fb},
+				PayloadType:        webrtc.PayloadType(pt),
+			}
+			if strings.EqualFold(name, "rtx") {
+				apt := fmtpValue(fmtps[ptStr], "apt")
+				rtx[apt] = append(rtx[apt], c)
+				continue
+			}
+			if ok, _ := acceptable("video", name, fmtps[ptStr]); ok {
+				primary = append(primary, offered{c, videoRank(name)})
+			}
+		}
+		if len(primary) == 0 {
+			continue
+		}
+		sort.SliceStable(primary, func(i, j int) bool { return primary[i].rank < primary[j].rank })
+		// Keep what the MediaEngine can match (e.g. an H.264 profile it does
+		// not register is left out), one codec at a time.
+		var prefs, rtxs []webrtc.RTPCodecParameters
+		for _, p := range primary {
+			if tr.SetCodecPreferences([]webrtc.RTPCodecParameters{p.c}) != nil {
+				continue
+			}
+			prefs = append(prefs, p.c)
+			for _, r := range rtx[fmt.Sprint(uint8(p.c.PayloadType))] {
+				if tr.SetCodecPreferences([]webrtc.RTPCodecParameters{r}) == nil {
+					rtxs = append(rtxs, r)
+				}
+			}
+		}
+		if len(prefs) == 0 {
+			_ = tr.SetCodecPreferences(nil)
+			continue
+		}
+		if err := tr.SetCodecPreferences(append(prefs, rtxs...)); err != nil {
+			log.Debug("codec preferences not set; keeping the offer's order", "err", err)
+		}
+	}
+}
+
+func fmtpValue(fmtp, key string) string { return fmtpParam(fmtp, key, "") }
+
+// codecsFromAnswer reads the first accepted video and audio codec of the answer.
+func codecsFromAnswer(answer string) (remux.Config, error) {
+	var conf remux.Config
+	var sd sdp.SessionDescription
+	if err := sd.UnmarshalString(answer); err != nil {
+		return conf, fmt.Errorf("peer: own answer unparsable: %w", err)
+	}
+	for _, md := range sd.MediaDescriptions {
+		if md.MediaName.Port.Value == 0 || len(md.MediaName.Formats) == 0 {
+			continue
+		}
+		if _, inactive := md.Attribute("inactive"); inactive {
+			continue
+		}
+		first := md.MediaName.Formats[0]
+		var name string
+		var clock, channels uint64
+		for _, a := range md.Attributes {
+			if a.Key != "rtpmap" {
+				continue
+			}
+			pt, rest, _ := strings.Cut(a.Value, " ")
+			if pt != first {
+				continue
+			}
+			parts := strings.Split(rest, "/")
+			name = parts[0]
+			if len(parts) > 1 {
+				fmt.Sscan(parts[1], &clock)
+			}
+			if len(parts) > 2 {
+				fmt.Sscan(parts[2], &channels)
+			}
+		}
+		switch {
+		case md.MediaName.Media == "video" && conf.Video == nil && name != "":
+			conf.Video = &remux.CodecParams{MimeType: "video/" + name, ClockRate: uint32(clock)}
+		case md.MediaName.Media == "audio" && conf.Audio == nil && name != "":
+			conf.Audio = &remux.CodecParams{MimeType: "audio/" + name, ClockRate: uint32(clock), Channels: uint16(channels)}
+		}
+	}
+	if conf.Video == nil && conf.Audio == nil {
+		return conf, fmt.Errorf("%w: the answer accepts no media", ErrNoAcceptableCodec)
+	}
+	return conf, nil
 }

@@ -1,0 +1,206 @@
+package mseout
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/mseway/mseway/contain"
+	"github.com/mseway/mseway/httpapi"
+)
+
+// ViewerStats is what a viewer last reported in a stats message.
+type ViewerStats struct {
+	Latency       float64 `json:"latency"`
+	Buffered      float64 `json:"buffered"`
+	DecodedFrames int64   `json:"decodedFrames"`
+	DroppedFrames int64   `json:"droppedFrames"`
+}
+
+// item is one entry of a viewer's queue: one or more complete WebSocket
+
+var upgrader = websocket.Upgrader{
+	HandshakeTimeout: 10 * time.Second,
+	// Frames are written directly to the connection, never through the
+	// write buffer; a pool keeps viewers from each holding one. Reads use the
+	// HTTP server's buffer, handed over by the hijack.
+	WriteBufferPool: &sync.Pool{},
+	// Viewers embed the player on their own sites; access is controlled by tokens.
+	CheckOrigin: func(*http.Request) bool { return true },
+	// Handshake failures answer in JSON like every other HTTP error.
+	Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+		httpapi.WriteError(w, status, "websocket handshake: "+reason.Error())
+	},
+}
+
+// ServeViewer handles GET /ws/watch/{stream}: it validates the request,
+// upgrades to WebSocket and runs the viewer protocol until the viewer leaves.
+func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name string) {
+	if err := httpapi.StreamName(name); err != nil {
+		httpapi.Fail(w, err)
+		return
+	}
+	if err := httpapi.CheckToken(httpapi.Token(req), r.opts.ViewToken, "view"); err != nil {
+		httpapi.Fail(w, err)
+		return
+	}
+	conn, err := upgrader.Upgrade(w, req, nil)
+	if err != nil {
+		return // Upgrade has written the HTTP error
+	}
+	conn.SetReadLimit(maxViewerMsg)
+	remote := req.RemoteAddr
+	if refuse := r.attach(name); refuse != "" {
+		r.refuse(conn, refuse)
+		return
+	}
+	defer r.detach()
+
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		r.refuse(conn, ErrClosed.Error())
+		return
+	}
+	h := r.hubLocked(name)
+	r.mu.Unlock()
+
+	v := &viewer{h: h, conn: conn, remote: remote, out: newTransport(conn.NetConn())}
+	r.wg.Add(1) // done when the viewer and its writer are gone
+	if refuse := h.addViewer(v); refuse != "" {
+		r.wg.Done()
+		r.removeIfIdle(h)
+		r.refuse(conn, refuse)
+		return
+	}
+	r.metrics.viewersJoined.Add(1)
+	r.log.Info("viewer joined", "stream", name, "remote", remote)
+	start := time.Now()
+
+	v.mu.Lock()
+	v.pingTimer = time.AfterFunc(r.opts.KeepAlive, v.keepAlive)
+	v.mu.Unlock()
+	reason := v.serve()
+	v.stop()
+	conn.Close()
+	v.wwg.Wait()
+	r.wg.Done()
+	h.removeViewer(v)
+	v.mu.Lock()
+	if v.closeReason != "" {
+		reason = v.closeReason
+	}
+	v.mu.Unlock()
+	r.log.Info("viewer left", "stream", name, "remote", remote, "watched", time.Since(start).Round(time.Millisecond), "reason", reason)
+}
+
+// attach counts a viewer against the global limit.
+func (r *Registry) attach(name string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed.Error()
+	}
+	if r.viewers >= r.opts.Limits.MaxViewers {
+		return "too many viewers"
+	}
+	if _, ok := r.hubs[name]; !ok && len(r.hubs) >= 2*r.opts.Limits.MaxStreams {
+		return "too many streams"
+	}
+	r.viewers++
+	return ""
+}
+
+func (r *Registry) detach() {
+	r.mu.Lock()
+	r.viewers--
+	r.mu.Unlock()
+}
+
+// refuse sends an error message and closes a viewer that was not attached.
+func (r *Registry) refuse(conn *websocket.Conn, msg string) {
+	_ = conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	nc := conn.NetConn()
+	_ = nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	_, _ = nc.Write(append(errorFrame(msg), frameClose...))
+	conn.Close()
+	r.log.Info("viewer refused", "remote", conn.RemoteAddr().String(), "reason", msg)
+}
+
+// serve runs the read loop; a panic in it is contained, and the viewer is
+// then cleaned up like any other that left.
+func (v *viewer) serve() (reason string) {
+	defer contain.Recover(v.h.r.log, "viewer reader", func() { reason = "internal error (panic contained)"; v.abandon() })
+	return v.readLoop()
+}
+
+// readLoop reads what the viewer sends (stats) until the connection ends, and
+// returns why it ended.
+func (v *viewer) readLoop() string {
+	deadline := viewerReadSlack * v.h.r.opts.KeepAlive
+	_ = v.conn.SetReadDeadline(time.Now().Add(deadline))
+	v.conn.SetPongHandler(func(string) error {
+		return v.conn.SetReadDeadline(time.Now().Add(deadline))
+	})
+	// Every write goes through the writer (gorilla's handlers would write
+	// from this goroutine, and set the connection's write deadline).
+	v.conn.SetPingHandler(func(data string) error {
+		v.mu.Lock()
+		v.pong = newFrame(opPong, []byte(data))
+		v.notify()
+		v.mu.Unlock()
+		return nil
+	})
+	v.conn.SetCloseHandler(func(code int, _ string) error {
+		// Echo the close (RFC 6455 5.5.1) when the socket is free: never in
+		// the middle of a frame. The connection is closed right after.
+		v.mu.Lock()
+		free := !v.writing && len(v.pending) == 0 && !v.stopped && !v.out.backlog()
+		v.writing = v.writing || free
+		v.mu.Unlock()
+		if free {
+			var payload []byte
+			if code != websocket.CloseNoStatusReceived {
+				payload = websocket.FormatCloseMessage(code, "")
+			}
+			nc := v.conn.NetConn()
+			_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = nc.Write(newFrame(opClose, payload))
+			v.mu.Lock()
+			v.writing = false
+			v.mu.Unlock()
+		}
+		return nil
+	})
+	for {
+		mt, data, err := v.conn.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				return "closed by viewer"
+			}
+			return err.Error()
+		}
+		_ = v.conn.SetReadDeadline(time.Now().Add(deadline))
+		if mt != websocket.TextMessage {
+			continue
+		}
+		var msg struct {
+			Type string `json:"type"`
+			ViewerStats
+		}
+		if err := json.Unmarshal(data, &msg); err != nil {
+			v.pushControl(errorFrame("invalid message: not JSON"), true)
+			continue
+		}
+		if msg.Type == "stats" {
+			st := msg.ViewerStats
+			v.stats.Store(&st)
+		}
+		// Unknown message types are ignored so clients can be newer than the server.
+	}
+}

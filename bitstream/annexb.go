@@ -1,5 +1,7 @@
 package bitstream
 
+import "bytes"
+
 // SplitAnnexB returns the NAL units of an Annex-B byte stream, without
 // their start codes (3 or 4 bytes) or the zero bytes that trail them.
 func SplitAnnexB(b []byte) [][]byte {
@@ -65,4 +67,30 @@ func VP9IsKeyframe(f []byte) (key, ok bool) {
 	}
 	n--
 	return (v>>n)&1 == 0, true // frame_type: 0 = KEY_FRAME
+}
+
+// Unit locates one NAL unit in an Annex-B stream: Start is where its start
+// code begins (with the leading zero of a 4-byte one), Payload its first
+// byte, End where the next start code begins (or the stream ends).
+type Unit struct{ Start, Payload, End int }
+
+// Units returns where the NAL units of an Annex-B stream are, for callers
+// that cut the stream into access units and keep the start codes.
+func Units(b []byte) []Unit {
+	var out []Unit
+	for i := 0; ; {
+		j := bytes.Index(b[i:], []byte{0, 0, 1})
+		if j < 0 {
+			return out
+		}
+		start := i + j
+		if start > 0 && b[start-1] == 0 {
+			start--
+		}
+		if len(out) > 0 {
+			out[len(out)-1].End = start
+		}
+		i += j + 3
+		out = append(out, Unit{Start: start, Payload: i, End: len(b)})
+	}
 }

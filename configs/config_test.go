@@ -43,7 +43,7 @@ auth:
 }
 
 func TestErrorsNameFileAndKey(t *testing.T) {
-	cases := []struct{ yaml, want string }{
+	cases := []badConfig{
 		{"lisen: x", "field lisen not found"},
 		{"webrtc:\n  udp_port: 70000", "webrtc.udp_port"},
 		{"webrtc:\n  udp_port: abc", "cannot unmarshal"},
@@ -58,6 +58,16 @@ func TestErrorsNameFileAndKey(t *testing.T) {
 		{"stream_defaults:\n  keyframe_interval: fast", "cannot unmarshal"},
 		{"tls_cert: a.pem", "tls_cert and tls_key"},
 	}
+	checkErrors(t, cases)
+}
+
+// badConfig is a config file and what its error must name.
+type badConfig struct{ yaml, want string }
+
+// checkErrors parses each bad config and checks that the error names the
+// file and the key.
+func checkErrors(t *testing.T, cases []badConfig) {
+	t.Helper()
 	for _, tc := range cases {
 		_, err := Parse("bad.yaml", []byte(tc.yaml))
 		if err == nil {

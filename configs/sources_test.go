@@ -1,7 +1,6 @@
 package configs
 
 import (
-	"strings"
 	"testing"
 	"time"
 )
@@ -43,7 +42,7 @@ func TestSourcesOverrides(t *testing.T) {
 }
 
 func TestSourcesErrors(t *testing.T) {
-	cases := []struct{ yaml, want string }{
+	cases := []badConfig{
 		{"sources:\n  bad/name: {}", "sources.bad/name"},
 		{"sources:\n  a:\n    vidoe: camera", "sources.a"},
 		{"sources:\n  a:\n    video: none\n    audio: none", "sources.a: video and audio are both none"},
@@ -62,14 +61,5 @@ func TestSourcesErrors(t *testing.T) {
 		{"sources:\n  a:\n    video_codec: av1", "sources.a.video_codec: \"av1\": want h264 or vp9"},
 		{"sources:\n  a:\n    video_codec: \"\"", "sources.a.video_codec"},
 	}
-	for _, tc := range cases {
-		_, err := Parse("bad.yaml", []byte(tc.yaml))
-		if err == nil {
-			t.Errorf("%q: no error", tc.yaml)
-			continue
-		}
-		if !strings.Contains(err.Error(), "bad.yaml") || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%q: error %q should name the file and %q", tc.yaml, err, tc.want)
-		}
-	}
+	checkErrors(t, cases)
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mseway/mseway/bitstream"
+	"github.com/mseway/mseway/internal/testkit/fmp4check"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -94,22 +95,12 @@ func (r *frameRecorder) WriteAudio(f Frame) {
 	r.audio = append(r.audio, f)
 }
 
-func requireFFmpeg(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("ffmpeg"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("ffmpeg is required in CI")
-		}
-		t.Skip("ffmpeg not installed")
-	}
-}
-
 // TestCaptureEncodes: a test-pattern capture delivers H.264 with keyframes
 // on request whose parameter sets are byte-identical across keyframes (ids
 // normalized), frame times on the frame grid, 20 ms Opus packets, and the
 // H.264 decodes with ffmpeg without an error.
 func TestCaptureEncodes(t *testing.T) {
-	requireFFmpeg(t)
+	fmp4check.RequireFFmpeg(t)
 	c, err := Open(Config{Video: VideoTest, Audio: AudioTest, Width: 160, Height: 120, FPS: 20, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/Eyevinn/mp4ff/vp9"
+
+	"github.com/mseway/mseway/internal/testkit/fmp4check"
 )
 
 // keyRequester records video frames and asks its capture for a keyframe
@@ -98,7 +100,7 @@ func decodeIVF(t *testing.T, what, path string, want int) {
 // capture's size; the whole stream decodes with ffmpeg without an error, and
 // so does the stream cut at each requested keyframe (it decodes on its own).
 func TestCaptureVP9Keyframes(t *testing.T) {
-	requireFFmpeg(t)
+	fmp4check.RequireFFmpeg(t)
 	const w, h, fps, n = 320, 240, 15, 30
 	c, err := Open(Config{Video: VideoTest, Audio: None, VideoCodec: VP9, Width: w, Height: h, FPS: fps,
 		VideoBitrate: 300_000, Logger: quietLogger()})

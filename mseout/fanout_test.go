@@ -182,13 +182,7 @@ func benchFanout(b *testing.B, mode netMode, n int) {
 	if mode == tlsDirect {
 		perWrite += 22
 	}
-	pub, err := r.Publish("bench", mseout.PublisherInfo{Protocol: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pub.Close()
-	pub.WriteInit(testInit("init"))
-	pub.WriteSegment(segment("key", true))
+	pub := goLive(b, r, "bench", "key")
 	var wg sync.WaitGroup
 	var conns []net.Conn
 	var got, target atomic.Int64 // bytes all viewers received; the goal of the op

@@ -68,7 +68,7 @@ func expectBinary(t *testing.T, c *viewerclient.Conn, want string) {
 }
 
 // goLive publishes stream name with init "init" and a first keyframe key.
-func goLive(t *testing.T, r *mseout.Registry, name, key string) *mseout.Publication {
+func goLive(t testing.TB, r *mseout.Registry, name, key string) *mseout.Publication {
 	t.Helper()
 	pub, err := r.Publish(name, mseout.PublisherInfo{Protocol: "test"})
 	if err != nil {

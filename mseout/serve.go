@@ -23,6 +23,9 @@ type ViewerStats struct {
 
 // item is one entry of a viewer's queue: one or more complete WebSocket
 
+// closeEchoWait bounds the wait for a close echo to be written.
+const closeEchoWait = time.Second
+
 var upgrader = websocket.Upgrader{
 	HandshakeTimeout: 10 * time.Second,
 	// Frames are written directly to the connection, never through the
@@ -156,23 +159,27 @@ func (v *viewer) readLoop() string {
 		return nil
 	})
 	v.conn.SetCloseHandler(func(code int, _ string) error {
-		// Echo the close (RFC 6455 5.5.1) when the socket is free: never in
-		// the middle of a frame. The connection is closed right after.
+		// Echo the close (RFC 6455 5.5.1) through the writer, after what it
+		// is writing (never in the middle of a frame); the writer closes the
+		// connection after it. Wait for that, briefly: the read loop closes
+		// the connection once this returns.
+		var payload []byte
+		if code != websocket.CloseNoStatusReceived {
+			payload = websocket.FormatCloseMessage(code, "")
+		}
 		v.mu.Lock()
-		free := !v.writing && len(v.pending) == 0 && !v.stopped && !v.out.backlog()
-		v.writing = v.writing || free
-		v.mu.Unlock()
-		if free {
-			var payload []byte
-			if code != websocket.CloseNoStatusReceived {
-				payload = websocket.FormatCloseMessage(code, "")
-			}
-			nc := v.conn.NetConn()
-			_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
-			_, _ = nc.Write(newFrame(opClose, payload))
-			v.mu.Lock()
-			v.writing = false
+		if v.stopped || v.closing {
 			v.mu.Unlock()
+			return nil
+		}
+		v.echo = newFrame(opClose, payload)
+		echoed := make(chan struct{})
+		v.echoed = echoed
+		v.notify()
+		v.mu.Unlock()
+		select {
+		case <-echoed:
+		case <-time.After(closeEchoWait):
 		}
 		return nil
 	})

@@ -207,23 +207,8 @@ func TestViewerPanicIsContained(t *testing.T) {
 	cfg := configs.Default()
 	r := mseout.NewRegistry(mseout.Options{Settings: cfg.StreamSettings, Limits: cfg.Limits,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		r.ServeViewer(w, req, strings.TrimPrefix(req.URL.Path, "/ws/watch/"))
-	}))
-	srv.Listener = panickyListener{srv.Listener}
-	srv.Start()
-	defer func() {
-		r.Close()
-		srv.Close()
-	}()
-	base := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws/watch/"
-	pub, err := r.Publish("p", mseout.PublisherInfo{Protocol: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	pub.WriteInit(testInit("init"))
-	pub.WriteSegment(segment("k0", true))
+	base := serveRegistry(t, panicky, r)
+	pub := goLive(t, r, "p", "k0")
 
 	t.Cleanup(func() { armed.Store(false) })
 	before := contain.Counts()

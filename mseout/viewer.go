@@ -44,10 +44,12 @@ type viewer struct {
 	initGen     uint64 // generation of the last init queued or written
 	writtenGen  uint64 // generation of the last init taken by the writer
 	skips       []time.Time
-	closing     bool   // a final item is queued; nothing more is accepted
-	stopped     bool   // the connection is gone: the writer returns
-	pingDue     bool   // the keep-alive timer fired
-	pong        []byte // a pong frame to send (answer to the viewer's ping)
+	closing     bool          // a final item is queued; nothing more is accepted
+	stopped     bool          // the connection is gone: the writer returns
+	pingDue     bool          // the keep-alive timer fired
+	pong        []byte        // a pong frame to send (answer to the viewer's ping)
+	echo        []byte        // the close frame echoing the viewer's (RFC 6455 5.5.1): written last
+	echoed      chan struct{} // closed once echo is written (or given up)
 	pingTimer   *time.Timer
 	writerOn    bool           // a writer goroutine is running (started on demand)
 	wwg         sync.WaitGroup // the writer goroutine
@@ -82,7 +84,7 @@ func (v *viewer) notify() {
 
 // hasWorkLocked reports whether anything waits to be written. v.mu must be held.
 func (v *viewer) hasWorkLocked() bool {
-	return len(v.pending) > 0 || len(v.queue) > 0 || v.pingDue || v.pong != nil || v.out.backlog()
+	return len(v.pending) > 0 || len(v.queue) > 0 || v.pingDue || v.pong != nil || v.echo != nil || v.out.backlog()
 }
 
 // pushSegment queues s, keeping the viewer's stream decodable: a viewer
@@ -190,8 +192,9 @@ func (v *viewer) pushControl(frame []byte, final bool) {
 }
 
 // takeLocked moves what is to be written (a partial direct write's rest,
-// keep-alive, pong, the queue) into v.bufs and marks the socket owned. v.mu
-// must be held; the caller writes v.bufs, then calls doneWriting.
+// keep-alive, pong, the queue, a close echo) into v.bufs and marks the
+// socket owned. v.mu must be held; the caller writes v.bufs, then calls
+// doneWriting. final: the connection is closed after this write.
 func (v *viewer) takeLocked(control bool) (final bool, bytes, msgs int64) {
 	v.writing = true
 	bufs := v.bufs[:0]
@@ -218,8 +221,15 @@ func (v *viewer) takeLocked(control bool) (final bool, bytes, msgs int64) {
 		msgs += int64(it.msgs)
 		final = final || it.final
 	}
-	if final {
+	switch {
+	case final:
 		bufs = append(bufs, frameClose)
+	case control && v.echo != nil:
+		bufs = append(bufs, v.echo)
+		final = true
+	}
+	if control {
+		v.echo = nil
 	}
 	clear(v.queue)
 	v.queue = v.queue[:0]

@@ -23,7 +23,7 @@ func (v *viewer) flushDirect() {
 	defer contain.Recover(v.h.r.log, "viewer direct write", v.abandon)
 	v.mu.Lock()
 	if !v.out.direct() || v.writing || v.stopped || v.closing || len(v.pending) > 0 || len(v.queue) == 0 ||
-		v.pingDue || v.pong != nil || v.out.backlog() {
+		v.pingDue || v.pong != nil || v.echo != nil || v.out.backlog() {
 		// The writer goroutine has been (or will be) woken for it.
 		v.mu.Unlock()
 		return
@@ -95,6 +95,10 @@ func (v *viewer) writeLoop() {
 			v.conn.Close() // the read loop ends and cleans up
 			v.mu.Lock()
 			v.stopped = true
+			if v.echoed != nil {
+				close(v.echoed)
+				v.echoed = nil
+			}
 			v.mu.Unlock()
 			v.doneWriting(nil)
 			v.mu.Lock()

@@ -17,16 +17,20 @@ func (n *nopSink) WriteSegment(s *Segment) { n.bytes += len(s.Data) }
 // op = one frame.
 func BenchmarkRemuxH264Frame(b *testing.B) {
 	aus := loadAUs(b, fileBench)
-	pkts := packetizeH264(aus, pktOpts{mtu: 1200})
+	benchPackets(b, h264Params(), packetizeH264(aus, pktOpts{mtu: 1200}), len(aus))
+}
+
+// benchPackets pushes the packets of frames frames, looped, one frame per op.
+func benchPackets(b *testing.B, params *CodecParams, pkts []timedPacket, frames int) {
 	// payloads[frame] = RTP payloads of that frame
-	payloads := make([][][]byte, len(aus))
+	payloads := make([][][]byte, frames)
 	var total int
 	for _, p := range pkts {
 		payloads[p.frame] = append(payloads[p.frame], p.pkt.Payload)
 		total += len(p.pkt.Payload)
 	}
 	sink := &nopSink{}
-	s, err := NewStream(Config{Video: h264Params(), Sink: sink})
+	s, err := NewStream(Config{Video: params, Sink: sink})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -48,7 +52,7 @@ func BenchmarkRemuxH264Frame(b *testing.B) {
 		now = now.Add(time.Second / 30)
 	}
 	push(0) // init
-	b.SetBytes(int64(total / len(aus)))
+	b.SetBytes(int64(total / frames))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -59,5 +63,5 @@ func BenchmarkRemuxH264Frame(b *testing.B) {
 	if st.VideoFramesEmitted != uint64(b.N+1) || st.VideoFramesDropped != 0 {
 		b.Fatalf("stats %+v", st)
 	}
-	b.ReportMetric(float64(len(pkts))/float64(len(aus)), "pkts/frame")
+	b.ReportMetric(float64(len(pkts))/float64(frames), "pkts/frame")
 }

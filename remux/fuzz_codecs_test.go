@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/Eyevinn/mp4ff/mp4"
-	"github.com/pion/rtp"
 
 	"github.com/mseway/mseway/bitstream"
 )
@@ -196,46 +195,7 @@ func FuzzStreamCodecs(f *testing.F) {
 		mimes := []string{MimeTypeH264, MimeTypeVP9, MimeTypeAV1, MimeTypeH265}
 		mime := mimes[int(data[0])%len(mimes)]
 		data = data[1:]
-		sink := &checkingSink{t: t}
-		s, err := NewStream(Config{Video: &CodecParams{MimeType: mime}, Audio: opusParams(), Sink: sink, RequestKeyframe: func() {}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var seq [2]uint16
-		ts := [2]uint32{1<<32 - 5000, 1<<32 - 3000}
-		ntp := [2]uint64{0xe000000000000000, 0xe000000000000000}
-		now := time.Unix(1000, 0)
-		pkt := &rtp.Packet{}
-		for n := 0; len(data) >= 6 && n < 2000; n++ {
-			fl := data[0]
-			k := int(fl & 1)
-			dts := int32(int16(binary.BigEndian.Uint16(data[2:])))
-			if fl&4 != 0 {
-				ntp[k] += uint64(int64(dts) << 32 / 1000)
-				s.PushSenderReport(TrackKind(k+1), ntp[k], ts[k]+uint32(int32(int8(data[1]))*64))
-				data = data[6:]
-				continue
-			}
-			seq[k] += uint16(int8(data[1]))
-			ts[k] += uint32(dts * 64)
-			now = now.Add(time.Duration(data[4]) * time.Millisecond)
-			l := min(int(data[5]), len(data)-6)
-			pkt.SequenceNumber = seq[k]
-			pkt.Timestamp = ts[k]
-			pkt.Marker = fl&2 != 0
-			pkt.Payload = data[6 : 6+l]
-			data = data[6+l:]
-			if k == 0 {
-				s.PushVideo(pkt, now)
-			} else {
-				s.PushAudio(pkt, now)
-			}
-		}
-		if sink.init != nil && len(sink.buf) > len(sink.init.Data) {
-			if _, err := mp4.DecodeFile(bytes.NewReader(sink.buf)); err != nil {
-				t.Fatalf("output does not parse: %v", err)
-			}
-		}
+		pushRecords(t, &CodecParams{MimeType: mime}, data, true)
 	})
 }
 

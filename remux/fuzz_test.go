@@ -202,40 +202,56 @@ func (c *checkingSink) WriteSegment(s *Segment) {
 
 func FuzzStreamPackets(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0, 0, 3, 0x65, 0x88, 0x80})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		sink := &checkingSink{t: t}
-		s, err := NewStream(Config{Video: h264Params(), Audio: opusParams(), Sink: sink, RequestKeyframe: func() {}})
-		if err != nil {
-			t.Fatal(err)
+	f.Fuzz(func(t *testing.T, data []byte) { pushRecords(t, h264Params(), data, false) })
+}
+
+// pushRecords feeds a Stream of video params (and Opus) the packets that
+// data encodes, 6-byte records each followed by a payload: flags (bit 0
+// audio, bit 1 marker, bit 2 with senderReports: an RTCP sender report, not
+// a packet), a sequence number step, a timestamp step in 64-tick units, an
+// arrival step in ms, the payload length. Nothing may panic, and what comes
+// out must parse as MP4.
+func pushRecords(t *testing.T, params *CodecParams, data []byte, senderReports bool) {
+	sink := &checkingSink{t: t}
+	s, err := NewStream(Config{Video: params, Audio: opusParams(), Sink: sink, RequestKeyframe: func() {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seq [2]uint16
+	ts := [2]uint32{1<<32 - 5000, 1<<32 - 3000}
+	ntp := [2]uint64{0xe000000000000000, 0xe000000000000000}
+	now := time.Unix(1000, 0)
+	pkt := &rtp.Packet{}
+	for n := 0; len(data) >= 6 && n < 2000; n++ {
+		fl := data[0]
+		k := int(fl & 1)
+		dts := int32(int16(binary.BigEndian.Uint16(data[2:])))
+		if senderReports && fl&4 != 0 {
+			ntp[k] += uint64(int64(dts) << 32 / 1000)
+			s.PushSenderReport(TrackKind(k+1), ntp[k], ts[k]+uint32(int32(int8(data[1]))*64))
+			data = data[6:]
+			continue
 		}
-		var seq [2]uint16
-		ts := [2]uint32{1<<32 - 5000, 1<<32 - 3000}
-		now := time.Unix(1000, 0)
-		pkt := &rtp.Packet{}
-		for n := 0; len(data) >= 6 && n < 2000; n++ {
-			fl := data[0]
-			k := int(fl & 1)
-			seq[k] += uint16(int8(data[1]))
-			ts[k] += uint32(int32(int16(binary.BigEndian.Uint16(data[2:]))) * 64)
-			now = now.Add(time.Duration(data[4]) * time.Millisecond)
-			l := min(int(data[5]), len(data)-6)
-			pkt.SequenceNumber = seq[k]
-			pkt.Timestamp = ts[k]
-			pkt.Marker = fl&2 != 0
-			pkt.Payload = data[6 : 6+l]
-			data = data[6+l:]
-			if k == 0 {
-				s.PushVideo(pkt, now)
-			} else {
-				s.PushAudio(pkt, now)
-			}
+		seq[k] += uint16(int8(data[1]))
+		ts[k] += uint32(dts * 64)
+		now = now.Add(time.Duration(data[4]) * time.Millisecond)
+		l := min(int(data[5]), len(data)-6)
+		pkt.SequenceNumber = seq[k]
+		pkt.Timestamp = ts[k]
+		pkt.Marker = fl&2 != 0
+		pkt.Payload = data[6 : 6+l]
+		data = data[6+l:]
+		if k == 0 {
+			s.PushVideo(pkt, now)
+		} else {
+			s.PushAudio(pkt, now)
 		}
-		if sink.init != nil && len(sink.buf) > len(sink.init.Data) {
-			if _, err := mp4.DecodeFile(bytes.NewReader(sink.buf)); err != nil {
-				t.Fatalf("output does not parse: %v", err)
-			}
+	}
+	if sink.init != nil && len(sink.buf) > len(sink.init.Data) {
+		if _, err := mp4.DecodeFile(bytes.NewReader(sink.buf)); err != nil {
+			t.Fatalf("output does not parse: %v", err)
 		}
-	})
+	}
 }
 
 // TestWriteFuzzSeeds regenerates the checked-in seed corpora from the test

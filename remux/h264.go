@@ -9,8 +9,6 @@ import (
 
 	"github.com/Eyevinn/mp4ff/avc"
 	"github.com/Eyevinn/mp4ff/mp4"
-
-	"github.com/mseway/mseway/bitstream"
 )
 
 const (
@@ -80,8 +78,6 @@ var errNoConfig = errors.New("remux: no decoder configuration")
 // kept out of the sample data.
 type h264Assembler struct {
 	nalFrame
-	key    bool
-	sawVCL bool
 	gotSPS bool // this frame carried an SPS / PPS
 	gotPPS bool
 
@@ -101,8 +97,6 @@ func newH264Assembler() *h264Assembler {
 
 func (a *h264Assembler) reset() {
 	a.nalFrame.reset()
-	a.key = false
-	a.sawVCL = false
 	a.gotSPS = false
 	a.gotPPS = false
 }
@@ -177,18 +171,10 @@ func (a *h264Assembler) add(p []byte) {
 	}
 }
 
-func (a *h264Assembler) addFrame(au []byte) {
-	for _, nal := range bitstream.SplitAnnexB(au) {
-		if a.broken {
-			return
-		}
-		if len(nal) == 0 || nal[0]&0x1f == 0 || nal[0]&0x1f > 23 {
-			a.broken = true // not a NAL unit type of a coded stream
-			return
-		}
-		a.appendNAL(nal)
-	}
-}
+func (a *h264Assembler) addFrame(au []byte) { a.addAnnexB(au, h264RTPOnly, a.appendNAL) }
+
+// h264RTPOnly reports NAL units that cannot stand in a coded stream (types 0 and 24-31 are RTP-only or unspecified).
+func h264RTPOnly(nal []byte) bool { return len(nal) == 0 || nal[0]&0x1f == 0 || nal[0]&0x1f > 23 }
 
 func (a *h264Assembler) appendNAL(nal []byte) {
 	if s, ok := a.appendRaw(nal); ok {
@@ -243,14 +229,7 @@ func (a *h264Assembler) finish() videoFrame {
 	f := videoFrame{data: a.buf, key: a.key, hasConfig: a.gotSPS && a.gotPPS}
 	f.configChanged = len(a.newSPS) > 0 && len(a.newPPS) > 0 &&
 		(!bytes.Equal(a.newSPS, a.sps) || !bytes.Equal(a.newPPS, a.pps))
-	switch {
-	case a.broken || a.fuStart >= 0:
-		f.status = frameBroken
-	case !a.sawVCL:
-		f.status = frameEmpty
-	default:
-		f.status = frameOK
-	}
+	f.status = a.status()
 	return f
 }
 

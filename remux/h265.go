@@ -7,8 +7,6 @@ import (
 
 	"github.com/Eyevinn/mp4ff/hevc"
 	"github.com/Eyevinn/mp4ff/mp4"
-
-	"github.com/mseway/mseway/bitstream"
 )
 
 // MimeTypeH265 is pion/webrtc's MimeTypeH265.
@@ -20,8 +18,6 @@ const MimeTypeH265 = "video/H265"
 // the sample data and carried in the hvcC of an "hvc1" sample entry.
 type h265Assembler struct {
 	nalFrame
-	key    bool
-	sawVCL bool
 	gotVPS bool
 	gotSPS bool
 	gotPPS bool
@@ -39,8 +35,6 @@ func newH265Assembler() *h265Assembler {
 
 func (a *h265Assembler) reset() {
 	a.nalFrame.reset()
-	a.key = false
-	a.sawVCL = false
 	a.gotVPS, a.gotSPS, a.gotPPS = false, false, false
 }
 
@@ -117,18 +111,10 @@ func (a *h265Assembler) add(p []byte) {
 	}
 }
 
-func (a *h265Assembler) addFrame(au []byte) {
-	for _, nal := range bitstream.SplitAnnexB(au) {
-		if a.broken {
-			return
-		}
-		if len(nal) < 3 || (nal[0]>>1)&0x3f >= 48 {
-			a.broken = true // too short, or an RTP-only type (aggregation, FU)
-			return
-		}
-		a.appendNAL(nal)
-	}
-}
+func (a *h265Assembler) addFrame(au []byte) { a.addAnnexB(au, h265RTPOnly, a.appendNAL) }
+
+// h265RTPOnly reports NAL units that cannot stand in a coded stream (too short, or an RTP-only type (aggregation, FU, PACI)).
+func h265RTPOnly(nal []byte) bool { return len(nal) < 3 || (nal[0]>>1)&0x3f >= 48 }
 
 func (a *h265Assembler) appendNAL(nal []byte) {
 	if s, ok := a.appendRaw(nal); ok {
@@ -188,14 +174,7 @@ func (a *h265Assembler) finish() videoFrame {
 	f := videoFrame{data: a.buf, key: a.key, hasConfig: a.gotVPS && a.gotSPS && a.gotPPS}
 	f.configChanged = len(a.newVPS) > 0 && len(a.newSPS) > 0 && len(a.newPPS) > 0 &&
 		(!bytes.Equal(a.newVPS, a.vps) || !bytes.Equal(a.newSPS, a.sps) || !bytes.Equal(a.newPPS, a.pps))
-	switch {
-	case a.broken || a.fuStart >= 0:
-		f.status = frameBroken
-	case !a.sawVCL:
-		f.status = frameEmpty
-	default:
-		f.status = frameOK
-	}
+	f.status = a.status()
 	return f
 }
 

@@ -114,33 +114,11 @@ type timedPacket struct {
 // NAL units above the MTU, STAP-A for SPS+PPS unless disabled, single NAL
 // unit packets otherwise). The last packet of each AU has the marker bit.
 func packetizeH264(aus []accessUnit, o pktOpts) []timedPacket {
-	if o.tsStep == 0 {
-		o.tsStep = 3000
-	}
-	if o.frameDur == 0 {
-		o.frameDur = time.Second / 30
-	}
-	if o.start.IsZero() {
-		o.start = time.Unix(1000, 0)
-	}
-	pay := &codecs.H264Payloader{DisableStapA: o.disableStap}
-	var out []timedPacket
-	seq := o.seq
+	frames := make([]codecFrame, len(aus))
 	for i, au := range aus {
-		payloads := pay.Payload(o.mtu, annexB(au))
-		for j, p := range payloads {
-			out = append(out, timedPacket{
-				pkt: &rtp.Packet{Header: rtp.Header{
-					Version: 2, PayloadType: 96, SequenceNumber: seq,
-					Timestamp: o.ts + uint32(i)*o.tsStep, Marker: j == len(payloads)-1, SSRC: 1,
-				}, Payload: p},
-				arrival: o.start.Add(time.Duration(i)*o.frameDur + time.Duration(j)*50*time.Microsecond),
-				frame:   i,
-			})
-			seq++
-		}
+		frames[i] = codecFrame{wire: annexB(au), key: au.key}
 	}
-	return out
+	return packetizeFrames(frames, &codecs.H264Payloader{DisableStapA: o.disableStap}, o)
 }
 
 // ---- Opus test data ----

@@ -1,6 +1,10 @@
 package remux
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/mseway/mseway/bitstream"
+)
 
 // nalFrame is the sample data of one H.264 or H.265 frame being assembled
 // from NAL units: 4-byte length-prefixed units (the MP4 form), bounded by
@@ -11,6 +15,8 @@ type nalFrame struct {
 	nalus   int
 	fuStart int // offset of the fragmented NAL unit being reassembled, -1 if none
 	broken  bool
+	key     bool // a random access point (IDR, IRAP) was seen
+	sawVCL  bool // a slice was seen
 }
 
 func newNALFrame() nalFrame { return nalFrame{fuStart: -1, buf: make([]byte, 0, 64<<10)} }
@@ -20,6 +26,35 @@ func (f *nalFrame) reset() {
 	f.nalus = 0
 	f.fuStart = -1
 	f.broken = false
+	f.key = false
+	f.sawVCL = false
+}
+
+// status is the state of the frame when it ends.
+func (f *nalFrame) status() frameStatus {
+	switch {
+	case f.broken || f.fuStart >= 0:
+		return frameBroken
+	case !f.sawVCL:
+		return frameEmpty
+	}
+	return frameOK
+}
+
+// addAnnexB takes a whole access unit in Annex-B form: each NAL unit goes to
+// appendNAL (the codec's), unless rtpOnly says its type cannot stand in a
+// coded stream, which breaks the frame.
+func (f *nalFrame) addAnnexB(au []byte, rtpOnly func(nal []byte) bool, appendNAL func(nal []byte)) {
+	for _, nal := range bitstream.SplitAnnexB(au) {
+		if f.broken {
+			return
+		}
+		if rtpOnly(nal) {
+			f.broken = true
+			return
+		}
+		appendNAL(nal)
+	}
 }
 
 // room checks that n more bytes fit in the frame; the frame is broken when not.

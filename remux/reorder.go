@@ -48,6 +48,16 @@ func newReorderBuffer(size int, maxWait time.Duration) reorderBuffer {
 	return reorderBuffer{slots: make([]rtpSlot, size), mask: uint16(size - 1), maxWait: maxWait}
 }
 
+// inOrder delivers the packet the window waits for, then what waited behind it.
+func (r *reorderBuffer) inOrder(h packetHandler, ts uint32, marker bool, payload []byte, bad bool, arrival time.Time) {
+	r.next++
+	h.handlePacket(ts, marker, payload, bad, arrival, 0)
+	if r.n > 0 {
+		r.drain(h, 0)
+		r.expire(h, arrival)
+	}
+}
+
 func (r *reorderBuffer) push(h packetHandler, seq uint16, ts uint32, marker bool, payload []byte, bad bool, arrival time.Time) {
 	if !r.started {
 		r.started = true
@@ -57,12 +67,7 @@ func (r *reorderBuffer) push(h packetHandler, seq uint16, ts uint32, marker bool
 	size := len(r.slots)
 	switch {
 	case d == 0:
-		r.next++
-		h.handlePacket(ts, marker, payload, bad, arrival, 0)
-		if r.n > 0 {
-			r.drain(h, 0)
-			r.expire(h, arrival)
-		}
+		r.inOrder(h, ts, marker, payload, bad, arrival)
 		return
 	case d < 0 && d > -resyncDistance:
 		r.duplicates++ // already delivered or given up
@@ -92,12 +97,7 @@ func (r *reorderBuffer) push(h packetHandler, seq uint16, ts uint32, marker bool
 		return
 	}
 	if d == 0 {
-		r.next++
-		h.handlePacket(ts, marker, payload, bad, arrival, 0)
-		if r.n > 0 {
-			r.drain(h, 0)
-			r.expire(h, arrival)
-		}
+		r.inOrder(h, ts, marker, payload, bad, arrival)
 		return
 	}
 	if d < 0 {

@@ -39,20 +39,11 @@ type harness struct {
 
 func newHarness(t *testing.T, video, audio bool) *harness {
 	t.Helper()
-	h := &harness{sink: &recSink{}}
-	cfg := Config{Sink: h.sink, RequestKeyframe: func() { h.kf.Add(1) }}
+	var v *CodecParams
 	if video {
-		cfg.Video = h264Params()
+		v = h264Params()
 	}
-	if audio {
-		cfg.Audio = opusParams()
-	}
-	s, err := NewStream(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.s = s
-	return h
+	return newCodecHarness(t, v, audio)
 }
 
 func loadAUs(t testing.TB, path string) []accessUnit {
@@ -77,29 +68,11 @@ func videoSamples(ps []parsedSample) []parsedSample {
 // checkVideoOutput checks one init's file against the AUs it must hold.
 func checkVideoOutput(t *testing.T, data []byte, in *Init, want []accessUnit) {
 	t.Helper()
-	ps := videoSamples(parseMP4(t, data, in))
-	if len(ps) != len(want) {
-		t.Fatalf("%d video samples, want %d", len(ps), len(want))
+	frames := make([]codecFrame, len(want))
+	for i, au := range want {
+		frames[i] = codecFrame{sample: avccSample(au), key: au.key}
 	}
-	for i, p := range ps {
-		if !bytes.Equal(p.data, avccSample(want[i])) {
-			t.Fatalf("sample %d: data differs from the input access unit", i)
-		}
-		if want[i].key {
-			if p.flags != flagsSync {
-				t.Fatalf("sample %d: keyframe flags %#x", i, p.flags)
-			}
-		} else if p.flags != flagsNonSync {
-			t.Fatalf("sample %d: non-key flags %#x", i, p.flags)
-		}
-	}
-	if !want[0].key {
-		t.Fatal("first sample after an init is not a keyframe")
-	}
-	path := ffmpegDecode(t, data)
-	if n := ffprobeCount(t, path, "v:0", false); n != len(want) {
-		t.Fatalf("ffprobe decoded %d frames, want %d", n, len(want))
-	}
+	checkCodecOutput(t, data, in, frames)
 }
 
 func TestH264Packetizations(t *testing.T) {

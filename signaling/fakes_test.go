@@ -3,7 +3,6 @@ package signaling
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/mseway/mseway/internal/testkit/apitest"
 	"github.com/mseway/mseway/mseout"
 	"github.com/mseway/mseway/peer"
 	"github.com/mseway/mseway/remux"
@@ -180,21 +180,6 @@ func newTestServer(t *testing.T, opts Options, limits func(*mseout.Options)) *te
 // do sends a request and returns the status, the headers and the body.
 func (ts *testServer) do(t *testing.T, method, path, ctype, body string, hdr map[string]string) (int, http.Header, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, ts.url+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(b)
+	r := apitest.Do(t, nil, method, ts.url+path, ctype, body, hdr)
+	return r.Status, r.Header, r.Body
 }

@@ -26,8 +26,9 @@ var wsUpgrader = websocket.Upgrader{
 	},
 }
 
-// wsMessage is every message of the WS publish signaling, both directions.
-type wsMessage struct {
+// WSMessage is every message of the WS publish signaling (PROTOCOL.md), both
+// directions; clients in Go (the test publisher) use it too.
+type WSMessage struct {
 	Type      string                   `json:"type"`
 	SDP       string                   `json:"sdp,omitempty"`
 	Candidate *webrtc.ICECandidateInit `json:"candidate,omitempty"`
@@ -45,7 +46,7 @@ type wsConn struct {
 	done    chan struct{}
 }
 
-func (c *wsConn) send(m wsMessage) {
+func (c *wsConn) send(m WSMessage) {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return
@@ -57,7 +58,7 @@ func (c *wsConn) send(m wsMessage) {
 	}
 	if len(c.outbox) >= wsMaxOutbox {
 		c.outbox = c.outbox[:0]
-		m = wsMessage{Type: "error", Message: "signaling socket not reading"}
+		m = WSMessage{Type: "error", Message: "signaling socket not reading"}
 		b, _ = json.Marshal(m)
 	}
 	c.outbox = append(c.outbox, b)
@@ -122,7 +123,7 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 		<-c.done
 	}()
 
-	msgs := make(chan wsMessage)
+	msgs := make(chan WSMessage)
 	go func() { // reader: owned by this handler, ends when conn closes
 		defer close(msgs)
 		for {
@@ -130,9 +131,9 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return
 			}
-			var m wsMessage
+			var m WSMessage
 			if mt != websocket.TextMessage || json.Unmarshal(data, &m) != nil {
-				c.send(wsMessage{Type: "error", Message: "invalid message: expected JSON text"})
+				c.send(WSMessage{Type: "error", Message: "invalid message: expected JSON text"})
 				return
 			}
 			select {
@@ -175,10 +176,10 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 					answer, err := p.sess.RestartICEWithOffer(m.SDP)
 					if err != nil {
 						s.log.Warn("ICE restart refused", "stream", stream, "remote", r.RemoteAddr, "err", err)
-						c.send(wsMessage{Type: "error", Message: err.Error() + "; to change anything else, open a new socket"})
+						c.send(WSMessage{Type: "error", Message: err.Error() + "; to change anything else, open a new socket"})
 						continue
 					}
-					c.send(wsMessage{Type: "answer", SDP: answer})
+					c.send(WSMessage{Type: "answer", SDP: answer})
 					continue
 				}
 				// Candidates gathered during Accept wait for the answer: a
@@ -196,45 +197,45 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 						early = append(early, ci)
 						return
 					}
-					c.send(wsMessage{Type: "candidate", Candidate: &ci})
+					c.send(WSMessage{Type: "candidate", Candidate: &ci})
 				})
 				if err != nil {
-					c.send(wsMessage{Type: "error", Message: err.Error()})
+					c.send(WSMessage{Type: "error", Message: err.Error()})
 					continue
 				}
 				candMu.Lock()
-				c.send(wsMessage{Type: "answer", SDP: answer})
+				c.send(WSMessage{Type: "answer", SDP: answer})
 				for i := range early {
-					c.send(wsMessage{Type: "candidate", Candidate: &early[i]})
+					c.send(WSMessage{Type: "candidate", Candidate: &early[i]})
 				}
 				answered, early = true, nil
 				candMu.Unlock()
-				c.send(wsMessage{Type: "viewers", Count: new(int)})
+				c.send(WSMessage{Type: "viewers", Count: new(int)})
 				viewers, sessDone, pubDone, ended = p.pub.Viewers(), p.sess.Done(), p.pub.Done(), p.ended
 				offerDeadline.Stop()
 			case "candidate":
 				if p == nil || m.Candidate == nil {
-					c.send(wsMessage{Type: "error", Message: "candidate before offer"})
+					c.send(WSMessage{Type: "error", Message: "candidate before offer"})
 					continue
 				}
 				if err := p.sess.AddCandidate(*m.Candidate); err != nil {
 					s.log.Debug("bad remote candidate", "stream", stream, "err", err)
 				}
 			default:
-				c.send(wsMessage{Type: "error", Message: "unknown message type " + truncate(m.Type, 40)})
+				c.send(WSMessage{Type: "error", Message: "unknown message type " + truncate(m.Type, 40)})
 			}
 		case n := <-viewers:
-			c.send(wsMessage{Type: "viewers", Count: &n})
+			c.send(WSMessage{Type: "viewers", Count: &n})
 		case <-sessDone:
-			c.send(wsMessage{Type: "error", Message: "connection closed or failed"})
+			c.send(WSMessage{Type: "error", Message: "connection closed or failed"})
 			sessDone = nil
 		case <-pubDone:
-			c.send(wsMessage{Type: "error", Message: "publish ended (replaced by a newer publisher or server shutdown)"})
+			c.send(WSMessage{Type: "error", Message: "publish ended (replaced by a newer publisher or server shutdown)"})
 			pubDone = nil
 		case <-ended:
 			ended = nil
 		case <-offerDeadline.C:
-			c.send(wsMessage{Type: "error", Message: "no offer received"})
+			c.send(WSMessage{Type: "error", Message: "no offer received"})
 		case <-c.done:
 			if p != nil {
 				p.requestStop()

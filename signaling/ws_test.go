@@ -28,7 +28,7 @@ func dialWS(t *testing.T, ts *testServer, path string) *wsClient {
 	return &wsClient{t: t, ws: ws}
 }
 
-func (c *wsClient) send(m wsMessage) {
+func (c *wsClient) send(m WSMessage) {
 	c.t.Helper()
 	if err := c.ws.WriteJSON(m); err != nil {
 		c.t.Fatal(err)
@@ -43,10 +43,10 @@ func (c *wsClient) sendRaw(s string) {
 }
 
 // next reads one message and checks its type.
-func (c *wsClient) next(typ string) wsMessage {
+func (c *wsClient) next(typ string) WSMessage {
 	c.t.Helper()
 	_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var m wsMessage
+	var m WSMessage
 	if err := c.ws.ReadJSON(&m); err != nil {
 		c.t.Fatalf("waiting for %q: %v", typ, err)
 	}
@@ -70,10 +70,20 @@ func (c *wsClient) closedAfterError(has string) {
 	}
 }
 
+// publish sends an offer and reads the start of a publish: the answer, the
+// candidate gathered during Accept (after the answer), the viewer count.
+func (c *wsClient) publish() {
+	c.t.Helper()
+	c.send(WSMessage{Type: "offer", SDP: offerSDP(c.t)})
+	c.next("answer")
+	c.next("candidate")
+	c.next("viewers")
+}
+
 func TestWSPublishMessages(t *testing.T) {
 	ts := newTestServer(t, Options{}, nil)
 	c := dialWS(t, ts, "/ws/publish/s")
-	c.send(wsMessage{Type: "offer", SDP: offerSDP(t)})
+	c.send(WSMessage{Type: "offer", SDP: offerSDP(t)})
 	// The answer goes first, though a candidate was gathered before it.
 	if m := c.next("answer"); m.SDP != "v=0 fake answer" {
 		t.Fatalf("answer %q", m.SDP)
@@ -106,7 +116,7 @@ func TestWSPublishMessages(t *testing.T) {
 		t.Fatalf("%d candidates reached the session", cands)
 	}
 	// A second offer with new ICE credentials restarts ICE.
-	c.send(wsMessage{Type: "offer", SDP: "v=0\r\na=ice-ufrag:new\r\n"})
+	c.send(WSMessage{Type: "offer", SDP: "v=0\r\na=ice-ufrag:new\r\n"})
 	if m := c.next("answer"); m.SDP != "v=0 restarted answer" {
 		t.Fatalf("restart answer %q", m.SDP)
 	}
@@ -139,28 +149,19 @@ func TestWSPublishErrors(t *testing.T) {
 	}
 	t.Run("a second offer that changes more than ICE", func(t *testing.T) {
 		ws := dialWS(t, ts, "/ws/publish/s2?token=tok")
-		ws.send(wsMessage{Type: "offer", SDP: offerSDP(t)})
-		ws.next("answer")
-		ws.next("candidate")
-		ws.next("viewers")
-		ws.send(wsMessage{Type: "offer", SDP: offerSDP(t)})
+		ws.publish()
+		ws.send(WSMessage{Type: "offer", SDP: offerSDP(t)})
 		ws.closedAfterError("open a new socket")
 	})
 	t.Run("the connection fails", func(t *testing.T) {
 		ws := dialWS(t, ts, "/ws/publish/s3?token=tok")
-		ws.send(wsMessage{Type: "offer", SDP: offerSDP(t)})
-		ws.next("answer")
-		ws.next("candidate")
-		ws.next("viewers")
+		ws.publish()
 		ts.engine.session(t, len(ts.engine.sessions)-1).fail()
 		ws.closedAfterError("connection closed or failed")
 	})
 	t.Run("taken over", func(t *testing.T) {
 		ws := dialWS(t, ts, "/ws/publish/s4?token=tok")
-		ws.send(wsMessage{Type: "offer", SDP: offerSDP(t)})
-		ws.next("answer")
-		ws.next("candidate")
-		ws.next("viewers")
+		ws.publish()
 		if _, err := ts.reg.Publish("s4", mseout.PublisherInfo{Protocol: "test"}); err != nil {
 			t.Fatal(err)
 		}

@@ -108,17 +108,6 @@ func (l *Source) requestKeyframe() {
 	}
 }
 
-func (l *Source) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 func (l *Source) run(ctx context.Context, capture *devices.Capture) {
 	defer close(l.done)
 	defer func() {
@@ -140,8 +129,10 @@ func (l *Source) run(ctx context.Context, capture *devices.Capture) {
 		}
 		if err != nil {
 			l.log.Warn("local source cannot publish; retrying", "err", err, "in", l.cfg.Retry)
-			if !l.sleep(ctx, l.cfg.Retry) {
+			select {
+			case <-ctx.Done():
 				return
+			case <-time.After(l.cfg.Retry): // collected once fired or not (Go 1.23+)
 			}
 			continue
 		}

@@ -21,17 +21,36 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
+// newRegistry returns a registry closed at the end of the test.
+func newRegistry(t *testing.T) *mseout.Registry {
+	reg := mseout.NewRegistry(mseout.Options{Limits: configs.Default().Limits, Logger: quietLogger()})
+	t.Cleanup(reg.Close)
+	return reg
+}
+
+// watch serves reg's viewer socket and opens a viewer of stream.
+func watch(t *testing.T, reg *mseout.Registry, stream string) *viewerclient.Conn {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reg.ServeViewer(w, r, strings.TrimPrefix(r.URL.Path, "/ws/watch/"))
+	}))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, _, err := viewerclient.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws/watch/"+stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	return v
+}
+
 // TestLocalSourceOnDemand: an on-demand local source is not live until a
 // viewer waits; then it captures and the viewer gets an init and media; when
 // the last viewer leaves it stops after the linger time, and a new viewer
 // starts it again.
 func TestLocalSourceOnDemand(t *testing.T) {
-	reg := mseout.NewRegistry(mseout.Options{Limits: configs.Default().Limits, Logger: quietLogger()})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		reg.ServeViewer(w, r, strings.TrimPrefix(r.URL.Path, "/ws/watch/"))
-	}))
-	defer srv.Close()
-	defer reg.Close()
+	reg := newRegistry(t)
 	src, err := Start(Config{
 		Stream:   "pattern",
 		Capture:  devices.Config{Video: devices.VideoTest, Audio: devices.AudioTest, Width: 160, Height: 120, FPS: 15},
@@ -55,12 +74,7 @@ func TestLocalSourceOnDemand(t *testing.T) {
 		t.Fatalf("on-demand source live (%v) or capturing (%d) with no viewer", live(), src.Captures())
 	}
 	for round := 1; round <= 2; round++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		v, _, err := viewerclient.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws/watch/pattern")
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
+		v := watch(t, reg, "pattern")
 		gotInit, media := false, 0
 		for media < 5 {
 			m, err := v.Next(20 * time.Second)
@@ -97,8 +111,7 @@ func TestLocalSourceOnDemand(t *testing.T) {
 // publisher that takes the stream over ends the source's publication; when
 // that publisher leaves, the source publishes again.
 func TestLocalSourceTakeover(t *testing.T) {
-	reg := mseout.NewRegistry(mseout.Options{Limits: configs.Default().Limits, Logger: quietLogger()})
-	defer reg.Close()
+	reg := newRegistry(t)
 	src, err := Start(Config{
 		Stream:   "pattern",
 		Capture:  devices.Config{Video: devices.VideoTest, Audio: devices.None, Width: 160, Height: 120, FPS: 10},

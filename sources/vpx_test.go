@@ -3,44 +3,22 @@
 package sources
 
 import (
-	"context"
-	"net/http"
-	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/devices"
 	"github.com/mseway/mseway/internal/testkit/fmp4check"
 	"github.com/mseway/mseway/internal/testkit/viewerclient"
-	"github.com/mseway/mseway/mseout"
 )
-
-func requireFFmpeg(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("ffmpeg"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("ffmpeg is required in CI")
-		}
-		t.Skip("ffmpeg not installed")
-	}
-}
 
 // TestLocalSourceVP9: a local source with video_codec vp9 pushes VP9
 // frames into the stream; a viewer's init has a vp09 profile 0 video
 // track of the capture's size and an Opus track, and what it receives
 // decodes with ffmpeg (every video sample, no error line).
 func TestLocalSourceVP9(t *testing.T) {
-	requireFFmpeg(t)
-	reg := mseout.NewRegistry(mseout.Options{Limits: configs.Default().Limits, Logger: quietLogger()})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		reg.ServeViewer(w, r, strings.TrimPrefix(r.URL.Path, "/ws/watch/"))
-	}))
-	defer srv.Close()
-	defer reg.Close()
+	fmp4check.RequireFFmpeg(t)
+	reg := newRegistry(t)
 	src, err := Start(Config{
 		Stream: "vp9",
 		Capture: devices.Config{Video: devices.VideoTest, Audio: devices.AudioTest, VideoCodec: devices.VP9, Width: 320, Height: 240, FPS: 15,
@@ -51,13 +29,7 @@ func TestLocalSourceVP9(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	v, _, err := viewerclient.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws/watch/vp9")
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
+	v := watch(t, reg, "vp9")
 	var ctl *viewerclient.Control
 	var init []byte
 	var segs [][]byte

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -54,15 +53,8 @@ Flags:
 `, devices.H264Encoder, vp9EncoderName())
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "gateway capture: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if code := parseFlags(fs, args, stderr, "gateway capture"); code >= 0 {
+		return code
 	}
 	if *list {
 		printDevices(stdout)

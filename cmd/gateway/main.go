@@ -44,6 +44,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func lookupEnv(name string) string { return os.Getenv(name) }
 
+// parseFlags parses a subcommand's flags: it returns the exit code to stop
+// with (0 for -h, 2 for a bad flag or a stray argument), or -1 to go on.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer, name string) int {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", name, fs.Arg(0))
+		fs.Usage()
+		return 2
+	}
+	return -1
+}
+
 func runServe(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -54,16 +71,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Usage: gateway [serve] [flags]\n       gateway capture -url URL [flags]  (capture agent; gateway capture -h)\n\nServes WHIP/WebSocket publishers to MSE viewers over WebSocket.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "gateway: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
-		return 2
+	if code := parseFlags(fs, args, stderr, "gateway"); code >= 0 {
+		return code
 	}
 	if *printConfig {
 		_, _ = stdout.Write(configs.DefaultYAML())

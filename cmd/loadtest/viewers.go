@@ -257,11 +257,7 @@ func (s *slowViewer) run(ctx context.Context) {
 				return
 			}
 			if mt == websocket.TextMessage {
-				data, _ := io.ReadAll(rd)
-				var c ctlMsg
-				if json.Unmarshal(data, &c) == nil && c.Type == "error" {
-					r.serverErr = c.Message
-				}
+				r.noteText(rd)
 				continue
 			}
 			for {
@@ -283,6 +279,15 @@ func (s *slowViewer) run(ctx context.Context) {
 	<-ctx.Done()
 }
 
+// noteText reads a text message and keeps the server's error, if it is one.
+func (r *viewerResult) noteText(rd io.Reader) {
+	data, _ := io.ReadAll(rd)
+	var c ctlMsg
+	if json.Unmarshal(data, &c) == nil && c.Type == "error" {
+		r.serverErr = c.Message
+	}
+}
+
 // drain reads what the never-reading viewer has pending, for at most d, and
 // records whether the server had sent an error and closed the connection.
 func (s *slowViewer) drain(d time.Duration) {
@@ -302,11 +307,7 @@ func (s *slowViewer) drain(d time.Duration) {
 			return
 		}
 		if mt == websocket.TextMessage {
-			data, _ := io.ReadAll(rd)
-			var c ctlMsg
-			if json.Unmarshal(data, &c) == nil && c.Type == "error" {
-				r.serverErr = c.Message
-			}
+			r.noteText(rd)
 			continue
 		}
 		n, _ := io.Copy(io.Discard, rd)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/internal/testkit/apitest"
 	"github.com/mseway/mseway/internal/testkit/viewerclient"
 	"github.com/mseway/mseway/internal/testkit/whipclient"
 )
@@ -55,30 +55,8 @@ type apiResult struct {
 
 func do(t *testing.T, method, url, ctype, body string, hdr map[string]string) apiResult {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	r := apiResult{status: resp.StatusCode, ctype: resp.Header.Get("Content-Type")}
-	var e struct {
-		Error string `json:"error"`
-	}
-	if json.Unmarshal(b, &e) == nil {
-		r.errMsg = e.Error
-	}
-	return r
+	r := apitest.Do(t, testHTTP, method, url, ctype, body, hdr)
+	return apiResult{status: r.Status, ctype: r.Header.Get("Content-Type"), errMsg: r.Error}
 }
 
 // TestBadInput sends what clients get wrong while a stream is live and checks

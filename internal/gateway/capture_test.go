@@ -69,6 +69,26 @@ func runAgent(t *testing.T, ctx context.Context, c *devices.Capture, url string)
 	return a, run
 }
 
+// stopAgent cancels a running agent (cancel is its Run's context) and
+// checks that it ends cleanly: Run returns nil, its WHIP DELETE is
+// acknowledged, and viewer v gets eos.
+func stopAgent(t *testing.T, cancel context.CancelFunc, a *agent.Agent, run *agentRun, v *viewer) {
+	t.Helper()
+	cancel()
+	select {
+	case <-run.done:
+		if run.err != nil {
+			t.Fatalf("agent Run: %v", run.err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("agent did not stop")
+	}
+	if s := a.Stats(); s.DeletesSent != 1 || !s.LastDeleteOK {
+		t.Fatalf("WHIP DELETE not acknowledged: %+v", s)
+	}
+	v.expectControl("eos", 10*time.Second)
+}
+
 // eventually polls cond until it is true or the deadline passes.
 func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
@@ -110,7 +130,7 @@ func countSamples(t *testing.T, init []byte, segs [][]byte) (video, audio int) {
 // the gateway are answered with keyframes; cancelling the agent sends the
 // WHIP DELETE and viewers get eos.
 func TestCaptureAgentPublishes(t *testing.T) {
-	requireFFmpeg(t)
+	fmp4check.RequireFFmpeg(t)
 	gw := startGateway(t, func(c *configs.Config) {
 		// The gateway asks for a keyframe (PLI) when none came for 1 s; the
 		// agent makes keyframes only when asked.
@@ -169,19 +189,7 @@ func TestCaptureAgentPublishes(t *testing.T) {
 		t.Fatalf("after the ICE restart: %d segments in 8 s, stats %+v", len(more), agent.Stats())
 	}
 
-	cancel()
-	select {
-	case <-run.done:
-		if run.err != nil {
-			t.Fatalf("agent Run: %v", run.err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("agent did not stop")
-	}
-	if s := agent.Stats(); s.DeletesSent != 1 || !s.LastDeleteOK {
-		t.Fatalf("WHIP DELETE not acknowledged: %+v", s)
-	}
-	v.expectControl("eos", 10*time.Second)
+	stopAgent(t, cancel, agent, run, v)
 }
 
 // restartableGateway is a gateway that can be stopped and started again on
@@ -236,7 +244,7 @@ func (r *restartableGateway) stop() {
 // the same port; the agent republishes by itself and a viewer gets a new
 // init and plays.
 func TestCaptureAgentReconnects(t *testing.T) {
-	requireFFmpeg(t)
+	fmp4check.RequireFFmpeg(t)
 	r := &restartableGateway{t: t, addr: "127.0.0.1:0"}
 	r.start()
 	t.Cleanup(r.stop)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/devices"
+	"github.com/mseway/mseway/internal/testkit/fmp4check"
 )
 
 // TestCaptureAgentVP9: the capture agent with -codec vp9 (videotest +
@@ -20,7 +21,7 @@ import (
 // requests (PLI) from the gateway are answered with VP9 keyframes; cancelling
 // the agent sends the WHIP DELETE and the viewer gets eos.
 func TestCaptureAgentVP9(t *testing.T) {
-	requireFFmpeg(t)
+	fmp4check.RequireFFmpeg(t)
 	gw := startGateway(t, func(c *configs.Config) {
 		// The gateway asks for a keyframe (PLI) when none came for 1 s; the
 		// agent makes keyframes only when asked.
@@ -77,17 +78,5 @@ func TestCaptureAgentVP9(t *testing.T) {
 	eventually(t, "a keyframe request from the gateway", 20*time.Second, func() bool { return agent.Stats().PLIs > st.PLIs })
 	eventually(t, "a keyframe answering it", 20*time.Second, func() bool { return c.Stats().Keyframes > k0 })
 
-	cancel()
-	select {
-	case <-run.done:
-		if run.err != nil {
-			t.Fatalf("agent Run: %v", run.err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("agent did not stop")
-	}
-	if s := agent.Stats(); s.DeletesSent != 1 || !s.LastDeleteOK {
-		t.Fatalf("WHIP DELETE not acknowledged: %+v", s)
-	}
-	v.expectControl("eos", 10*time.Second)
+	stopAgent(t, cancel, agent, run, v)
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mseway/mseway/internal/testkit/fmp4check"
 	"github.com/mseway/mseway/internal/testkit/mediafile"
 	"github.com/mseway/mseway/internal/testkit/whipclient"
 )
@@ -44,7 +45,7 @@ func publishCodec(t *testing.T, gw *testGateway, stream, mime string, video []me
 // the viewer receives decodes with ffmpeg, every frame, no error line, with
 // MSE-continuous decode times.
 func TestCodecsEndToEnd(t *testing.T) {
-	requireFFmpeg(t)
+	fmp4check.RequireFFmpeg(t)
 	_, audio := testMedia(t)
 	for _, tc := range []struct {
 		file, prefix string

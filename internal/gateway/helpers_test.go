@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -229,19 +228,6 @@ func (v *viewer) collect(d time.Duration) ([][]byte, *viewerclient.Control) {
 		segs = append(segs, m.Binary)
 	}
 	return segs, nil
-}
-
-// requireFFmpeg fails (in CI) or skips (elsewhere) without ffmpeg.
-func requireFFmpeg(t *testing.T) {
-	t.Helper()
-	for _, bin := range []string{"ffmpeg", "ffprobe"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is required in CI", bin)
-			}
-			t.Skipf("%s not installed", bin)
-		}
-	}
 }
 
 // checkPlayable parses what a viewer received with mp4ff and decodes it with

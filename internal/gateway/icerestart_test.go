@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mseway/mseway/internal/testkit/fmp4check"
 )
 
 // TestWHIPICERestart: a publisher restarts ICE over WHIP (RFC 9725 section
@@ -14,7 +16,7 @@ import (
 // failed it, and the ETag rules hold: a stale entity-tag gets 412, an old
 // ICE generation's ufrag 422, trickle with the current tag 204.
 func TestWHIPICERestart(t *testing.T) {
-	requireFFmpeg(t)
+	fmp4check.RequireFFmpeg(t)
 	gw := startGateway(t, nil)
 	video, audio := testMedia(t)
 	pub := publish(t, gw, "restart", video, audio)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/mseway/mseway/internal/testkit/fmp4check"
 	"github.com/mseway/mseway/internal/testkit/whipclient"
 )
 
@@ -23,7 +24,7 @@ import (
 func TestPublishWatch(t *testing.T) { transports(t, testPublishWatch) }
 
 func testPublishWatch(t *testing.T, secure bool) {
-	requireFFmpeg(t)
+	fmp4check.RequireFFmpeg(t)
 	gw := startGatewayOn(t, secure, nil)
 	video, audio := testMedia(t)
 
@@ -166,7 +167,7 @@ func testVanishingPublisher(t *testing.T, gw *testGateway) {
 func TestWebSocketSignaling(t *testing.T) { transports(t, testWebSocketSignaling) }
 
 func testWebSocketSignaling(t *testing.T, secure bool) {
-	requireFFmpeg(t)
+	fmp4check.RequireFFmpeg(t)
 	gw := startGatewayOn(t, secure, nil)
 	video, audio := testMedia(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

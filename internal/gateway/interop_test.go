@@ -56,7 +56,7 @@ func requireInterop(t *testing.T) string {
 // and the publisher's DELETE gives the viewer eos.
 func TestAiortcPublisher(t *testing.T) {
 	python := requireInterop(t)
-	requireFFmpeg(t)
+	fmp4check.RequireFFmpeg(t)
 	if os.Getenv(netnsEnv) != "1" {
 		runInNetns(t)
 		return

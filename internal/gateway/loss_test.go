@@ -22,7 +22,7 @@ import (
 // have a keyframe every ~1 s). Two more runs drop every retransmission, so
 // that each loss costs frames up to the keyframe the gateway requests.
 func TestLossAndReorder(t *testing.T) {
-	requireFFmpeg(t)
+	fmp4check.RequireFFmpeg(t)
 	h264, audio := testMedia(t)
 	vp9Mime, vp9 := codecMedia(t, "vp9_640x360_30fps.ivf")
 	av1Mime, av1 := codecMedia(t, "av1_640x360_30fps.ivf")

@@ -3,6 +3,8 @@ package gateway_test
 import (
 	"testing"
 	"time"
+
+	"github.com/mseway/mseway/internal/testkit/fmp4check"
 )
 
 // TestBrowserSimulcast: Chromium publishes one camera as three simulcast
@@ -13,7 +15,7 @@ import (
 // ramped up: viewers get a new init at the larger size, and what they
 // receive after it decodes.
 func TestBrowserSimulcast(t *testing.T) {
-	requireFFmpeg(t)
+	fmp4check.RequireFFmpeg(t)
 	gw := startGateway(t, nil)
 	browser := newBrowser(t)
 	tab := newTab(t, browser, gw.base+"/publish.html?stream=unused")

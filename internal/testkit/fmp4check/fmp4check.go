@@ -173,3 +173,24 @@ func Decode(dir string, init []byte, segments [][]byte) (errOutput string, video
 	}
 	return strings.TrimSpace(string(out)), videoFrames, nil
 }
+
+// TB is the part of testing.TB that RequireFFmpeg uses.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Skipf(format string, args ...any)
+}
+
+// RequireFFmpeg fails the test in CI (CI=true) and skips it elsewhere when
+// ffmpeg or ffprobe is not installed.
+func RequireFFmpeg(t TB) {
+	t.Helper()
+	for _, bin := range []string{"ffmpeg", "ffprobe"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is required in CI (apt-get install ffmpeg)", bin)
+			}
+			t.Skipf("%s not installed", bin)
+		}
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/mseway/mseway/bitstream"
 )
 
 // AccessUnit is one H.264 frame in Annex B form (start codes kept).
@@ -44,18 +46,18 @@ func SplitH264(data []byte) []AccessUnit {
 		}
 		cur, curHasVCL, curStart = AccessUnit{}, false, -1
 	}
-	for _, n := range nalUnits(data) {
-		if n.end <= n.payload {
+	for _, n := range bitstream.Units(data) {
+		if n.End <= n.Payload {
 			continue
 		}
-		typ := data[n.payload] & 0x1f
+		typ := data[n.Payload] & 0x1f
 		vcl := typ == 1 || typ == 5
-		firstMB0 := vcl && n.end > n.payload+1 && data[n.payload+1]&0x80 != 0
+		firstMB0 := vcl && n.End > n.Payload+1 && data[n.Payload+1]&0x80 != 0
 		if curHasVCL && ((vcl && firstMB0) || typ == 6 || typ == 7 || typ == 8 || typ == 9) {
-			flush(n.start)
+			flush(n.Start)
 		}
 		if curStart < 0 {
-			curStart = n.start
+			curStart = n.Start
 		}
 		if vcl {
 			curHasVCL = true
@@ -65,30 +67,6 @@ func SplitH264(data []byte) []AccessUnit {
 		}
 	}
 	flush(len(data))
-	return out
-}
-
-type nalPos struct{ start, payload, end int } // start code, first NAL byte, end
-
-func nalUnits(data []byte) []nalPos {
-	var out []nalPos
-	i := 0
-	for {
-		j := bytes.Index(data[i:], []byte{0, 0, 1})
-		if j < 0 {
-			break
-		}
-		start := i + j
-		if start > 0 && data[start-1] == 0 {
-			start--
-		}
-		payload := i + j + 3
-		if len(out) > 0 {
-			out[len(out)-1].end = start
-		}
-		out = append(out, nalPos{start: start, payload: payload, end: len(data)})
-		i = payload
-	}
 	return out
 }
 

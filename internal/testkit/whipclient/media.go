@@ -1,7 +1,6 @@
 package whipclient
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -125,38 +124,21 @@ func leb128(p []byte) (uint64, int) {
 // first_slice_segment_in_pic_flag is set after another slice.
 func SplitH265(data []byte) []mediafile.AccessUnit {
 	var out []mediafile.AccessUnit
-	type nal struct{ start, payload int }
-	var nals []nal
-	for i := 0; ; {
-		j := bytes.Index(data[i:], []byte{0, 0, 1})
-		if j < 0 {
-			break
-		}
-		start := i + j
-		if start > 0 && data[start-1] == 0 {
-			start--
-		}
-		nals = append(nals, nal{start, i + j + 3})
-		i = i + j + 3
-	}
+	nals := bitstream.Units(data)
 	curStart, sawVCL, key := -1, false, false
-	for k, n := range nals {
-		end := len(data)
-		if k+1 < len(nals) {
-			end = nals[k+1].start
-		}
-		if end-n.payload < 3 {
+	for _, n := range nals {
+		if n.End-n.Payload < 3 {
 			continue
 		}
-		typ := (data[n.payload] >> 1) & 0x3f
+		typ := (data[n.Payload] >> 1) & 0x3f
 		vcl := typ < 32
-		first := vcl && data[n.payload+2]&0x80 != 0
+		first := vcl && data[n.Payload+2]&0x80 != 0
 		if sawVCL && ((typ >= 32 && typ <= 35) || typ == 39 || first) {
-			out = append(out, mediafile.AccessUnit{Data: data[curStart:n.start], Keyframe: key})
+			out = append(out, mediafile.AccessUnit{Data: data[curStart:n.Start], Keyframe: key})
 			curStart, sawVCL, key = -1, false, false
 		}
 		if curStart < 0 {
-			curStart = n.start
+			curStart = n.Start
 		}
 		if vcl {
 			sawVCL = true

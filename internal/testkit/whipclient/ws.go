@@ -10,16 +10,12 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/mseway/mseway/signaling"
 )
 
-// wsMsg is a message of the WebSocket publish signaling (PROTOCOL.md).
-type wsMsg struct {
-	Type      string                   `json:"type"`
-	SDP       string                   `json:"sdp,omitempty"`
-	Candidate *webrtc.ICECandidateInit `json:"candidate,omitempty"`
-	Count     *int                     `json:"count,omitempty"`
-	Message   string                   `json:"message,omitempty"`
-}
+// wsMsg is a message of the WebSocket publish signaling.
+type wsMsg = signaling.WSMessage
 
 // wsSignal negotiates over GET /ws/publish/{stream} with trickle ICE in both
 // directions. The socket stays open for the publish: closing it ends it.

@@ -2,7 +2,6 @@ package remux
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -118,22 +117,10 @@ func (a *h264Assembler) add(p []byte) {
 			a.broken = true
 			return
 		}
-		q := p[1:]
-		for len(q) > 0 {
-			if len(q) < 2 {
-				a.broken = true
-				return
-			}
-			n := int(binary.BigEndian.Uint16(q))
-			q = q[2:]
-			if n == 0 || n > len(q) {
-				a.broken = true
-				return
-			}
-			a.appendNAL(q[:n])
-			q = q[n:]
-			if a.broken {
-				return
+		for q := p[1:]; len(q) > 0 && !a.broken; {
+			var nal []byte
+			if nal, q = a.nextUnit(q, 1); nal != nil {
+				a.appendNAL(nal)
 			}
 		}
 	case typ == 28: // FU-A
@@ -142,28 +129,8 @@ func (a *h264Assembler) add(p []byte) {
 			return
 		}
 		fu := p[1]
-		start, end := fu&0x80 != 0, fu&0x40 != 0
-		if start {
-			if a.fuStart >= 0 {
-				a.broken = true // previous FU-A never ended
-				return
-			}
-			if !a.room(5 + len(p) - 2) {
-				return
-			}
-			a.fuStart = len(a.buf)
-			a.buf = append(a.buf, 0, 0, 0, 0, p[0]&0xe0|fu&0x1f)
-		} else if a.fuStart < 0 {
-			a.broken = true // continuation of a NAL unit whose start is missing
-			return
-		}
-		if !a.room(len(p) - 2) {
-			return
-		}
-		a.buf = append(a.buf, p[2:]...)
-		if end {
-			s := a.fuStart
-			a.fuStart = -1
+		hdr := [1]byte{p[0]&0xe0 | fu&0x1f}
+		if s := a.fragment(fu&0x80 != 0, fu&0x40 != 0, hdr[:], p[2:]); s >= 0 {
 			a.endNAL(s)
 		}
 	default: // 0, 25-27 (STAP-B, MTAP: interleaved mode), 29 (FU-B), 30, 31

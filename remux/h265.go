@@ -2,7 +2,6 @@ package remux
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 
 	"github.com/Eyevinn/mp4ff/hevc"
@@ -58,22 +57,10 @@ func (a *h265Assembler) add(p []byte) {
 			a.broken = true
 			return
 		}
-		q := p[2:]
-		for len(q) > 0 {
-			if len(q) < 2 {
-				a.broken = true
-				return
-			}
-			n := int(binary.BigEndian.Uint16(q))
-			q = q[2:]
-			if n < 2 || n > len(q) {
-				a.broken = true
-				return
-			}
-			a.appendNAL(q[:n])
-			q = q[n:]
-			if a.broken {
-				return
+		for q := p[2:]; len(q) > 0 && !a.broken; {
+			var nal []byte
+			if nal, q = a.nextUnit(q, 2); nal != nil {
+				a.appendNAL(nal)
 			}
 		}
 	case typ == 49: // fragmentation unit
@@ -82,28 +69,8 @@ func (a *h265Assembler) add(p []byte) {
 			return
 		}
 		fu := p[2]
-		start, end := fu&0x80 != 0, fu&0x40 != 0
-		if start {
-			if a.fuStart >= 0 {
-				a.broken = true
-				return
-			}
-			if !a.room(6 + len(p) - 3) {
-				return
-			}
-			a.fuStart = len(a.buf)
-			a.buf = append(a.buf, 0, 0, 0, 0, p[0]&0x81|(fu&0x3f)<<1, p[1])
-		} else if a.fuStart < 0 {
-			a.broken = true
-			return
-		}
-		if !a.room(len(p) - 3) {
-			return
-		}
-		a.buf = append(a.buf, p[3:]...)
-		if end {
-			s := a.fuStart
-			a.fuStart = -1
+		hdr := [2]byte{p[0]&0x81 | (fu&0x3f)<<1, p[1]}
+		if s := a.fragment(fu&0x80 != 0, fu&0x40 != 0, hdr[:], p[3:]); s >= 0 {
 			a.endNAL(s)
 		}
 	default: // PACI (50) and unspecified types

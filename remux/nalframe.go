@@ -78,6 +78,54 @@ func (f *nalFrame) appendRaw(nal []byte) (int, bool) {
 	return s, true
 }
 
+// nextUnit takes the next unit of an aggregation packet (STAP-A, AP: a
+// 16-bit size, then the unit) off q; a unit shorter than minLen or past the
+// end breaks the frame (nal is then nil).
+func (f *nalFrame) nextUnit(q []byte, minLen int) (nal, rest []byte) {
+	if len(q) < 2 {
+		f.broken = true
+		return nil, nil
+	}
+	n := int(binary.BigEndian.Uint16(q))
+	q = q[2:]
+	if n < minLen || n > len(q) {
+		f.broken = true
+		return nil, nil
+	}
+	return q[:n], q[n:]
+}
+
+// fragment adds one fragmentation unit (FU-A, H.265 FU): at its start, the
+// unit's header, rebuilt by the codec, opens a new unit. It returns the
+// offset of the unit its end completes (for the codec's endNAL), or -1.
+func (f *nalFrame) fragment(start, end bool, header, payload []byte) int {
+	if start {
+		if f.fuStart >= 0 {
+			f.broken = true // the previous unit never ended
+			return -1
+		}
+		if !f.room(4 + len(header) + len(payload)) {
+			return -1
+		}
+		f.fuStart = len(f.buf)
+		f.buf = append(f.buf, 0, 0, 0, 0)
+		f.buf = append(f.buf, header...)
+	} else if f.fuStart < 0 {
+		f.broken = true // the continuation of a unit whose start is missing
+		return -1
+	}
+	if !f.room(len(payload)) {
+		return -1
+	}
+	f.buf = append(f.buf, payload...)
+	if !end {
+		return -1
+	}
+	s := f.fuStart
+	f.fuStart = -1
+	return s
+}
+
 // keepNAL keeps the unit at buf[s:] in the sample: it fills in the length
 // prefix, within the bound on units per frame.
 func (f *nalFrame) keepNAL(s int) {

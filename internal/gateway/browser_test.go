@@ -156,13 +156,7 @@ func TestBrowserPublishWatch(t *testing.T) {
 		`JSON.stringify({state: document.body.dataset.state, error: String(window.publisher && window.publisher.error)})`)
 
 	watchTab := newTab(t, browser, gw.base+"/watch.html?stream=e2e")
-	dbg := `JSON.stringify(` + playbackJS + `)`
-	waitJS(t, watchTab, "playback started", `document.querySelector('video').currentTime > 0.2`, 45*time.Second, dbg)
-
-	start := evalJS[playback](t, watchTab, playbackJS)
-	waitJS(t, watchTab, "3 s of playback", `document.querySelector('video').currentTime >= `+ftoa(start.CurrentTime+3), 45*time.Second, dbg)
-	end := evalJS[playback](t, watchTab, playbackJS)
-	t.Logf("playback: start %+v end %+v", start, end)
+	start, end := playFor(t, watchTab, 3, 45*time.Second)
 
 	if end.Width <= 0 || end.Height <= 0 {
 		t.Errorf("videoWidth x videoHeight = %dx%d", end.Width, end.Height)
@@ -195,6 +189,20 @@ func TestBrowserPublishWatch(t *testing.T) {
 	}
 	screenshot(t, pubTab, "publish.png")
 	screenshot(t, watchTab, "watch.png")
+}
+
+// playFor waits until the tab's video plays, then for secs more of
+// playback (each wait bounded by timeout), and returns the playback state
+// at both ends.
+func playFor(t *testing.T, tab context.Context, secs float64, timeout time.Duration) (start, end playback) {
+	t.Helper()
+	dbg := `JSON.stringify(` + playbackJS + `)`
+	waitJS(t, tab, "playback started", `document.querySelector('video').currentTime > 0.2`, timeout, dbg)
+	start = evalJS[playback](t, tab, playbackJS)
+	waitJS(t, tab, ftoa(secs)+" s of playback", `document.querySelector('video').currentTime >= `+ftoa(start.CurrentTime+secs), timeout, dbg)
+	end = evalJS[playback](t, tab, playbackJS)
+	t.Logf("playback: start %+v end %+v", start, end)
+	return start, end
 }
 
 // screenshot saves a PNG of the tab into $SCREENSHOT_DIR, when set, for a

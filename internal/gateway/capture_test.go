@@ -89,6 +89,45 @@ func stopAgent(t *testing.T, cancel context.CancelFunc, a *agent.Agent, run *age
 	v.expectControl("eos", 10*time.Second)
 }
 
+// waitAgentLive waits until the agent's publish is up.
+func waitAgentLive(t *testing.T, a *agent.Agent, run *agentRun) {
+	t.Helper()
+	select {
+	case <-a.Connected():
+	case <-run.done:
+		t.Fatalf("agent ended: %v", run.err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent did not connect")
+	}
+}
+
+// checkAgentMedia reads 3 s of what viewer v gets after init: it must
+// decode (checkPlayable) and hold both tracks.
+func checkAgentMedia(t *testing.T, v *viewer, who string, init []byte) {
+	t.Helper()
+	segs, end := v.collect(3 * time.Second)
+	if end != nil {
+		t.Fatalf("unexpected %+v", end)
+	}
+	frames := checkPlayable(t, who, init, segs)
+	video, audio := countSamples(t, init, segs)
+	t.Logf("%s: %d segments, %d video frames decoded, %d audio packets", who, len(segs), frames, audio)
+	if video < 5 || audio < 10 {
+		t.Fatalf("too little media: %d video, %d audio samples", video, audio)
+	}
+}
+
+// keyframeOnRequest: with no periodic keyframes (the capture makes them
+// only when asked), the gateway's keyframe request (PLI) reaches the agent
+// and a keyframe answers it.
+func keyframeOnRequest(t *testing.T, a *agent.Agent, c *devices.Capture) {
+	t.Helper()
+	st := a.Stats()
+	k0 := c.Stats().Keyframes
+	eventually(t, "a keyframe request from the gateway", 20*time.Second, func() bool { return a.Stats().PLIs > st.PLIs })
+	eventually(t, "a keyframe answering it", 20*time.Second, func() bool { return c.Stats().Keyframes > k0 })
+}
+
 // eventually polls cond until it is true or the deadline passes.
 func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
@@ -140,13 +179,7 @@ func TestCaptureAgentPublishes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	agent, run := runAgent(t, ctx, c, gw.base+"/whip/agent")
-	select {
-	case <-agent.Connected():
-	case <-run.done:
-		t.Fatalf("agent ended: %v", run.err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("agent did not connect")
-	}
+	waitAgentLive(t, agent, run)
 
 	v := watch(t, gw, "agent")
 	ctl, init := v.expectInit(20 * time.Second)
@@ -154,23 +187,8 @@ func TestCaptureAgentPublishes(t *testing.T) {
 		ctl.Tracks[0].Width != 320 || ctl.Tracks[0].Height != 240 {
 		t.Fatalf("init tracks = %+v", ctl.Tracks)
 	}
-	segs, end := v.collect(3 * time.Second)
-	if end != nil {
-		t.Fatalf("unexpected %+v", end)
-	}
-	frames := checkPlayable(t, "agent viewer", init, segs)
-	video, audio := countSamples(t, init, segs)
-	t.Logf("%d segments, %d video frames decoded, %d audio packets", len(segs), frames, audio)
-	if video < 5 || audio < 10 {
-		t.Fatalf("too little media: %d video, %d audio samples", video, audio)
-	}
-
-	// PLI -> keyframe: with no periodic keyframes, every keyframe after the
-	// first comes from a request.
-	st := agent.Stats()
-	k0 := c.Stats().Keyframes
-	eventually(t, "a keyframe request from the gateway", 20*time.Second, func() bool { return agent.Stats().PLIs > st.PLIs })
-	eventually(t, "a keyframe answering it", 20*time.Second, func() bool { return c.Stats().Keyframes > k0 })
+	checkAgentMedia(t, v, "agent viewer", init)
+	keyframeOnRequest(t, agent, c)
 
 	// An ICE restart (what the agent does when its connection goes
 	// disconnected) keeps the publish: no new init, and media keep coming
@@ -360,12 +378,7 @@ func TestLocalTestPatternBrowser(t *testing.T) {
 
 	browser := newBrowser(t)
 	tab := newTab(t, browser, gw.base+"/watch.html?stream=testpattern")
-	dbg := `JSON.stringify(` + playbackJS + `)`
-	waitJS(t, tab, "playback started", `document.querySelector('video').currentTime > 0.2`, 60*time.Second, dbg)
-	start := evalJS[playback](t, tab, playbackJS)
-	waitJS(t, tab, "2 s of playback", `document.querySelector('video').currentTime >= `+ftoa(start.CurrentTime+2), 60*time.Second, dbg)
-	end := evalJS[playback](t, tab, playbackJS)
-	t.Logf("playback: start %+v end %+v", start, end)
+	start, end := playFor(t, tab, 2, 60*time.Second)
 	if end.Width != src.Width || end.Height != src.Height {
 		t.Errorf("video %dx%d, want %dx%d", end.Width, end.Height, src.Width, src.Height)
 	}

@@ -39,13 +39,7 @@ func TestCaptureAgentVP9(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	agent, run := runAgent(t, ctx, c, gw.base+"/whip/vp9agent")
-	select {
-	case <-agent.Connected():
-	case <-run.done:
-		t.Fatalf("agent ended: %v", run.err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("agent did not connect")
-	}
+	waitAgentLive(t, agent, run)
 	if got, want := agent.Stats().Video, "video/VP9 98 profile-id=0"; got != want {
 		t.Fatalf("negotiated video codec %q, want %q", got, want)
 	}
@@ -60,23 +54,8 @@ func TestCaptureAgentVP9(t *testing.T) {
 	if !strings.Contains(ctl.MIME, "vp09.00.") {
 		t.Fatalf("init MIME %q has no vp09 codec", ctl.MIME)
 	}
-	segs, end := v.collect(3 * time.Second)
-	if end != nil {
-		t.Fatalf("unexpected %+v", end)
-	}
-	frames := checkPlayable(t, "vp9 agent viewer", init, segs)
-	video, audio := countSamples(t, init, segs)
-	t.Logf("init %s; %d segments, %d video frames decoded, %d audio packets", ctl.MIME, len(segs), frames, audio)
-	if video < 5 || audio < 10 {
-		t.Fatalf("too little media: %d video, %d audio samples", video, audio)
-	}
-
-	// PLI -> keyframe: with no periodic keyframes, every keyframe after the
-	// first comes from a request.
-	st := agent.Stats()
-	k0 := c.Stats().Keyframes
-	eventually(t, "a keyframe request from the gateway", 20*time.Second, func() bool { return agent.Stats().PLIs > st.PLIs })
-	eventually(t, "a keyframe answering it", 20*time.Second, func() bool { return c.Stats().Keyframes > k0 })
+	checkAgentMedia(t, v, "vp9 agent viewer", init)
+	keyframeOnRequest(t, agent, c)
 
 	stopAgent(t, cancel, agent, run, v)
 }

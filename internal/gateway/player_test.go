@@ -120,14 +120,21 @@ func apiStream(t *testing.T, base, name string) map[string]any {
 	return nil
 }
 
+// liveInBrowser starts a gateway where stream is live (the test media,
+// published over WHIP) and a Chromium to watch it with.
+func liveInBrowser(t *testing.T, stream string) (*testGateway, context.Context) {
+	t.Helper()
+	gw := startGateway(t, nil)
+	video, audio := testMedia(t)
+	publish(t, gw, stream, video, audio)
+	return gw, newBrowser(t)
+}
+
 // TestPlayerModes: the worker path (MediaSource in a dedicated worker, handle set
 // as srcObject) and the main-thread path each play a stream, report stats to the
 // server, and keep the latency near the target.
 func TestPlayerModes(t *testing.T) {
-	gw := startGateway(t, nil)
-	video, audio := testMedia(t)
-	publish(t, gw, "modes", video, audio)
-	browser := newBrowser(t)
+	gw, browser := liveInBrowser(t, "modes")
 
 	for _, mode := range []string{"worker", "main"} {
 		t.Run(mode, func(t *testing.T) {
@@ -327,10 +334,7 @@ func TestPlayerInitChange(t *testing.T) {
 // back media, then delivers it in one burst); the player sees the stall, raises its
 // target, and brings latency back under the target within 10 s.
 func TestPlayerStallRecovery(t *testing.T) {
-	gw := startGateway(t, nil)
-	video, audio := testMedia(t)
-	publish(t, gw, "stall", video, audio)
-	browser := newBrowser(t)
+	gw, browser := liveInBrowser(t, "stall")
 	for _, mode := range []string{"worker", "main"} {
 		t.Run(mode, func(t *testing.T) {
 			tab := newTab(t, browser, gw.base+"/watch.html?stream=stall&mode="+mode)
@@ -364,10 +368,7 @@ func TestPlayerStallRecovery(t *testing.T) {
 // TestPlayerEviction: with keep=2 (seconds kept behind the playhead) the buffered
 // range stays bounded over a 20 s run while old media is really removed.
 func TestPlayerEviction(t *testing.T) {
-	gw := startGateway(t, nil)
-	video, audio := testMedia(t)
-	publish(t, gw, "evict", video, audio)
-	browser := newBrowser(t)
+	gw, browser := liveInBrowser(t, "evict")
 	tab := newTab(t, browser, gw.base+"/watch.html?stream=evict&keep=2")
 	waitPlaying(t, tab, 45*time.Second)
 	run := 20 * time.Second
@@ -469,10 +470,7 @@ const quotaFaultJS = `(() => {
 // nothing is lost and playback goes on (the worker path runs the same
 // engine.js code).
 func TestPlayerQuotaExceeded(t *testing.T) {
-	gw := startGateway(t, nil)
-	video, audio := testMedia(t)
-	publish(t, gw, "quota", video, audio)
-	browser := newBrowser(t)
+	gw, browser := liveInBrowser(t, "quota")
 	tab := newTabWithScript(t, browser, gw.base+"/watch.html?stream=quota&mode=main", quotaFaultJS)
 	waitPlaying(t, tab, 45*time.Second)
 	waitJS(t, tab, "3 injected QuotaExceededErrors", `window.__quota.thrown >= 3`, 60*time.Second, `JSON.stringify(window.__quota)`)
@@ -525,10 +523,7 @@ const refuseAutoplayJS = `(() => {
 // watch.html asks for a click and leaves the video alone (no seeks) while it
 // waits; the click starts playback with sound near the live edge.
 func TestPlayerNeedsGesture(t *testing.T) {
-	gw := startGateway(t, nil)
-	video, audio := testMedia(t)
-	publish(t, gw, "gesture", video, audio)
-	browser := newBrowser(t)
+	gw, browser := liveInBrowser(t, "gesture")
 	tab := newTabWithScript(t, browser, gw.base+"/watch.html?stream=gesture&muted=0&mode=main", refuseAutoplayJS)
 	waitJS(t, tab, "the click-to-play prompt", `!document.getElementById('gesture').hidden && window.player.needsGesture`, 45*time.Second, playerDebugJS)
 	before := readPlayer(t, tab)

@@ -130,50 +130,58 @@ func liveInBrowser(t *testing.T, stream string) (*testGateway, context.Context) 
 	return gw, newBrowser(t)
 }
 
+// inEachMode runs fn in a subtest per player path (worker, main), on a tab
+// whose player (url with &mode=) has started playing.
+func inEachMode(t *testing.T, browser context.Context, url string, fn func(t *testing.T, mode string, tab context.Context)) {
+	for _, mode := range []string{"worker", "main"} {
+		t.Run(mode, func(t *testing.T) {
+			tab := newTab(t, browser, url+"&mode="+mode)
+			waitPlaying(t, tab, 45*time.Second)
+			fn(t, mode, tab)
+		})
+	}
+}
+
 // TestPlayerModes: the worker path (MediaSource in a dedicated worker, handle set
 // as srcObject) and the main-thread path each play a stream, report stats to the
 // server, and keep the latency near the target.
 func TestPlayerModes(t *testing.T) {
 	gw, browser := liveInBrowser(t, "modes")
 
-	for _, mode := range []string{"worker", "main"} {
-		t.Run(mode, func(t *testing.T) {
-			tab := newTab(t, browser, gw.base+"/watch.html?stream=modes&mode="+mode)
-			waitPlaying(t, tab, 45*time.Second)
-			a, b := waitAdvance(t, tab, "3 s of playback", 3, 45*time.Second)
-			t.Logf("%s: %+v -> %+v", mode, a, b)
-			if b.Mode != mode {
-				t.Errorf("player.mode = %q, want %q", b.Mode, mode)
+	inEachMode(t, browser, gw.base+"/watch.html?stream=modes", func(t *testing.T, mode string, tab context.Context) {
+		a, b := waitAdvance(t, tab, "3 s of playback", 3, 45*time.Second)
+		t.Logf("%s: %+v -> %+v", mode, a, b)
+		if b.Mode != mode {
+			t.Errorf("player.mode = %q, want %q", b.Mode, mode)
+		}
+		if b.SrcObject != (mode == "worker") {
+			t.Errorf("video.srcObject set = %v in mode %s (worker mode uses the MediaSourceHandle)", b.SrcObject, mode)
+		}
+		checkProgress(t, mode, a, b, 30)
+		if b.State != "playing" {
+			t.Errorf("state %q", b.State)
+		}
+		// The stats overlay shows the figures and the server got them.
+		overlay := evalJS[string](t, tab, `document.getElementById('s-latency').textContent + ' | ' + document.getElementById('s-mode').textContent + ' | ' + document.getElementById('s-frames').textContent`)
+		t.Logf("overlay: %s", overlay)
+		if overlay == "" || overlay[0] == '-' {
+			t.Errorf("overlay empty: %q", overlay)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			s := apiStream(t, gw.base, "modes")
+			vs, _ := s["viewerStats"].(map[string]any)
+			if vs != nil && vs["reporting"].(float64) >= 1 && vs["decodedFrames"].(float64) > 0 {
+				t.Logf("viewerStats: %v", vs)
+				break
 			}
-			if b.SrcObject != (mode == "worker") {
-				t.Errorf("video.srcObject set = %v in mode %s (worker mode uses the MediaSourceHandle)", b.SrcObject, mode)
+			if time.Now().After(deadline) {
+				t.Fatalf("no viewer stats in /api/streams: %v", s)
 			}
-			checkProgress(t, mode, a, b, 30)
-			if b.State != "playing" {
-				t.Errorf("state %q", b.State)
-			}
-			// The stats overlay shows the figures and the server got them.
-			overlay := evalJS[string](t, tab, `document.getElementById('s-latency').textContent + ' | ' + document.getElementById('s-mode').textContent + ' | ' + document.getElementById('s-frames').textContent`)
-			t.Logf("overlay: %s", overlay)
-			if overlay == "" || overlay[0] == '-' {
-				t.Errorf("overlay empty: %q", overlay)
-			}
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				s := apiStream(t, gw.base, "modes")
-				vs, _ := s["viewerStats"].(map[string]any)
-				if vs != nil && vs["reporting"].(float64) >= 1 && vs["decodedFrames"].(float64) > 0 {
-					t.Logf("viewerStats: %v", vs)
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("no viewer stats in /api/streams: %v", s)
-				}
-				time.Sleep(500 * time.Millisecond)
-			}
-			evalJS[bool](t, tab, `window.player.stop(), true`)
-		})
-	}
+			time.Sleep(500 * time.Millisecond)
+		}
+		evalJS[bool](t, tab, `window.player.stop(), true`)
+	})
 	// No mode forced: a browser with only ManagedMediaSource gets the managed path.
 	t.Run("managed", func(t *testing.T) {
 		tab := newTabWithScript(t, browser, gw.base+"/watch.html?stream=modes", managedOnlyJS)
@@ -335,34 +343,30 @@ func TestPlayerInitChange(t *testing.T) {
 // target, and brings latency back under the target within 10 s.
 func TestPlayerStallRecovery(t *testing.T) {
 	gw, browser := liveInBrowser(t, "stall")
-	for _, mode := range []string{"worker", "main"} {
-		t.Run(mode, func(t *testing.T) {
-			tab := newTab(t, browser, gw.base+"/watch.html?stream=stall&mode="+mode)
-			waitPlaying(t, tab, 45*time.Second)
-			waitAdvance(t, tab, "steady playback", 3, 30*time.Second)
-			waitJS(t, tab, "latency near target before the stall", `(() => { const v = document.querySelector('video'); const b = v.buffered;
-			  return b.length && b.end(b.length-1) - v.currentTime < window.player.targetLatency + 0.15; })()`, 20*time.Second, playerDebugJS)
-			before := readPlayer(t, tab)
-			evalJS[bool](t, tab, `window.player.simulateStall(2000), true`)
-			start := time.Now().Add(2 * time.Second) // the held media arrives in a burst then
-			waitJS(t, tab, "stall seen", fmt.Sprintf(`window.player.stalls > %d`, before.Stalls), 10*time.Second, playerDebugJS)
-			// Wait for the burst: the buffered end is 1.5 s past where it was.
-			waitJS(t, tab, "burst after the stall", fmt.Sprintf(`(() => { const b = document.querySelector('video').buffered;
-			  return b.length && b.end(b.length-1) > %s; })()`, ftoa(before.CurrentTime+before.Latency+1.5)), 15*time.Second, playerDebugJS)
-			// Under the (possibly raised) target again, with a 50 ms allowance for the
-			// frame granularity of the buffered end, and playing.
-			waitJS(t, tab, "latency back under target", `(() => { const v = document.querySelector('video'); const b = v.buffered;
-			  return !v.paused && b.length && b.end(b.length-1) - v.currentTime < window.player.targetLatency + 0.05; })()`, time.Until(start.Add(10*time.Second)), playerDebugJS)
-			after := readPlayer(t, tab)
-			t.Logf("before %+v\nrecovered after %v: %+v", before, time.Since(start).Round(10*time.Millisecond), after)
-			if after.Target <= after.Base-1e-9 || after.Target > 1.0 {
-				t.Errorf("target %.3f (base %.3f): want raised within bounds after a stall", after.Target, after.Base)
-			}
-			c, d := waitAdvance(t, tab, "playback after recovery", 2, 30*time.Second)
-			checkProgress(t, "after recovery", c, d, 20)
-			evalJS[bool](t, tab, `window.player.stop(), true`)
-		})
-	}
+	inEachMode(t, browser, gw.base+"/watch.html?stream=stall", func(t *testing.T, mode string, tab context.Context) {
+		waitAdvance(t, tab, "steady playback", 3, 30*time.Second)
+		waitJS(t, tab, "latency near target before the stall", `(() => { const v = document.querySelector('video'); const b = v.buffered;
+		  return b.length && b.end(b.length-1) - v.currentTime < window.player.targetLatency + 0.15; })()`, 20*time.Second, playerDebugJS)
+		before := readPlayer(t, tab)
+		evalJS[bool](t, tab, `window.player.simulateStall(2000), true`)
+		start := time.Now().Add(2 * time.Second) // the held media arrives in a burst then
+		waitJS(t, tab, "stall seen", fmt.Sprintf(`window.player.stalls > %d`, before.Stalls), 10*time.Second, playerDebugJS)
+		// Wait for the burst: the buffered end is 1.5 s past where it was.
+		waitJS(t, tab, "burst after the stall", fmt.Sprintf(`(() => { const b = document.querySelector('video').buffered;
+		  return b.length && b.end(b.length-1) > %s; })()`, ftoa(before.CurrentTime+before.Latency+1.5)), 15*time.Second, playerDebugJS)
+		// Under the (possibly raised) target again, with a 50 ms allowance for the
+		// frame granularity of the buffered end, and playing.
+		waitJS(t, tab, "latency back under target", `(() => { const v = document.querySelector('video'); const b = v.buffered;
+		  return !v.paused && b.length && b.end(b.length-1) - v.currentTime < window.player.targetLatency + 0.05; })()`, time.Until(start.Add(10*time.Second)), playerDebugJS)
+		after := readPlayer(t, tab)
+		t.Logf("before %+v\nrecovered after %v: %+v", before, time.Since(start).Round(10*time.Millisecond), after)
+		if after.Target <= after.Base-1e-9 || after.Target > 1.0 {
+			t.Errorf("target %.3f (base %.3f): want raised within bounds after a stall", after.Target, after.Base)
+		}
+		c, d := waitAdvance(t, tab, "playback after recovery", 2, 30*time.Second)
+		checkProgress(t, "after recovery", c, d, 20)
+		evalJS[bool](t, tab, `window.player.stop(), true`)
+	})
 }
 
 // TestPlayerEviction: with keep=2 (seconds kept behind the playhead) the buffered

@@ -44,26 +44,30 @@ func kinds(v *viewer) string {
 	return out
 }
 
+// push queues 10-byte segments of init in, one per letter: K a keyframe, D
+// a delta.
+func push(t *testing.T, v *viewer, in *initMsg, segs string) {
+	t.Helper()
+	for _, c := range segs {
+		v.pushSegment(seg(t, c == 'K', 10), in, false)
+	}
+}
+
+// wantQueue checks the queue's kinds.
+func wantQueue(t *testing.T, v *viewer, want, why string) {
+	t.Helper()
+	if got := kinds(v); got != want {
+		t.Fatalf("%s: queue = %q, want %q", why, got, want)
+	}
+}
+
 func TestViewerQueueStartsAtKeyframeWithInit(t *testing.T) {
 	h := newTestHub(t, nil)
 	v := &viewer{h: h, out: streamTransport{}}
-	in := testInit(1)
-	d := seg(t, false, 10)
-	v.pushSegment(d, in, false) // a delta first: skipped
-	k := seg(t, true, 10)
-	v.pushSegment(k, in, false)
-	v.pushSegment(seg(t, false, 10), in, false)
-	if got := kinds(v); got != "IKD" {
-		t.Fatalf("queue = %s, want IKD", got)
-	}
-	// A new init generation: deltas are skipped until its keyframe, which brings the init.
-	in2 := testInit(2)
-	v.pushSegment(seg(t, false, 10), in2, false)
-	k2 := seg(t, true, 10)
-	v.pushSegment(k2, in2, false)
-	if got := kinds(v); got != "IKDIK" {
-		t.Fatalf("queue = %s, want IKDIK", got)
-	}
+	push(t, v, testInit(1), "DKD")
+	wantQueue(t, v, "IKD", "a delta first is skipped")
+	push(t, v, testInit(2), "DK")
+	wantQueue(t, v, "IKDIK", "a new init: deltas skipped until its keyframe, which brings the init")
 }
 
 func TestViewerOverflowSkipsToNextKeyframe(t *testing.T) {
@@ -73,27 +77,12 @@ func TestViewerOverflowSkipsToNextKeyframe(t *testing.T) {
 	})
 	v := &viewer{h: h, out: streamTransport{}}
 	in := testInit(1)
-	k := seg(t, true, 10)
-	v.pushSegment(k, in, false)
-	for range 3 {
-		v.pushSegment(seg(t, false, 10), in, false)
-	}
-	if got := kinds(v); got != "IKDDD" {
-		t.Fatalf("queue = %s", got)
-	}
-	// Full: the next delta overflows; the queue is dropped and deltas skipped.
-	v.pushSegment(seg(t, false, 10), in, false)
-	v.pushSegment(seg(t, false, 10), in, false)
-	if got := kinds(v); got != "" {
-		t.Fatalf("after overflow queue = %q, want empty (skipping)", got)
-	}
-	// The next keyframe restarts the viewer, with the init again (never written).
-	k2 := seg(t, true, 10)
-	v.pushSegment(k2, in, false)
-	v.pushSegment(seg(t, false, 10), in, false)
-	if got := kinds(v); got != "IKD" {
-		t.Fatalf("after keyframe queue = %s, want IKD", got)
-	}
+	push(t, v, in, "KDDD")
+	wantQueue(t, v, "IKDDD", "filled")
+	push(t, v, in, "DD")
+	wantQueue(t, v, "", "full: the next delta overflows, the queue is dropped and deltas skipped")
+	push(t, v, in, "KD")
+	wantQueue(t, v, "IKD", "the next keyframe restarts the viewer, with the init again (never written)")
 	if n := h.r.metrics.viewerSkips.Load(); n != 1 {
 		t.Fatalf("skips = %d", n)
 	}
@@ -103,18 +92,10 @@ func TestViewerOverflowKeepsWrittenInit(t *testing.T) {
 	h := newTestHub(t, func(s *configs.Stream) { s.ViewerQueueMessages = 3 })
 	v := &viewer{h: h, out: streamTransport{}}
 	in := testInit(1)
-	k := seg(t, true, 10)
-	v.pushSegment(k, in, false)
-	// The writer takes the queue (the init is now on the wire).
-	v.queue, v.writtenGen = nil, 1
-	for range 4 {
-		v.pushSegment(seg(t, false, 10), in, false)
-	}
-	k2 := seg(t, true, 10)
-	v.pushSegment(k2, in, false)
-	if got := kinds(v); got != "K" {
-		t.Fatalf("queue = %s, want K (init already written)", got)
-	}
+	push(t, v, in, "K")
+	v.queue, v.writtenGen = nil, 1 // the writer takes the queue: the init is on the wire
+	push(t, v, in, "DDDDK")
+	wantQueue(t, v, "K", "the init was written already")
 }
 
 func TestViewerBytesBound(t *testing.T) {

@@ -389,26 +389,22 @@ func (p *Publisher) sendAudio(ctx context.Context, track *webrtc.TrackLocalStati
 	}
 }
 
-// videoCapability is what the publisher offers for a video MIME type.
+// videoFmtp is what the publisher offers for each video codec it sends.
+var videoFmtp = map[string]string{
+	webrtc.MimeTypeH264: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+	webrtc.MimeTypeVP9:  "profile-id=0",
+	webrtc.MimeTypeAV1:  "profile=0",
+	webrtc.MimeTypeH265: "profile-id=1",
+}
+
+// videoCapability is what the publisher offers for a video MIME type (any case).
 func videoCapability(mime string) (webrtc.RTPCodecCapability, error) {
-	c := webrtc.RTPCodecCapability{MimeType: mime, ClockRate: 90000}
-	switch strings.ToLower(mime) {
-	case strings.ToLower(webrtc.MimeTypeH264):
-		c.MimeType = webrtc.MimeTypeH264
-		c.SDPFmtpLine = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-	case strings.ToLower(webrtc.MimeTypeVP9):
-		c.MimeType = webrtc.MimeTypeVP9
-		c.SDPFmtpLine = "profile-id=0"
-	case strings.ToLower(webrtc.MimeTypeAV1):
-		c.MimeType = webrtc.MimeTypeAV1
-		c.SDPFmtpLine = "profile=0"
-	case strings.ToLower(webrtc.MimeTypeH265):
-		c.MimeType = webrtc.MimeTypeH265
-		c.SDPFmtpLine = "profile-id=1"
-	default:
-		return c, fmt.Errorf("whipclient: cannot send video %q", mime)
+	for m, fmtp := range videoFmtp {
+		if strings.EqualFold(m, mime) {
+			return webrtc.RTPCodecCapability{MimeType: m, ClockRate: 90000, SDPFmtpLine: fmtp}, nil
+		}
 	}
-	return c, nil
+	return webrtc.RTPCodecCapability{}, fmt.Errorf("whipclient: cannot send video %q", mime)
 }
 
 // registerCodecs registers the one video codec to send (with RTX) and Opus.

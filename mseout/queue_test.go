@@ -17,6 +17,13 @@ func newTestHub(t *testing.T, edit func(*configs.Stream)) *hub {
 	return newHub(r, "t", s)
 }
 
+// newTestViewer returns a viewer of a new test hub, its queue driven by hand.
+func newTestViewer(t *testing.T, edit func(*configs.Stream)) (*hub, *viewer) {
+	t.Helper()
+	h := newTestHub(t, edit)
+	return h, &viewer{h: h, out: streamTransport{}}
+}
+
 func seg(t *testing.T, key bool, size int) *segMsg {
 	t.Helper()
 	return &segMsg{frame: newFrame(opBinary, make([]byte, size)), size: size, keyframe: key}
@@ -62,8 +69,7 @@ func wantQueue(t *testing.T, v *viewer, want, why string) {
 }
 
 func TestViewerQueueStartsAtKeyframeWithInit(t *testing.T) {
-	h := newTestHub(t, nil)
-	v := &viewer{h: h, out: streamTransport{}}
+	_, v := newTestViewer(t, nil)
 	push(t, v, testInit(1), "DKD")
 	wantQueue(t, v, "IKD", "a delta first is skipped")
 	push(t, v, testInit(2), "DK")
@@ -71,11 +77,10 @@ func TestViewerQueueStartsAtKeyframeWithInit(t *testing.T) {
 }
 
 func TestViewerOverflowSkipsToNextKeyframe(t *testing.T) {
-	h := newTestHub(t, func(s *configs.Stream) {
+	h, v := newTestViewer(t, func(s *configs.Stream) {
 		s.ViewerQueueMessages = 5
 		s.ViewerMaxSkips = 100
 	})
-	v := &viewer{h: h, out: streamTransport{}}
 	in := testInit(1)
 	push(t, v, in, "KDDD")
 	wantQueue(t, v, "IKDDD", "filled")
@@ -89,8 +94,7 @@ func TestViewerOverflowSkipsToNextKeyframe(t *testing.T) {
 }
 
 func TestViewerOverflowKeepsWrittenInit(t *testing.T) {
-	h := newTestHub(t, func(s *configs.Stream) { s.ViewerQueueMessages = 3 })
-	v := &viewer{h: h, out: streamTransport{}}
+	_, v := newTestViewer(t, func(s *configs.Stream) { s.ViewerQueueMessages = 3 })
 	in := testInit(1)
 	push(t, v, in, "K")
 	v.queue, v.writtenGen = nil, 1 // the writer takes the queue: the init is on the wire
@@ -99,8 +103,7 @@ func TestViewerOverflowKeepsWrittenInit(t *testing.T) {
 }
 
 func TestViewerBytesBound(t *testing.T) {
-	h := newTestHub(t, func(s *configs.Stream) { s.ViewerQueueBytes = 64 << 10 })
-	v := &viewer{h: h, out: streamTransport{}}
+	_, v := newTestViewer(t, func(s *configs.Stream) { s.ViewerQueueBytes = 64 << 10 })
 	in := testInit(1)
 	v.pushSegment(seg(t, true, 30<<10), in, false)
 	v.pushSegment(seg(t, false, 30<<10), in, false)
@@ -114,11 +117,10 @@ func TestViewerBytesBound(t *testing.T) {
 }
 
 func TestViewerTooFarBehindIsClosed(t *testing.T) {
-	h := newTestHub(t, func(s *configs.Stream) {
+	h, v := newTestViewer(t, func(s *configs.Stream) {
 		s.ViewerQueueMessages = 2
 		s.ViewerMaxSkips = 3
 	})
-	v := &viewer{h: h, out: streamTransport{}}
 	in := testInit(1)
 	for range 20 {
 		v.pushSegment(seg(t, true, 10), in, false)

@@ -20,5 +20,5 @@
 // platform without writev, a proxy's pipe) is written by the writer goroutine
 // only. Every event (media, init, eos, takeover, skip, close, shutdown) takes
 // the same path on each. A panic while writing to one viewer closes that
-// viewer (internal/contain logs and counts it); the stream goes on.
+// viewer (package contain logs and counts it); the stream goes on.
 package mseout

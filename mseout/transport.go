@@ -113,15 +113,18 @@ func (t *tlsTransport) seal(bufs net.Buffers, wait bool) (int, error) {
 	sp := stagePool.Get().(*[]byte)
 	defer stagePool.Put(sp)
 	stage := (*sp)[:0]
-	for _, b := range bufs {
+	for i, b := range bufs {
+		last := i == len(bufs)-1
 		for len(b) > 0 {
-			if len(stage) == 0 && len(b) >= maxRecord {
-				// A whole record straight from the frame, without a copy.
-				more, err := send(b[:maxRecord])
+			if len(stage) == 0 && (len(b) >= maxRecord || last) {
+				// A record straight from the frame, without a copy: a whole
+				// one, or the rest of the batch (a lone frame is never copied).
+				n := min(len(b), maxRecord)
+				more, err := send(b[:n])
 				if !more {
 					return sealed, err
 				}
-				b = b[maxRecord:]
+				b = b[n:]
 				continue
 			}
 			c := copy(stage[len(stage):maxRecord], b)

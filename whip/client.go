@@ -77,8 +77,8 @@ func (s *Session) ETag() string {
 }
 
 // RestartICE restarts the session's ICE over PATCH (RFC 9725 section
-// 4.3.2); the media go on. On failure the PeerConnection keeps the ICE
-// state it had.
+// 4.3.2); the media go on. A refused restart is an error; with Pion the
+// connection is then left to fail (see restartICE), so the caller reconnects.
 func (s *Session) RestartICE(ctx context.Context) error {
 	etag, err := restartICE(ctx, s.c.http(), s.pc, s.location, s.c.Token)
 	if err != nil {

@@ -23,8 +23,10 @@ import (
 // section 4.3.2): pc's new credentials and candidates (gathered in full) go
 // out in a PATCH with If-Match: "*"; the server's new ones come back in the
 // 200 and are applied as the answer. The negotiated media stay as they are.
-// It returns the session's new entity-tag. On failure pc is rolled back to
-// the ICE state it had.
+// It returns the session's new entity-tag. On failure the offer is rolled
+// back where the WebRTC stack can (Pion 4.2 cannot roll back a local offer:
+// the error then says so, its ICE agent keeps the new credentials, and the
+// connection is left to fail, so the caller reconnects).
 func restartICE(ctx context.Context, hc *http.Client, pc *webrtc.PeerConnection, resource, token string) (etag string, err error) {
 	if resource == "" {
 		return "", errors.New("whip: ICE restart needs a session URL")
@@ -38,7 +40,10 @@ func restartICE(ctx context.Context, hc *http.Client, pc *webrtc.PeerConnection,
 		return "", fmt.Errorf("whip: ICE restart: %w", err)
 	}
 	rollback := func(err error) (string, error) {
-		_ = pc.SetLocalDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeRollback})
+		// A rollback needs an SDP that parses (Pion refuses an empty one).
+		if rerr := pc.SetLocalDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeRollback, SDP: offer.SDP}); rerr != nil {
+			return "", fmt.Errorf("%w (and the offer could not be rolled back: %v)", err, rerr)
+		}
 		return "", err
 	}
 	select {

@@ -130,8 +130,12 @@ func (c *Config) StreamSettings(name string) Stream {
 
 var streamNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
-// ValidStreamName reports whether name is a valid stream name (PROTOCOL.md).
-func ValidStreamName(name string) bool { return streamNameRE.MatchString(name) }
+// ValidStreamName reports whether name is a valid stream name (PROTOCOL.md):
+// 1-64 characters of [A-Za-z0-9._-], and not "." or ".." (in a URL path
+// they name another resource: /whip/../ID is /ID).
+func ValidStreamName(name string) bool {
+	return streamNameRE.MatchString(name) && name != "." && name != ".."
+}
 
 // Default returns the embedded default configuration.
 func Default() *Config {

@@ -95,12 +95,12 @@ func TestLoadFile(t *testing.T) {
 }
 
 func TestValidStreamName(t *testing.T) {
-	for _, n := range []string{"demo", "a", "A.b_c-9", strings.Repeat("x", 64)} {
+	for _, n := range []string{"demo", "a", "A.b_c-9", strings.Repeat("x", 64), "...", ".a", "a.."} {
 		if !ValidStreamName(n) {
 			t.Errorf("%q should be valid", n)
 		}
 	}
-	for _, n := range []string{"", "a b", "a/b", "ü", strings.Repeat("x", 65)} {
+	for _, n := range []string{"", "a b", "a/b", "ü", strings.Repeat("x", 65), ".", ".."} {
 		if ValidStreamName(n) {
 			t.Errorf("%q should be invalid", n)
 		}

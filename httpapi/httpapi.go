@@ -52,7 +52,7 @@ func Fail(w http.ResponseWriter, err error) {
 // StreamName checks a stream name from a URL: nil, or a 400 *Error.
 func StreamName(name string) error {
 	if !configs.ValidStreamName(name) {
-		return Errorf(http.StatusBadRequest, "invalid stream name: 1-64 characters of [A-Za-z0-9._-]")
+		return Errorf(http.StatusBadRequest, "invalid stream name: 1-64 characters of [A-Za-z0-9._-], not . or ..")
 	}
 	return nil
 }

@@ -55,7 +55,8 @@ func TestFailAndStreamName(t *testing.T) {
 		status int
 		msg    string
 	}{
-		{StreamName("bad name"), 400, "invalid stream name: 1-64 characters of [A-Za-z0-9._-]"},
+		{StreamName("bad name"), 400, "invalid stream name: 1-64 characters of [A-Za-z0-9._-], not . or .."},
+		{StreamName(".."), 400, "invalid stream name: 1-64 characters of [A-Za-z0-9._-], not . or .."},
 		{Errorf(409, "busy"), 409, "busy"},
 		{errors.New("secret detail of a bug"), 500, "internal error"},
 	} {

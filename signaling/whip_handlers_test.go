@@ -62,6 +62,8 @@ func TestWHIPPostErrors(t *testing.T) {
 		has                     string
 	}{
 		{"bad stream name", "/whip/a%20b", "application/sdp", offer, auth, 400, "invalid stream name"},
+		{"a name of dots (Location /whip/../ID would name another resource)", "/whip/%2E%2E", "application/sdp", offer, auth, 400, "not . or .."},
+		{"a name of one dot", "/whip/%2e", "application/sdp", offer, auth, 400, "not . or .."},
 		{"no token", "/whip/s", "application/sdp", offer, nil, 401, "publish token required"},
 		{"wrong token", "/whip/s", "application/sdp", offer, map[string]string{"Authorization": "Bearer nope"}, 403, "wrong publish token"},
 		{"token in the query", "/whip/s?token=nope", "application/sdp", offer, nil, 403, "wrong publish token"},

@@ -1,10 +1,10 @@
 // Shared helpers for the gateway pages. No DOM access at module load time.
 
-/** Stream names: 1-64 chars of [A-Za-z0-9._-] (PROTOCOL.md). */
+/** Stream names: 1-64 chars of [A-Za-z0-9._-] (PROTOCOL.md), not . or .. */
 export const STREAM_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
 export function validStreamName(name) {
-  return typeof name === 'string' && STREAM_NAME_RE.test(name);
+  return typeof name === 'string' && STREAM_NAME_RE.test(name) && name !== '.' && name !== '..';
 }
 
 /** Query parameters of the current page. */

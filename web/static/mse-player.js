@@ -115,7 +115,7 @@ export class MSEPlayerElement extends HTMLElement {
     this.player = null;
     this._stats.hidden = !this.hasAttribute('stats');
     const stream = this.stream;
-    if (!/^[A-Za-z0-9._-]{1,64}$/.test(stream)) {
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(stream) || stream === '.' || stream === '..') {
       this._show('error', stream ? `invalid stream name "${stream}"` : 'no stream attribute');
       return;
     }

@@ -121,7 +121,7 @@ function main() {
   document.title = `${name || 'Watch'} · mseway`;
 
   if (!validStreamName(name)) {
-    const msg = name ? `invalid stream name "${name}" (1-64 chars of A-Z a-z 0-9 . _ -)` : 'no stream given: open watch.html?stream=NAME';
+    const msg = name ? `invalid stream name "${name}" (1-64 chars of A-Z a-z 0-9 . _ -, not . or ..)` : 'no stream given: open watch.html?stream=NAME';
     window.player = { state: 'error', stats: {}, inits: 0, lastError: msg };
     renderState('error', msg);
     $('i-error').textContent = msg;

@@ -25,12 +25,19 @@ func (e *Error) Error() string { return e.Msg }
 // Errorf returns an *Error.
 func Errorf(status int, msg string) error { return &Error{status, msg} }
 
-// WriteJSON writes v as JSON with status code.
+// WriteJSON writes v as JSON with status code. A value that cannot be
+// encoded (a +Inf somewhere) is a 500 with a JSON error, never a 200 with an
+// empty body.
 func WriteJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code = http.StatusInternalServerError
+		b, _ = json.Marshal(map[string]string{"error": "internal error: the answer could not be encoded"})
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(append(b, '\n'))
 }
 
 // WriteError writes {"error": msg} with status code.

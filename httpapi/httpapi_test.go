@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -70,5 +71,16 @@ func TestFailAndStreamName(t *testing.T) {
 	}
 	if StreamName("cam-1.main_2") != nil || StreamName(strings.Repeat("x", 65)) == nil || StreamName("") == nil {
 		t.Error("stream name rules")
+	}
+}
+
+// A value JSON cannot hold is a 500 with a JSON error, not a 200 with an
+// empty body.
+func TestWriteJSONUnencodable(t *testing.T) {
+	w := httptest.NewRecorder()
+	WriteJSON(w, 200, map[string]float64{"latency": math.Inf(1)})
+	var body map[string]string
+	if w.Code != 500 || json.Unmarshal(w.Body.Bytes(), &body) != nil || body["error"] == "" {
+		t.Fatalf("%d %q", w.Code, w.Body.String())
 	}
 }

@@ -58,6 +58,7 @@ type metrics struct {
 	messagesSent   atomic.Int64
 	writes         atomic.Int64
 	directWrites   atomic.Int64
+	statsIgnored   atomic.Int64
 	bytesSent      atomic.Int64
 	viewerSkips    atomic.Int64
 	viewersDropped atomic.Int64
@@ -345,6 +346,7 @@ func (r *Registry) WriteMetrics(w io.Writer) {
 		{"gateway_segment_bytes_total", "Bytes of media segments produced.", "counter", m.segmentBytes.Load()},
 		{"gateway_viewer_messages_total", "WebSocket messages written to viewers.", "counter", m.messagesSent.Load()},
 		{"gateway_viewer_writes_total", "Socket writes to viewers (one writev may carry several messages).", "counter", m.writes.Load()},
+		{"gateway_viewer_stats_ignored_total", "Viewer stats messages ignored: faster than one per 250 ms, or with numbers no player measures.", "counter", m.statsIgnored.Load()},
 		{"gateway_viewer_direct_writes_total", "Writes to viewers made by the fan-out itself without blocking (the rest went through a viewer's writer goroutine).", "counter", m.directWrites.Load()},
 		{"gateway_viewer_bytes_total", "Bytes written to viewers.", "counter", m.bytesSent.Load()},
 		{"gateway_viewer_skips_total", "Times a viewer fell behind and skipped to the next keyframe.", "counter", m.viewerSkips.Load()},

@@ -3,6 +3,7 @@ package mseout_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -371,4 +372,51 @@ func TestWatchAndState(t *testing.T) {
 	}
 	r.Close()
 	expect("the registry closing")
+}
+
+// Viewer stats with numbers no player measures are ignored (two latencies of
+// 1e308 used to make /api/streams answer 200 with an empty body), and so are
+// reports faster than one per 250 ms.
+func TestViewerStatsAreChecked(t *testing.T) {
+	r, base := newServer(t, nil)
+	a := dial(t, base+"s")
+	b := dial(t, base+"s")
+	expectText(t, a, "waiting")
+	expectText(t, b, "waiting")
+	for _, c := range []*viewerclient.Conn{a, b} {
+		if err := c.SendText(`{"type":"stats","latency":1e308,"buffered":1,"decodedFrames":1,"droppedFrames":0}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for metric(t, r, "gateway_viewer_stats_ignored_total") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("implausible stats not ignored")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := r.Streams(); len(s) != 1 || s[0].ViewerStats != nil {
+		t.Fatalf("implausible stats reached the API: %+v", s)
+	}
+	for i := range 50 {
+		if err := a.SendText(fmt.Sprintf(`{"type":"stats","latency":0.2,"buffered":0.5,"decodedFrames":%d,"droppedFrames":0}`, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for metric(t, r, "gateway_viewer_stats_ignored_total") < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("a flood of stats was taken whole")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for {
+		s := r.Streams()
+		if len(s) == 1 && s[0].ViewerStats != nil && s[0].ViewerStats.LatencyAvg == 0.2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("plausible stats not shown: %+v", s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -23,6 +23,17 @@ type ViewerStats struct {
 
 // item is one entry of a viewer's queue: one or more complete WebSocket
 
+// minStatsInterval is the least time between two stats messages of a viewer
+// that are taken (the player sends one a second).
+const minStatsInterval = 250 * time.Millisecond
+
+// plausible reports whether the numbers are ones a player measures: times
+// from 0 to an hour, frame counts from 0 to 10^12.
+func (s ViewerStats) plausible() bool {
+	return s.Latency >= 0 && s.Latency <= 3600 && s.Buffered >= 0 && s.Buffered <= 3600 &&
+		s.DecodedFrames >= 0 && s.DecodedFrames <= 1e12 && s.DroppedFrames >= 0 && s.DroppedFrames <= s.DecodedFrames+1e6
+}
+
 // closeEchoWait bounds the wait for a close echo to be written.
 const closeEchoWait = time.Second
 
@@ -183,6 +194,7 @@ func (v *viewer) readLoop() string {
 		}
 		return nil
 	})
+	var lastStats time.Time
 	for {
 		mt, data, err := v.conn.ReadMessage()
 		if err != nil {
@@ -204,7 +216,13 @@ func (v *viewer) readLoop() string {
 			v.pushControl(errorFrame("invalid message: not JSON"), true)
 			continue
 		}
-		if msg.Type == "stats" {
+		if msg.Type == "stats" && (time.Since(lastStats) < minStatsInterval || !msg.ViewerStats.plausible()) {
+			v.h.r.metrics.statsIgnored.Add(1)
+		} else if msg.Type == "stats" {
+			// A report faster than the player sends them, or with numbers no
+			// player measures, is ignored: it would cost CPU, or poison the
+			// averages of /api/streams (two latencies of 1e308 sum to +Inf).
+			lastStats = time.Now()
 			st := msg.ViewerStats
 			v.stats.Store(&st)
 		}

@@ -31,7 +31,10 @@ type Config struct {
 	ICEServers          []webrtc.ICEServer
 	DisconnectedTimeout time.Duration
 	FailedTimeout       time.Duration
-	Logger              *slog.Logger
+	// InterfaceRescan is how often interface addresses are scanned for ones
+	// that can be bound now (UDPAddress empty); 0 = 10 s.
+	InterfaceRescan time.Duration
+	Logger          *slog.Logger
 }
 
 // Engine creates publisher sessions sharing one Pion API and one ICE port.
@@ -118,22 +121,15 @@ func openUDPMux(cfg Config, ipFilter func(net.IP) bool) (ice.UDPMux, error) {
 		_ = conn.SetWriteBuffer(udpSocketBuffer)
 		return ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn, Logger: pionLogger{cfg.Logger}.NewLogger("ice")}), nil
 	}
-	opts := []ice.UDPMuxFromPortOption{
-		ice.UDPMuxFromPortWithLogger(pionLogger{cfg.Logger}.NewLogger("ice")),
-		ice.UDPMuxFromPortWithReadBufferSize(udpSocketBuffer),
-		ice.UDPMuxFromPortWithWriteBufferSize(udpSocketBuffer),
+	rescan := cfg.InterfaceRescan
+	if rescan <= 0 {
+		rescan = 10 * time.Second
 	}
-	if cfg.IncludeLoopback || cfg.LoopbackOnly {
-		opts = append(opts, ice.UDPMuxFromPortWithLoopback())
+	logger := pionLogger{cfg.Logger}.NewLogger("ice")
+	newMux := func(c *net.UDPConn) ice.UDPMux {
+		return ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: c, Logger: logger})
 	}
-	if ipFilter != nil {
-		opts = append(opts, ice.UDPMuxFromPortWithIPFilter(ipFilter))
-	}
-	mux, err := ice.NewMultiUDPMuxFromPort(cfg.UDPPort, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("peer: ICE UDP port %d: %w", cfg.UDPPort, err)
-	}
-	return mux, nil
+	return newInterfaceMux(cfg.UDPPort, cfg.IncludeLoopback || cfg.LoopbackOnly, ipFilter, rescan, cfg.Logger, newMux)
 }
 
 func muxAddrs(m ice.UDPMux) []string {

@@ -36,6 +36,9 @@ import (
 type Options struct {
 	// LoopbackOnly restricts ICE to loopback addresses on both sides.
 	LoopbackOnly bool
+	// InterfaceRescan is how often interfaces are scanned for addresses to
+	// bind for ICE; 0 = 10 s.
+	InterfaceRescan time.Duration
 }
 
 // Gateway is a running gateway.
@@ -68,6 +71,7 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		ICEServers:          ice,
 		DisconnectedTimeout: cfg.WebRTC.DisconnectedTimeout,
 		FailedTimeout:       cfg.WebRTC.FailedTimeout,
+		InterfaceRescan:     opts.InterfaceRescan,
 		Logger:              log,
 	})
 	if err != nil {

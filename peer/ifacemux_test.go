@@ -1,0 +1,47 @@
+package peer_test
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/mseway/mseway/peer"
+)
+
+// A port another program holds is a configuration error at start, named,
+// not an address skipped for later.
+func TestICEPortTaken(t *testing.T) {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	_, err = peer.NewEngine(peer.Config{UDPPort: port, IncludeLoopback: true, LoopbackOnly: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err == nil || !strings.Contains(err.Error(), "port "+strconv.Itoa(port)) || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("NewEngine on a taken port: %v", err)
+	}
+}
+
+// On loopback only, the engine listens on 127.0.0.1 (and ::1 where it is
+// configured) and closes cleanly.
+func TestICEOnEveryUsableAddress(t *testing.T) {
+	e, err := peer.NewEngine(peer.Config{IncludeLoopback: true, LoopbackOnly: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := e.UDPAddrs()
+	found := false
+	for _, a := range addrs {
+		found = found || strings.HasPrefix(a, "127.0.0.1:")
+	}
+	if !found {
+		t.Fatalf("ICE on %v, want 127.0.0.1", addrs)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -90,8 +90,8 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if cfg.LoopbackOnly {
 		ipFilter = func(ip net.IP) bool { return ip.IsLoopback() }
 		se.SetIPFilter(ipFilter)
-		se.SetRemoteIPFilter(ipFilter)
 	}
+	se.SetRemoteIPFilter(func(ip net.IP) bool { return remoteAllowed(ip, cfg.LoopbackOnly) })
 	mux, err := openUDPMux(cfg, ipFilter)
 	if err != nil {
 		return nil, err
@@ -103,6 +103,17 @@ func NewEngine(cfg Config) (*Engine, error) {
 	e := &Engine{cfg: cfg, api: api, mux: mux, log: cfg.Logger}
 	e.log.Info("webrtc ready", "ice_udp", muxAddrs(mux))
 	return e, nil
+}
+
+// remoteAllowed reports whether a publisher's ICE candidate address may be
+// checked: never an unspecified, multicast or broadcast address (a
+// candidate is where the gateway sends STUN; those would aim it at a whole
+// network), and only loopback when ICE is kept on loopback.
+func remoteAllowed(ip net.IP, loopbackOnly bool) bool {
+	if ip.IsUnspecified() || ip.IsMulticast() || ip.Equal(net.IPv4bcast) {
+		return false
+	}
+	return !loopbackOnly || ip.IsLoopback()
 }
 
 // udpSocketBuffer is the receive (and send) buffer asked for the shared ICE

@@ -45,3 +45,19 @@ func TestICEOnEveryUsableAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestRemoteAllowed(t *testing.T) {
+	for _, c := range []struct {
+		ip       string
+		loopback bool
+		want     bool
+	}{
+		{"192.0.2.1", false, true}, {"2001:db8::1", false, true}, {"127.0.0.1", true, true},
+		{"0.0.0.0", false, false}, {"::", false, false}, {"224.0.0.251", false, false}, {"ff02::1", false, false},
+		{"255.255.255.255", false, false}, {"192.0.2.1", true, false},
+	} {
+		if got := peer.RemoteAllowed(net.ParseIP(c.ip), c.loopback); got != c.want {
+			t.Errorf("%s (loopback only %v): %v, want %v", c.ip, c.loopback, got, c.want)
+		}
+	}
+}

@@ -10,8 +10,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +28,12 @@ import (
 
 // connectTimeout ends a publish whose ICE/DTLS never completes.
 const connectTimeout = 20 * time.Second
+
+// maxRemoteCandidates bounds the ICE candidates one publish may give, in
+// its offer and trickled (browsers give a few dozen): each costs
+// connectivity checks sent where the client says, so a flood would cost CPU
+// and aim the gateway's STUN at hosts of the client's choosing.
+const maxRemoteCandidates = 100
 
 // Options configures the Server.
 type Options struct {
@@ -63,6 +71,7 @@ type publish struct {
 	iceMu    sync.Mutex
 	ufrag    string // the publisher's current ICE ufrag, to tell stale trickle from current
 	etag     string // the entity-tag of the session's ICE state (RFC 9725 section 4.3)
+	cands    int    // remote candidates taken, offer and trickle (under iceMu)
 }
 
 func (p *publish) requestStop() { p.stopOnce.Do(func() { close(p.stop) }) }
@@ -100,6 +109,18 @@ func (s *Server) Publishing() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.sessions)
+}
+
+// takeCandidates counts n more remote candidates for p: false past
+// maxRemoteCandidates.
+func (p *publish) takeCandidates(n int) bool {
+	p.iceMu.Lock()
+	defer p.iceMu.Unlock()
+	if p.cands+n > maxRemoteCandidates {
+		return false
+	}
+	p.cands += n
+	return true
 }
 
 // errorf is httpapi.Errorf: an error that answers with its status.
@@ -152,6 +173,10 @@ func (s *Server) startPublish(ctx context.Context, stream, offer, protocol, remo
 	if _, err := peer.CheckOffer(offer); err != nil {
 		return nil, "", mapPublishError(err)
 	}
+	offerCands := strings.Count(offer, "a=candidate:")
+	if offerCands > maxRemoteCandidates {
+		return nil, "", errorf(http.StatusBadRequest, fmt.Sprintf("the offer has %d ICE candidates; at most %d are taken", offerCands, maxRemoteCandidates))
+	}
 	log := s.log.With("stream", stream, "remote", remote, "protocol", protocol)
 	opts := peer.SessionOptions{Logger: log}
 	opts.OnCandidate = onCandidate
@@ -175,7 +200,7 @@ func (s *Server) startPublish(ctx context.Context, stream, offer, protocol, remo
 	p := &publish{
 		id: newID(), stream: stream, protocol: protocol, remote: remote,
 		sess: sess, pub: pub, stop: make(chan struct{}), ended: make(chan struct{}),
-		ufrag: sdpfrag.FromSDP(offer).Ufrag, etag: newETag(),
+		ufrag: sdpfrag.FromSDP(offer).Ufrag, etag: newETag(), cands: offerCands,
 	}
 	s.mu.Lock()
 	s.sessions[p.id] = p

@@ -145,6 +145,10 @@ func (s *Server) handleWHIPPatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusUnprocessableEntity, `the ice-ufrag is not the session's: candidates of an older ICE generation, or an ICE restart without If-Match: "*"`))
 		return
 	}
+	if !p.takeCandidates(len(frag.Candidates)) {
+		writeError(w, errorf(http.StatusUnprocessableEntity, fmt.Sprintf("too many ICE candidates: at most %d per session", maxRemoteCandidates)))
+		return
+	}
 	for _, c := range frag.Candidates {
 		if err := p.sess.AddCandidate(c); err != nil {
 			writeError(w, errorf(http.StatusBadRequest, "bad candidate: "+err.Error()))
@@ -161,6 +165,10 @@ func (s *Server) restartICE(w http.ResponseWriter, r *http.Request, p *publish, 
 		writeError(w, errorf(http.StatusBadRequest, "an ICE restart needs a=ice-ufrag and a=ice-pwd in the fragment"))
 		return
 	}
+	if len(frag.Candidates) > maxRemoteCandidates {
+		writeError(w, errorf(http.StatusUnprocessableEntity, fmt.Sprintf("too many ICE candidates: at most %d per session", maxRemoteCandidates)))
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	local, err := p.sess.RestartICE(ctx, frag)
@@ -172,6 +180,7 @@ func (s *Server) restartICE(w http.ResponseWriter, r *http.Request, p *publish, 
 	etag := newETag()
 	p.iceMu.Lock()
 	p.ufrag, p.etag = frag.Ufrag, etag
+	p.cands = len(frag.Candidates) // a new ICE generation: the old candidates are gone
 	p.iceMu.Unlock()
 	h := w.Header()
 	h.Set("Content-Type", "application/trickle-ice-sdpfrag")

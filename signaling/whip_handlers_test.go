@@ -3,6 +3,7 @@ package signaling
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -223,5 +224,50 @@ func TestWHIPSessionEndsWhenTheConnectionFails(t *testing.T) {
 	}
 	if status, _, _ := ts.do(t, "DELETE", loc, "", "", nil); status != 404 {
 		t.Fatalf("DELETE of an ended session: %d", status)
+	}
+}
+
+// A publish gives at most maxRemoteCandidates ICE candidates, in its offer
+// and trickled; each would cost connectivity checks to hosts it names.
+func TestRemoteCandidatesAreBounded(t *testing.T) {
+	ts := newTestServer(t, Options{MaxBodyBytes: 1 << 20}, nil)
+	cand := func(i int) string {
+		return fmt.Sprintf("a=candidate:%d 1 udp 2130706431 127.0.0.%d %d typ host\r\n", i, 1+i%200, 5000+i)
+	}
+	offer := offerSDP(t)
+	var many strings.Builder
+	for i := range maxRemoteCandidates + 1 {
+		many.WriteString(cand(i))
+	}
+	// An offer with too many: 400. (Appended to its last media section.)
+	status, h, body := ts.do(t, "POST", "/whip/s", "application/sdp", offer+many.String(), nil)
+	jsonError(t, "offer with too many candidates", status, h, body, 400, "at most 100")
+
+	loc, _ := publishWHIP(t, ts, "s", nil)
+	sess := ts.engine.session(t, 0)
+	ufrag := ""
+	for _, l := range strings.Split(sess.offer, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "a=ice-ufrag:"); ok {
+			ufrag = v
+			break
+		}
+	}
+	frag := func(from, n int) string {
+		b := "a=ice-ufrag:" + ufrag + "\r\na=ice-pwd:passwordpasswordpassword\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
+		for i := from; i < from+n; i++ {
+			b += cand(i)
+		}
+		return b
+	}
+	if status, _, body := ts.do(t, "PATCH", loc, "application/trickle-ice-sdpfrag", frag(0, 60), nil); status != 204 {
+		t.Fatalf("60 candidates: %d %s", status, body)
+	}
+	status, h, body = ts.do(t, "PATCH", loc, "application/trickle-ice-sdpfrag", frag(60, 41), nil)
+	jsonError(t, "the 101st candidate", status, h, body, 422, "at most 100")
+	if status, _, body := ts.do(t, "PATCH", loc, "application/trickle-ice-sdpfrag", frag(60, 40), nil); status != 204 {
+		t.Fatalf("up to 100 candidates: %d %s", status, body)
+	}
+	if n := len(sess.candidates); n != 100 {
+		t.Fatalf("%d candidates reached the session", n)
 	}
 }

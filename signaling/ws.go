@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -11,6 +12,8 @@ import (
 )
 
 const (
+	wsPingEvery    = 20 * time.Second
+	wsReadTimeout  = 3 * wsPingEvery // no message and no pong this long: the publisher is gone
 	wsWriteTimeout = 5 * time.Second
 	wsOfferTimeout = 30 * time.Second // a socket must send its offer within this
 	wsMaxOutbox    = 256
@@ -76,7 +79,7 @@ func (c *wsConn) writeLoop() {
 	for {
 		select {
 		case <-c.wake:
-		case <-time.After(20 * time.Second):
+		case <-time.After(wsPingEvery):
 			if err := c.c.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteTimeout)); err != nil {
 				c.c.Close()
 				return
@@ -116,6 +119,10 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	conn.SetReadLimit(s.opts.MaxBodyBytes)
+	// A publisher that sends nothing and answers no ping is gone: its
+	// socket (and its publish) ends after wsReadTimeout.
+	_ = conn.SetReadDeadline(time.Now().Add(wsReadTimeout))
+	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(wsReadTimeout)) })
 	c := &wsConn{c: conn, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go c.writeLoop()
 	defer func() {
@@ -131,6 +138,7 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return
 			}
+			_ = conn.SetReadDeadline(time.Now().Add(wsReadTimeout))
 			var m WSMessage
 			if mt != websocket.TextMessage || json.Unmarshal(data, &m) != nil {
 				c.send(WSMessage{Type: "error", Message: "invalid message: expected JSON text"})
@@ -216,6 +224,10 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 			case "candidate":
 				if p == nil || m.Candidate == nil {
 					c.send(WSMessage{Type: "error", Message: "candidate before offer"})
+					continue
+				}
+				if !p.takeCandidates(1) {
+					c.send(WSMessage{Type: "error", Message: fmt.Sprintf("too many ICE candidates: at most %d per session", maxRemoteCandidates)})
 					continue
 				}
 				if err := p.sess.AddCandidate(*m.Candidate); err != nil {

@@ -1,0 +1,4 @@
+package peer
+
+// RemoteAllowed is remoteAllowed, for the external tests.
+var RemoteAllowed = remoteAllowed

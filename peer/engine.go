@@ -7,10 +7,13 @@
 package peer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -78,8 +81,9 @@ func NewEngine(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("peer: twcc: %w", err)
 	}
 
+	plog := newPionLogger(cfg.Logger)
 	se := webrtc.SettingEngine{}
-	se.LoggerFactory = pionLogger{cfg.Logger}
+	se.LoggerFactory = plog
 	se.SetICETimeouts(cfg.DisconnectedTimeout, cfg.FailedTimeout, time.Second)
 	se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback || cfg.LoopbackOnly)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
@@ -92,7 +96,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		se.SetIPFilter(ipFilter)
 	}
 	se.SetRemoteIPFilter(func(ip net.IP) bool { return remoteAllowed(ip, cfg.LoopbackOnly) })
-	mux, err := openUDPMux(cfg, ipFilter)
+	mux, err := openUDPMux(cfg, ipFilter, plog)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +126,7 @@ func remoteAllowed(ip net.IP, loopbackOnly bool) bool {
 // it at net.core.rmem_max / wmem_max.
 const udpSocketBuffer = 8 << 20
 
-func openUDPMux(cfg Config, ipFilter func(net.IP) bool) (ice.UDPMux, error) {
+func openUDPMux(cfg Config, ipFilter func(net.IP) bool, plog pionLogger) (ice.UDPMux, error) {
 	if cfg.UDPAddress != "" {
 		conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(cfg.UDPAddress), Port: cfg.UDPPort})
 		if err != nil {
@@ -130,13 +134,13 @@ func openUDPMux(cfg Config, ipFilter func(net.IP) bool) (ice.UDPMux, error) {
 		}
 		_ = conn.SetReadBuffer(udpSocketBuffer)
 		_ = conn.SetWriteBuffer(udpSocketBuffer)
-		return ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn, Logger: pionLogger{cfg.Logger}.NewLogger("ice")}), nil
+		return ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn, Logger: plog.NewLogger("ice")}), nil
 	}
 	rescan := cfg.InterfaceRescan
 	if rescan <= 0 {
 		rescan = 10 * time.Second
 	}
-	logger := pionLogger{cfg.Logger}.NewLogger("ice")
+	logger := plog.NewLogger("ice")
 	newMux := func(c *net.UDPConn) ice.UDPMux {
 		return ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: c, Logger: logger})
 	}
@@ -223,27 +227,104 @@ func registerCodecs(me *webrtc.MediaEngine) error {
 }
 
 // pionLogger routes Pion's logs to slog (warnings and errors only).
-type pionLogger struct{ l *slog.Logger }
+// pionLogger sends Pion's warnings and errors to slog, rate-limited: a
+// client can make Pion warn once per packet it sends (STUN to a live ufrag
+// of a half-open session), so at most pionLogBurst lines go out at once and
+// pionLogRate a second after that; the rest are counted, and the count goes
+// with the next line that is let through. Warnings that name a client's
+// packets or a closing connection, not a fault of the gateway, are Debug.
+type pionLogger struct {
+	l  *slog.Logger
+	rl *logLimiter
+}
+
+func newPionLogger(l *slog.Logger) pionLogger {
+	return pionLogger{l: l, rl: &logLimiter{tokens: pionLogBurst, last: time.Now()}}
+}
 
 func (p pionLogger) NewLogger(scope string) logging.LeveledLogger {
-	return leveled{p.l.With("pion", scope)}
+	return leveled{p.l.With("pion", scope), p.rl}
 }
 
-type leveled struct{ l *slog.Logger }
+const (
+	pionLogBurst = 20
+	pionLogRate  = 5 // lines a second after the burst
+)
 
-func (leveled) Trace(string)          {}
-func (leveled) Tracef(string, ...any) {}
-func (leveled) Debug(string)          {}
-func (leveled) Debugf(string, ...any) {}
-func (leveled) Info(string)           {}
-func (leveled) Infof(string, ...any)  {}
-func (l leveled) Warn(m string)       { l.l.Warn(m) }
-func (l leveled) Warnf(f string, a ...any) {
-	l.l.Warn(fmt.Sprintf(f, a...))
+// logLimiter is a token bucket for log lines.
+type logLimiter struct {
+	mu         sync.Mutex
+	tokens     float64
+	last       time.Time
+	suppressed int
 }
-func (l leveled) Error(m string) { l.l.Error(m) }
-func (l leveled) Errorf(f string, a ...any) {
-	l.l.Error(fmt.Sprintf(f, a...))
+
+// allow takes a token; it returns false when none is left, and otherwise
+// how many lines were suppressed since the last one let through.
+func (r *logLimiter) allow() (bool, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	r.tokens = min(pionLogBurst, r.tokens+now.Sub(r.last).Seconds()*pionLogRate)
+	r.last = now
+	if r.tokens < 1 {
+		r.suppressed++
+		return false, 0
+	}
+	r.tokens--
+	n := r.suppressed
+	r.suppressed = 0
+	return true, n
 }
+
+// noise names Pion warnings caused by what clients send or by a connection
+// that is closing: Debug, not Warn.
+var noise = []string{
+	"Failed to ping without candidate pairs",
+	"no endpoint for packet",
+	"stream is already closed",
+	"Failed to read from candidate",
+	"use of closed network connection",
+	"Discarded",
+}
+
+type leveled struct {
+	l  *slog.Logger
+	rl *logLimiter
+}
+
+func (l leveled) log(level slog.Level, m string) {
+	if level == slog.LevelWarn {
+		for _, n := range noise {
+			if strings.Contains(m, n) {
+				level = slog.LevelDebug
+				break
+			}
+		}
+	}
+	if !l.l.Enabled(context.Background(), level) {
+		return
+	}
+	ok, suppressed := l.rl.allow()
+	if !ok {
+		return
+	}
+	if suppressed > 0 {
+		l.l.Log(context.Background(), level, m, "suppressed_before", suppressed)
+		return
+	}
+	l.l.Log(context.Background(), level, m)
+}
+
+func (leveled) Trace(string)                {}
+func (leveled) Tracef(string, ...any)       {}
+func (l leveled) Debug(m string)            { l.log(slog.LevelDebug, m) }
+func (l leveled) Debugf(f string, a ...any) { l.log(slog.LevelDebug, fmt.Sprintf(f, a...)) }
+func (leveled) Info(string)                 {}
+func (leveled) Infof(string, ...any)        {}
+func (l leveled) Warn(m string)             { l.log(slog.LevelWarn, m) }
+func (l leveled) Warnf(f string, a ...any)  { l.log(slog.LevelWarn, fmt.Sprintf(f, a...)) }
+func (l leveled) Error(m string)            { l.log(slog.LevelError, m) }
+func (l leveled) Errorf(f string, a ...any) { l.log(slog.LevelError, fmt.Sprintf(f, a...)) }
 
 var errClosed = errors.New("session closed")

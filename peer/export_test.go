@@ -2,3 +2,6 @@ package peer
 
 // RemoteAllowed is remoteAllowed, for the external tests.
 var RemoteAllowed = remoteAllowed
+
+// NewPionLogger is newPionLogger, for the external tests.
+var NewPionLogger = newPionLogger

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mseway/mseway/peer"
 )
@@ -59,5 +60,28 @@ func TestRemoteAllowed(t *testing.T) {
 		if got := peer.RemoteAllowed(net.ParseIP(c.ip), c.loopback); got != c.want {
 			t.Errorf("%s (loopback only %v): %v, want %v", c.ip, c.loopback, got, c.want)
 		}
+	}
+}
+
+// Pion's warnings are rate-limited and the noise a client can cause is
+// Debug: a flood of them costs a few lines, and says how many it hid.
+func TestPionLogsAreLimited(t *testing.T) {
+	var out strings.Builder
+	l := peer.NewPionLogger(slog.New(slog.NewTextHandler(&out, nil))).NewLogger("ice")
+	for range 1000 {
+		l.Warn("Failed to ping without candidate pairs. Connection is not possible yet.")
+		l.Warnf("odd packet %d", 1)
+	}
+	lines := strings.Count(out.String(), "\n")
+	if strings.Contains(out.String(), "Failed to ping") {
+		t.Fatal("client-caused noise logged as a warning")
+	}
+	if lines < 10 || lines > 40 {
+		t.Fatalf("%d lines for 1000 warnings, want the burst only", lines)
+	}
+	time.Sleep(300 * time.Millisecond) // a token or more comes back
+	l.Error("after the flood")
+	if !strings.Contains(out.String(), "suppressed_before=") {
+		t.Fatalf("the suppressed count is not told:\n%s", out.String()[max(0, out.Len()-300):])
 	}
 }

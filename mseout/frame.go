@@ -61,6 +61,19 @@ var (
 	frameClose = newFrame(opClose, []byte{0x03, 0xf0})
 )
 
+// goawayFrames returns {"type":"goaway","reason":...,"url":...} (PROTOCOL.md,
+// "Drain"; url omitted when empty) and a close frame with status 1001
+// (going away), back to back.
+func goawayFrames(reason, url string) []byte {
+	b, _ := json.Marshal(struct {
+		Type   string `json:"type"`
+		Reason string `json:"reason"`
+		URL    string `json:"url,omitempty"`
+	}{"goaway", reason, url})
+	out := newFrame(opText, b)
+	return appendFrame(out, opClose, []byte{0x03, 0xe9})
+}
+
 // errorFrame returns the text frame {"type":"error","message":msg}.
 func errorFrame(msg string) []byte {
 	b, _ := json.Marshal(struct {

@@ -422,13 +422,13 @@ func (h *hub) info() StreamInfo {
 	return si
 }
 
-// shutdown disconnects every viewer with an error and ends the publication.
+// shutdown sends every viewer a goaway (it reconnects) and ends the publication.
 func (h *hub) shutdown(reason string) {
-	frame := errorFrame(reason)
+	frames := goawayFrames(reason, "")
 	h.mu.Lock()
 	pub := h.pub
 	for v := range h.viewers {
-		v.pushControl(frame, true)
+		v.pushGoaway(frames)
 	}
 	for _, o := range h.outputs {
 		o.WriteEnd()

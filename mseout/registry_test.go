@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/internal/testkit/viewerclient"
 	"github.com/mseway/mseway/mseout"
@@ -297,8 +299,14 @@ func testShutdownTellsViewers(t *testing.T, mode netMode) {
 	v := dial(t, base+"s")
 	expectText(t, v, "waiting")
 	r.Close()
-	if ctl := expectText(t, v, "error"); !strings.Contains(ctl.Message, "shutting down") {
-		t.Fatalf("got %q", ctl.Message)
+	// A goaway (not an error: the viewer is not at fault) and a close
+	// 1001, going away: the player reconnects.
+	m := next(t, v)
+	if m.Control == nil || m.Control.Type != "goaway" || !strings.Contains(m.Control.Reason, "shutting down") {
+		t.Fatalf("got %+v, want a goaway", m.Control)
+	}
+	if _, err := v.Next(5 * time.Second); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+		t.Fatalf("after the goaway: %v, want close 1001", err)
 	}
 	if _, err := r.Publish("s", mseout.PublisherInfo{}); !errors.Is(err, mseout.ErrClosed) {
 		t.Fatalf("publish after close: %v", err)

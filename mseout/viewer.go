@@ -20,6 +20,7 @@ type item struct {
 	keyframe bool   // a segment starting with a keyframe
 	control  bool   // a control message (waiting, eos, error)
 	final    bool   // close the connection after writing it
+	closes   bool   // frame ends with its own close frame (goaway: 1001, not 1008)
 }
 
 const (
@@ -170,6 +171,22 @@ func (v *viewer) pushSegmentLocked(s *segMsg, init *initMsg, direct bool) (flush
 	return false
 }
 
+// pushGoaway queues a goaway and the close (1001, going away) after it:
+// the viewer reconnects, to the goaway's URL or the same one.
+func (v *viewer) pushGoaway(frames []byte) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closing {
+		return
+	}
+	clear(v.queue)
+	v.queue, v.queuedBytes = v.queue[:0], 0
+	v.closing = true
+	v.queue = append(v.queue, item{frame: frames, msgs: 1, control: true, final: true, closes: true})
+	v.initGen = 0
+	v.notify()
+}
+
 // pushControl queues a control message (waiting, eos, error). A final one
 // closes the connection after it is written. A control message resets the
 // viewer's init: what follows starts with a new init.
@@ -197,6 +214,7 @@ func (v *viewer) pushControl(frame []byte, final bool) {
 // doneWriting. final: the connection is closed after this write.
 func (v *viewer) takeLocked(control bool) (final bool, bytes, msgs int64) {
 	v.writing = true
+	closed := false // an item brought its own close frame
 	bufs := v.bufs[:0]
 	if len(v.pending) > 0 {
 		bufs = append(bufs, v.pending...)
@@ -220,9 +238,10 @@ func (v *viewer) takeLocked(control bool) (final bool, bytes, msgs int64) {
 		bytes += int64(it.size)
 		msgs += int64(it.msgs)
 		final = final || it.final
+		closed = closed || it.closes
 	}
 	switch {
-	case final:
+	case final && !closed:
 		bufs = append(bufs, frameClose)
 	case control && v.echo != nil:
 		bufs = append(bufs, v.echo)

@@ -131,7 +131,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
+	stop() // a second signal ends the process at once
+	log.Info("shutting down: viewers get goaway and reconnect; a second signal exits at once")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := g.Close(sctx); err != nil {

@@ -299,6 +299,10 @@ func TestPlayerReconnect(t *testing.T) {
 	if c.Inits < 2 {
 		t.Errorf("inits = %d, want a second init after the restart", c.Inits)
 	}
+	// The stopping gateway said goaway (PROTOCOL.md "Drain"), not error.
+	if n := evalJS[int](t, tab, `window.player.goaways || 0`); n < 1 {
+		t.Errorf("the player saw no goaway from the stopping gateway")
+	}
 	checkProgress(t, "after restart", b, c, 20)
 }
 

@@ -127,8 +127,12 @@ function trackSignature(tracks) {
 /**
  * The viewer WebSocket with reconnect. Calls handlers:
  *   onOpen(), onWaiting(), onInit(info, initSegment:ArrayBuffer), onSegment(ArrayBuffer),
- *   onEos(), onError(message), onClose({code, reason, retryIn}), onMessage(obj) for unknown text.
- * Reconnects with exponential backoff (0.5 s .. 8 s) after every close, unless stop()ped.
+ *   onEos(), onError(message), onGoaway(msg), onClose({code, reason, retryIn}), onMessage(obj)
+ *   for unknown text.
+ * Reconnects with exponential backoff (0.5 s .. 8 s) after every close, unless stop()ped. After
+ * a goaway (PROTOCOL.md "Drain": the server is shutting down or draining) it reconnects soon,
+ * with jitter so a whole audience does not come back at once, to the goaway's url when it names
+ * a ws:/wss: one.
  */
 export class WatchSocket {
   constructor(url, handlers = {}, { minBackoff = 500, maxBackoff = 8000 } = {}) {
@@ -189,6 +193,7 @@ export class WatchSocket {
     if (this.stopped) return;
     this.pendingInit = null;
     this.lastErrorMessage = null;
+    this.goaway = null;
     let ws;
     try {
       ws = new WebSocket(this.url);
@@ -214,8 +219,14 @@ export class WatchSocket {
   _scheduleReconnect(code, reason) {
     if (this.stopped) return;
     // After a server error (auth, stream unknown, too far behind) do not hammer it.
-    const delay = this.lastErrorMessage ? Math.max(this.backoff, 2000) : this.backoff;
-    this.backoff = Math.min(this.maxBackoff, this.backoff * 2);
+    let delay = this.lastErrorMessage ? Math.max(this.backoff, 2000) : this.backoff;
+    if (this.goaway) {
+      // Not our fault: come back soon (to the named node), spread over a second.
+      delay = 250 + Math.random() * 1000;
+      this.goaway = null;
+    } else {
+      this.backoff = Math.min(this.maxBackoff, this.backoff * 2);
+    }
     this._call('onClose', { code, reason, retryIn: delay / 1000, error: this.lastErrorMessage, opened: !!this.opened });
     clearTimeout(this.timer);
     this.timer = setTimeout(() => { this.timer = null; this._connect(); }, delay);
@@ -259,6 +270,18 @@ export class WatchSocket {
       case 'error':
         this.lastErrorMessage = String(msg.message || 'server error');
         this._call('onError', this.lastErrorMessage);
+        break;
+      case 'goaway':
+        this.goaway = msg;
+        if (typeof msg.url === 'string' && /^wss?:\/\//.test(msg.url)) {
+          try {
+            // The named node gets the viewer's token when the url has none.
+            const next = new URL(msg.url), cur = new URL(this.url);
+            if (!next.searchParams.has('token') && cur.searchParams.has('token')) next.searchParams.set('token', cur.searchParams.get('token'));
+            this.url = next.toString();
+          } catch { /* a url that does not parse: stay */ }
+        }
+        this._call('onGoaway', msg);
         break;
       default:
         this._call('onMessage', msg);
@@ -576,6 +599,7 @@ export class StreamEngine {
       onSegment: (data) => this._onSegment(data),
       onEos: () => { this.sinceInit = false; this._emit('eos'); },
       onError: (message) => { this.sinceInit = false; this._emit('error', { message }); },
+      onGoaway: (msg) => { this.sinceInit = false; this._emit('goaway', { reason: String(msg.reason || ''), url: msg.url || '' }); },
       onClose: (c) => {
         this.needRebuild = true; // the server sends a fresh init on the next connection
         this.sinceInit = false;

@@ -388,6 +388,13 @@ export class MSEPlayer extends EventTarget {
         this.sinceInit = false;
         this._setState('error', ev.message);
         break;
+      case 'goaway':
+        // The gateway is shutting down or draining (not our fault): the
+        // socket reconnects at once, to the node it names if it names one.
+        this.goaways = (this.goaways || 0) + 1;
+        this.sinceInit = false;
+        this._setState('connecting', `the gateway is going away${ev.reason ? ` (${ev.reason})` : ''}: reconnecting`);
+        break;
       case 'close': {
         const why = ev.error ? `${ev.error}; ` : ev.opened ? 'connection lost; ' : 'cannot reach the gateway; ';
         const msg = `${why}reconnecting in ${ev.retryIn}s`;

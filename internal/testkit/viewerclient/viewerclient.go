@@ -22,6 +22,8 @@ type Control struct {
 	MIME    string        `json:"mime,omitempty"`
 	Tracks  []remux.Track `json:"tracks,omitempty"`
 	Message string        `json:"message,omitempty"`
+	Reason  string        `json:"reason,omitempty"` // goaway
+	URL     string        `json:"url,omitempty"`    // goaway: where to reconnect
 }
 
 // Message is one message received: Control for text, Binary otherwise.

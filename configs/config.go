@@ -117,7 +117,10 @@ type Limits struct {
 	MaxStreams          int `yaml:"max_streams"`
 	MaxViewers          int `yaml:"max_viewers"`
 	MaxViewersPerStream int `yaml:"max_viewers_per_stream"`
-	MaxBodyBytes        int `yaml:"max_body_bytes"`
+	// MaxViewersPerIP bounds the viewer sockets of one client address, so
+	// that one client cannot take every viewer slot.
+	MaxViewersPerIP int `yaml:"max_viewers_per_ip"`
+	MaxBodyBytes    int `yaml:"max_body_bytes"`
 }
 
 // StreamSettings returns the settings for the named stream.
@@ -289,6 +292,7 @@ func (c *Config) validate() error {
 		{"limits.max_streams", l.MaxStreams},
 		{"limits.max_viewers", l.MaxViewers},
 		{"limits.max_viewers_per_stream", l.MaxViewersPerStream},
+		{"limits.max_viewers_per_ip", l.MaxViewersPerIP},
 		{"limits.max_body_bytes", l.MaxBodyBytes},
 	} {
 		if f.v <= 0 {

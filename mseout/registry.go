@@ -43,6 +43,7 @@ type Registry struct {
 	hubs     map[string]*hub
 	closed   bool
 	viewers  int                                   // all viewers, all streams
+	perIP    map[string]int                        // viewers by client address
 	watchers map[string]map[chan struct{}]struct{} // Watch: per stream name
 
 	wg      sync.WaitGroup // viewers being served (and their writers), publications' sweepers
@@ -51,18 +52,20 @@ type Registry struct {
 
 // metrics are the registry's counters, exported by WriteMetrics.
 type metrics struct {
-	publishes      atomic.Int64
-	viewersJoined  atomic.Int64
-	segments       atomic.Int64
-	segmentBytes   atomic.Int64
-	messagesSent   atomic.Int64
-	writes         atomic.Int64
-	directWrites   atomic.Int64
-	statsIgnored   atomic.Int64
-	bytesSent      atomic.Int64
-	viewerSkips    atomic.Int64
-	viewersDropped atomic.Int64
-	keyframeAsks   atomic.Int64
+	publishes     atomic.Int64
+	viewersJoined atomic.Int64
+	segments      atomic.Int64
+	segmentBytes  atomic.Int64
+	messagesSent  atomic.Int64
+	writes        atomic.Int64
+	directWrites  atomic.Int64
+	statsIgnored  atomic.Int64
+
+	viewersRefusedPerIP atomic.Int64
+	bytesSent           atomic.Int64
+	viewerSkips         atomic.Int64
+	viewersDropped      atomic.Int64
+	keyframeAsks        atomic.Int64
 }
 
 // NewRegistry returns an empty registry.
@@ -346,6 +349,7 @@ func (r *Registry) WriteMetrics(w io.Writer) {
 		{"gateway_segment_bytes_total", "Bytes of media segments produced.", "counter", m.segmentBytes.Load()},
 		{"gateway_viewer_messages_total", "WebSocket messages written to viewers.", "counter", m.messagesSent.Load()},
 		{"gateway_viewer_writes_total", "Socket writes to viewers (one writev may carry several messages).", "counter", m.writes.Load()},
+		{"gateway_viewers_refused_per_ip_total", "Viewers refused because their address had limits.max_viewers_per_ip sockets open.", "counter", m.viewersRefusedPerIP.Load()},
 		{"gateway_viewer_stats_ignored_total", "Viewer stats messages ignored: faster than one per 250 ms, or with numbers no player measures.", "counter", m.statsIgnored.Load()},
 		{"gateway_viewer_direct_writes_total", "Writes to viewers made by the fan-out itself without blocking (the rest went through a viewer's writer goroutine).", "counter", m.directWrites.Load()},
 		{"gateway_viewer_bytes_total", "Bytes written to viewers.", "counter", m.bytesSent.Load()},

@@ -428,3 +428,33 @@ func TestViewerStatsAreChecked(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// One address holds at most limits.max_viewers_per_ip viewer sockets; a
+// socket that closes frees its slot.
+func TestViewersPerIP(t *testing.T) {
+	r, base := newServer(t, func(c *configs.Config) { c.Limits.MaxViewersPerIP = 2 })
+	a := dial(t, base+"x")
+	expectText(t, a, "waiting")
+	b := dial(t, base+"y")
+	expectText(t, b, "waiting")
+	c := dial(t, base+"z")
+	if ctl := expectText(t, c, "error"); !strings.Contains(ctl.Message, "from your address") {
+		t.Fatalf("third viewer from one address: %q", ctl.Message)
+	}
+	if n := metric(t, r, "gateway_viewers_refused_per_ip_total"); n != 1 {
+		t.Fatalf("refusals counted: %d", n)
+	}
+	a.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		d := dial(t, base+"z")
+		m := next(t, d)
+		if m.Control != nil && m.Control.Type == "waiting" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the slot of a closed viewer was not freed: %+v", m.Control)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -3,6 +3,7 @@ package mseout
 import (
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -68,11 +69,12 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 	}
 	conn.SetReadLimit(maxViewerMsg)
 	remote := req.RemoteAddr
-	if refuse := r.attach(name); refuse != "" {
+	ip := remoteIP(remote)
+	if refuse := r.attach(name, ip); refuse != "" {
 		r.refuse(conn, refuse)
 		return
 	}
-	defer r.detach()
+	defer r.detach(ip)
 
 	r.mu.Lock()
 	if r.closed {
@@ -112,8 +114,8 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 	r.log.Info("viewer left", "stream", name, "remote", remote, "watched", time.Since(start).Round(time.Millisecond), "reason", reason)
 }
 
-// attach counts a viewer against the global limit.
-func (r *Registry) attach(name string) string {
+// attach counts a viewer against the global and per-address limits.
+func (r *Registry) attach(name, ip string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -122,17 +124,37 @@ func (r *Registry) attach(name string) string {
 	if r.viewers >= r.opts.Limits.MaxViewers {
 		return "too many viewers"
 	}
+	if max := r.opts.Limits.MaxViewersPerIP; max > 0 && r.perIP[ip] >= max {
+		r.metrics.viewersRefusedPerIP.Add(1)
+		return "too many viewers from your address"
+	}
 	if _, ok := r.hubs[name]; !ok && len(r.hubs) >= 2*r.opts.Limits.MaxStreams {
 		return "too many streams"
 	}
 	r.viewers++
+	if r.perIP == nil {
+		r.perIP = map[string]int{}
+	}
+	r.perIP[ip]++
 	return ""
 }
 
-func (r *Registry) detach() {
+func (r *Registry) detach(ip string) {
 	r.mu.Lock()
 	r.viewers--
+	if r.perIP[ip]--; r.perIP[ip] <= 0 {
+		delete(r.perIP, ip)
+	}
 	r.mu.Unlock()
+}
+
+// remoteIP is the host of a request's remote address.
+func remoteIP(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return remote
+	}
+	return host
 }
 
 // refuse sends an error message and closes a viewer that was not attached.

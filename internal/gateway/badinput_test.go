@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/internal/gateway"
 	"github.com/mseway/mseway/internal/testkit/apitest"
 	"github.com/mseway/mseway/internal/testkit/viewerclient"
 	"github.com/mseway/mseway/internal/testkit/whipclient"
@@ -264,4 +267,49 @@ func TestPlainGETOnSocketsIsJSONError(t *testing.T) {
 			t.Errorf("GET %s: %+v", path, r)
 		}
 	}
+}
+
+// A client that sends a request slowly (a body that never ends, headers that
+// never end) is cut off after the request timeout; headers over the limit
+// get 431; the viewer and publisher sockets, which set their own read
+// deadlines once upgraded, are not cut by it.
+func TestSlowAndHugeRequests(t *testing.T) {
+	cfg := configs.Default()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.WebRTC.UDPPort = 0
+	cfg.WebRTC.UDPAddress = "127.0.0.1"
+	cfg.WebRTC.IncludeLoopback = true
+	gw := startGatewayConfig(t, cfg, gateway.Options{LoopbackOnly: true, RequestTimeout: time.Second})
+	addr := strings.TrimPrefix(gw.base, "http://")
+	for _, c := range []struct{ name, send string }{
+		{"a body that stops", "POST /whip/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\nContent-Length: 1000\r\n\r\nv=0\r\n"},
+		{"headers that stop", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "},
+	} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write([]byte(c.send)); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+		_, err = io.ReadAll(conn) // until the server closes
+		conn.Close()
+		if err != nil {
+			t.Fatalf("%s: the server did not close the connection: %v", c.name, err)
+		}
+		t.Logf("%s: closed after %v", c.name, time.Since(start).Round(time.Millisecond))
+	}
+	big := do(t, "GET", gw.base+"/healthz", "", "", map[string]string{"X-Big": strings.Repeat("a", 64<<10)})
+	if big.status != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("64 KiB of headers: %d", big.status)
+	}
+	// A viewer idle longer than the request timeout keeps its socket.
+	v := watch(t, gw, "idle")
+	v.expectControl("waiting", 5*time.Second)
+	time.Sleep(2 * time.Second)
+	video, audio := testMedia(t)
+	publish(t, gw, "idle", video, audio)
+	v.expectInit(10 * time.Second)
 }

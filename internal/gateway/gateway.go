@@ -39,7 +39,20 @@ type Options struct {
 	// InterfaceRescan is how often interfaces are scanned for addresses to
 	// bind for ICE; 0 = 10 s.
 	InterfaceRescan time.Duration
+	// RequestTimeout bounds reading one request, headers and body; 0 = 30 s.
+	RequestTimeout time.Duration
 }
+
+// HTTP limits: a request must arrive whole within RequestTimeout (headers
+// within headerTimeout), headers are at most maxHeaderBytes, and an idle
+// keep-alive connection is closed after idleTimeout. WebSockets set their
+// own read deadlines once upgraded.
+const (
+	headerTimeout  = 10 * time.Second
+	requestTimeout = 30 * time.Second
+	idleTimeout    = 2 * time.Minute
+	maxHeaderBytes = 32 << 10
+)
 
 // Gateway is a running gateway.
 type Gateway struct {
@@ -97,9 +110,16 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		_ = g.engine.Close()
 		return nil, err
 	}
+	rt := opts.RequestTimeout
+	if rt <= 0 {
+		rt = requestTimeout
+	}
 	g.srv = &http.Server{
 		Handler:           g.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: min(headerTimeout, rt),
+		ReadTimeout:       rt,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if cfg.TLSCert != "" {

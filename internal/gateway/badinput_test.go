@@ -274,12 +274,7 @@ func TestPlainGETOnSocketsIsJSONError(t *testing.T) {
 // get 431; the viewer and publisher sockets, which set their own read
 // deadlines once upgraded, are not cut by it.
 func TestSlowAndHugeRequests(t *testing.T) {
-	cfg := configs.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.WebRTC.UDPPort = 0
-	cfg.WebRTC.UDPAddress = "127.0.0.1"
-	cfg.WebRTC.IncludeLoopback = true
-	gw := startGatewayConfig(t, cfg, gateway.Options{LoopbackOnly: true, RequestTimeout: time.Second})
+	gw := startGatewayConfig(t, loopbackConfig(), gateway.Options{LoopbackOnly: true, RequestTimeout: time.Second})
 	addr := strings.TrimPrefix(gw.base, "http://")
 	for _, c := range []struct{ name, send string }{
 		{"a body that stops", "POST /whip/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\nContent-Length: 1000\r\n\r\nv=0\r\n"},

@@ -73,18 +73,25 @@ func startGateway(t *testing.T, edit func(*configs.Config)) *testGateway {
 // startGatewayOn is startGateway serving TLS when secure is set.
 func startGatewayOn(t *testing.T, secure bool, edit func(*configs.Config)) *testGateway {
 	t.Helper()
-	cfg := configs.Default()
+	cfg := loopbackConfig()
 	if secure {
 		cfg.TLSCert, cfg.TLSKey = testCert.CertFile, testCert.KeyFile
 	}
-	cfg.Listen = "127.0.0.1:0"
-	cfg.WebRTC.UDPPort = 0
-	cfg.WebRTC.UDPAddress = "127.0.0.1"
-	cfg.WebRTC.IncludeLoopback = true
 	if edit != nil {
 		edit(cfg)
 	}
 	return startGatewayConfig(t, cfg, gateway.Options{LoopbackOnly: true})
+}
+
+// loopbackConfig is the default config on loopback: HTTP on a free port,
+// ICE on 127.0.0.1 (any free port).
+func loopbackConfig() *configs.Config {
+	cfg := configs.Default()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.WebRTC.UDPPort = 0
+	cfg.WebRTC.UDPAddress = "127.0.0.1"
+	cfg.WebRTC.IncludeLoopback = true
+	return cfg
 }
 
 // startGatewayConfig starts a gateway with cfg as it is.

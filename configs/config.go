@@ -28,10 +28,14 @@ func DefaultYAML() []byte { return bytes.Clone(defaultYAML) }
 
 // Config is the whole gateway configuration.
 type Config struct {
-	Listen         string               `yaml:"listen"`
-	TLSCert        string               `yaml:"tls_cert"`
-	TLSKey         string               `yaml:"tls_key"`
-	LogLevel       string               `yaml:"log_level"`
+	Listen   string `yaml:"listen"`
+	TLSCert  string `yaml:"tls_cert"`
+	TLSKey   string `yaml:"tls_key"`
+	LogLevel string `yaml:"log_level"`
+	// DrainDelay is how long a stopping gateway keeps serving with /readyz
+	// answering 503 before it sends viewers goaway and closes (a load
+	// balancer's health check notices in that time).
+	DrainDelay     time.Duration        `yaml:"drain_delay"`
 	WebRTC         WebRTC               `yaml:"webrtc"`
 	StreamDefaults Stream               `yaml:"stream_defaults"`
 	Streams        map[string]Stream    `yaml:"-"`
@@ -239,6 +243,9 @@ func (c *Config) validate() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("tls_cert and tls_key must be set together")
+	}
+	if c.DrainDelay < 0 || c.DrainDelay > 5*time.Minute {
+		return fmt.Errorf("drain_delay: %v is not between 0 and 5m", c.DrainDelay)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -133,7 +133,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	stop() // a second signal ends the process at once
 	log.Info("shutting down: viewers get goaway and reconnect; a second signal exits at once")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainDelay+10*time.Second)
 	defer cancel()
 	if err := g.Close(sctx); err != nil {
 		log.Warn("shutdown", "err", err)

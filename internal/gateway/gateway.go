@@ -17,6 +17,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -63,6 +64,7 @@ type Gateway struct {
 	sig      *signaling.Server
 	srv      *http.Server
 	started  time.Time
+	draining atomic.Bool // Close has begun: /readyz answers 503
 	sources  []*sources.Source
 }
 
@@ -164,6 +166,13 @@ func (g *Gateway) Handler() http.Handler {
 		w.Header().Set("Access-Control-Allow-Origin", "*")
 		httpapi.WriteJSON(w, http.StatusOK, g.registry.Streams())
 	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if g.draining.Load() {
+			httpapi.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime": time.Since(g.started).Round(time.Second).String()})
 	})
@@ -193,7 +202,7 @@ func writePanicMetrics(w io.Writer) {
 func jsonErrors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
-		if strings.HasPrefix(p, "/api/") || strings.HasPrefix(p, "/whip/") || strings.HasPrefix(p, "/ws/") || p == "/healthz" || p == "/metrics" {
+		if strings.HasPrefix(p, "/api/") || strings.HasPrefix(p, "/whip/") || strings.HasPrefix(p, "/ws/") || p == "/healthz" || p == "/readyz" || p == "/metrics" {
 			w = &errorRewriter{ResponseWriter: w}
 		}
 		next.ServeHTTP(w, r)
@@ -296,9 +305,19 @@ func (g *Gateway) closeSources() {
 	g.sources = nil
 }
 
-// Close stops accepting requests, ends every publish (viewers get an error
-// and are disconnected), stops the local sources and releases the ICE port.
+// Close drains and stops the gateway: /readyz answers 503 at once, and after
+// the config's drain_delay viewers get goaway and are disconnected, every
+// publish ends, the local sources stop, the server stops accepting requests
+// and the ICE port is released.
 func (g *Gateway) Close(ctx context.Context) error {
+	g.draining.Store(true)
+	if d := g.cfg.DrainDelay; d > 0 {
+		g.log.Info("draining: /readyz answers 503", "for", d)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
 	g.registry.Close()
 	g.closeSources()
 	g.sig.Close()

@@ -5,7 +5,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,7 +16,10 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/mseway/mseway/internal/gateway"
+	"github.com/mseway/mseway/internal/testkit/apitest"
 	"github.com/mseway/mseway/internal/testkit/fmp4check"
+	"github.com/mseway/mseway/internal/testkit/viewerclient"
 	"github.com/mseway/mseway/internal/testkit/whipclient"
 )
 
@@ -285,5 +291,56 @@ func TestTLSViewerResumesSession(t *testing.T) {
 	}
 	if _, ok := states[0].PeerCertificates[0].PublicKey.(*ecdsa.PublicKey); !ok {
 		t.Fatalf("certificate key %T", states[0].PeerCertificates[0].PublicKey)
+	}
+}
+
+// TestDrain: a stopping gateway answers /readyz with 503 at once and keeps
+// serving its viewers for drain_delay; then they get goaway.
+func TestDrain(t *testing.T) {
+	cfg := loopbackConfig()
+	cfg.DrainDelay = 2 * time.Second
+	g, err := gateway.New(cfg, slog.New(slog.DiscardHandler), gateway.Options{LoopbackOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ln) }()
+	gw := &testGateway{g: g, base: "http://" + ln.Addr().String(), ws: "ws://" + ln.Addr().String()}
+	ready := func() int {
+		r := apitest.Do(t, testHTTP, "GET", gw.base+"/readyz", "", "", nil)
+		return r.Status
+	}
+	if s := ready(); s != 200 {
+		t.Fatalf("/readyz: %d", s)
+	}
+	v := watch(t, gw, "d")
+	v.expectControl("waiting", 5*time.Second)
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		closed <- g.Close(ctx)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for ready() != 503 {
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz still ready while draining")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Still serving meanwhile: the viewer has nothing yet.
+	if m, err := v.c.Next(300 * time.Millisecond); !errors.Is(err, viewerclient.ErrTimeout) {
+		t.Fatalf("during the drain delay the viewer got %+v, %v", m.Control, err)
+	}
+	v.expectControl("goaway", 10*time.Second)
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
 	}
 }

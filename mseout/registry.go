@@ -62,6 +62,7 @@ type metrics struct {
 	statsIgnored  atomic.Int64
 
 	viewersRefusedPerIP atomic.Int64
+	disconnects         [numLeaveReasons]atomic.Int64 // by leaveReason
 	bytesSent           atomic.Int64
 	viewerSkips         atomic.Int64
 	viewersDropped      atomic.Int64
@@ -358,5 +359,9 @@ func (r *Registry) WriteMetrics(w io.Writer) {
 		{"gateway_keyframe_requests_total", "Keyframe requests made to publishers by the fan-out.", "counter", m.keyframeAsks.Load()},
 	} {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", g.name, g.help, g.name, g.typ, g.name, g.v)
+	}
+	fmt.Fprintf(w, "# HELP gateway_viewer_disconnects_total Viewers that left, by why.\n# TYPE gateway_viewer_disconnects_total counter\n")
+	for i := range numLeaveReasons {
+		fmt.Fprintf(w, "gateway_viewer_disconnects_total{reason=%q} %d\n", leaveReason(i).String(), m.disconnects[i].Load())
 	}
 }

@@ -458,3 +458,40 @@ func TestViewersPerIP(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Viewers that leave are counted by why: the viewer closed, a protocol
+// error, the gateway shutting down.
+func TestDisconnectsByReason(t *testing.T) {
+	r, base := newServer(t, nil)
+	left := func(reason string) int64 {
+		t.Helper()
+		return metric(t, r, `gateway_viewer_disconnects_total{reason="`+reason+`"}`)
+	}
+	wait := func(reason string, n int64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for left(reason) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d disconnects counted, want %d", reason, left(reason), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	a := dial(t, base+"s")
+	expectText(t, a, "waiting")
+	a.Close()
+	wait("viewer_closed", 1)
+	b := dial(t, base+"s")
+	expectText(t, b, "waiting")
+	if err := b.SendText("not json"); err != nil {
+		t.Fatal(err)
+	}
+	wait("protocol_error", 1)
+	c := dial(t, base+"s")
+	expectText(t, c, "waiting")
+	r.Close()
+	wait("shutdown", 1)
+	if left("panic") != 0 || left("write_error") != 0 {
+		t.Fatalf("panic %d, write_error %d", left("panic"), left("write_error"))
+	}
+}

@@ -100,7 +100,7 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 	v.mu.Lock()
 	v.pingTimer = time.AfterFunc(r.opts.KeepAlive, v.keepAlive)
 	v.mu.Unlock()
-	reason := v.serve()
+	reason, readLeave := v.serve()
 	v.stop()
 	conn.Close()
 	v.wwg.Wait()
@@ -110,7 +110,12 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 	if v.closeReason != "" {
 		reason = v.closeReason
 	}
+	leave := v.leave
 	v.mu.Unlock()
+	if leave == leaveUnknown {
+		leave = readLeave
+	}
+	r.metrics.disconnects[leave].Add(1)
 	r.log.Info("viewer left", "stream", name, "remote", remote, "watched", time.Since(start).Round(time.Millisecond), "reason", reason)
 }
 
@@ -169,14 +174,17 @@ func (r *Registry) refuse(conn *websocket.Conn, msg string) {
 
 // serve runs the read loop; a panic in it is contained, and the viewer is
 // then cleaned up like any other that left.
-func (v *viewer) serve() (reason string) {
-	defer contain.Recover(v.h.r.log, "viewer reader", func() { reason = "internal error (panic contained)"; v.abandon() })
+func (v *viewer) serve() (reason string, leave leaveReason) {
+	defer contain.Recover(v.h.r.log, "viewer reader", func() {
+		reason, leave = "internal error (panic contained)", leavePanic
+		v.abandon()
+	})
 	return v.readLoop()
 }
 
 // readLoop reads what the viewer sends (stats) until the connection ends, and
 // returns why it ended.
-func (v *viewer) readLoop() string {
+func (v *viewer) readLoop() (string, leaveReason) {
 	deadline := viewerReadSlack * v.h.r.opts.KeepAlive
 	_ = v.conn.SetReadDeadline(time.Now().Add(deadline))
 	v.conn.SetPongHandler(func(string) error {
@@ -222,9 +230,12 @@ func (v *viewer) readLoop() string {
 		if err != nil {
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
-				return "closed by viewer"
+				return "closed by viewer", leaveViewerClosed
 			}
-			return err.Error()
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+				return err.Error(), leaveReadTimeout
+			}
+			return err.Error(), leaveConnLost
 		}
 		_ = v.conn.SetReadDeadline(time.Now().Add(deadline))
 		if mt != websocket.TextMessage {
@@ -235,6 +246,9 @@ func (v *viewer) readLoop() string {
 			ViewerStats
 		}
 		if err := json.Unmarshal(data, &msg); err != nil {
+			v.mu.Lock()
+			v.setLeave(leaveProtocol)
+			v.mu.Unlock()
 			v.pushControl(errorFrame("invalid message: not JSON"), true)
 			continue
 		}

@@ -56,6 +56,7 @@ type viewer struct {
 	wwg         sync.WaitGroup // the writer goroutine
 	stats       atomic.Pointer[ViewerStats]
 	closeReason string
+	leave       leaveReason // why the viewer is leaving, when the gateway knows first
 
 	// Direct writes (flushDirect): the fan-out writes to the connection
 	// itself, without blocking, when nobody else is writing and the
@@ -147,6 +148,7 @@ func (v *viewer) pushSegmentLocked(s *segMsg, init *initMsg, direct bool) (flush
 		if len(v.skips) >= st.ViewerMaxSkips {
 			v.h.r.metrics.viewersDropped.Add(1)
 			v.closeReason = "viewer too far behind"
+			v.setLeave(leaveTooFarBehind)
 			v.queue = append(v.queue, item{frame: errorFrame("viewer too far behind: the connection cannot keep up with the stream"), msgs: 1, control: true, final: true})
 			v.closing = true
 			v.notify()
@@ -171,6 +173,36 @@ func (v *viewer) pushSegmentLocked(s *segMsg, init *initMsg, direct bool) (flush
 	return false
 }
 
+// leaveReason says why a viewer left, for gateway_viewer_disconnects_total.
+type leaveReason int
+
+const (
+	leaveUnknown      leaveReason = iota
+	leaveViewerClosed             // the viewer closed its socket
+	leaveReadTimeout              // nothing from the viewer, not even a pong
+	leaveConnLost                 // the connection broke
+	leaveWriteTimeout             // a write did not finish in time (a stalled client)
+	leaveWriteError
+	leaveTooFarBehind // skipped too often
+	leaveProtocol     // the viewer sent what the protocol does not allow
+	leaveShutdown     // goaway: the gateway stops
+	leavePanic        // a contained panic
+	numLeaveReasons
+)
+
+func (l leaveReason) String() string {
+	return [...]string{"unknown", "viewer_closed", "read_timeout", "connection_lost", "write_timeout", "write_error",
+		"too_far_behind", "protocol_error", "shutdown", "panic"}[l]
+}
+
+// setLeave records why the viewer is leaving; the first reason stands. v.mu
+// must be held.
+func (v *viewer) setLeave(l leaveReason) {
+	if v.leave == leaveUnknown {
+		v.leave = l
+	}
+}
+
 // pushGoaway queues a goaway and the close (1001, going away) after it:
 // the viewer reconnects, to the goaway's URL or the same one.
 func (v *viewer) pushGoaway(frames []byte) {
@@ -182,6 +214,7 @@ func (v *viewer) pushGoaway(frames []byte) {
 	clear(v.queue)
 	v.queue, v.queuedBytes = v.queue[:0], 0
 	v.closing = true
+	v.setLeave(leaveShutdown)
 	v.queue = append(v.queue, item{frame: frames, msgs: 1, control: true, final: true, closes: true})
 	v.initGen = 0
 	v.notify()

@@ -1,6 +1,7 @@
 package mseout
 
 import (
+	"errors"
 	"net"
 	"time"
 
@@ -32,6 +33,9 @@ func (v *viewer) flushDirect() {
 	v.mu.Unlock()
 	n, err := v.out.tryWrite(v.bufs)
 	if err != nil {
+		v.mu.Lock()
+		v.setLeave(leaveWriteError)
+		v.mu.Unlock()
 		v.conn.Close() // the read loop ends and cleans up
 		v.doneWriting(nil)
 		return
@@ -94,6 +98,13 @@ func (v *viewer) writeLoop() {
 		if err != nil || final {
 			v.conn.Close() // the read loop ends and cleans up
 			v.mu.Lock()
+			if err != nil {
+				if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+					v.setLeave(leaveWriteTimeout)
+				} else {
+					v.setLeave(leaveWriteError)
+				}
+			}
 			v.stopped = true
 			if v.echoed != nil {
 				close(v.echoed)
@@ -116,6 +127,7 @@ func (v *viewer) writeLoop() {
 func (v *viewer) abandon() {
 	v.conn.Close()
 	v.mu.Lock()
+	v.setLeave(leavePanic)
 	v.stopped = true
 	v.writing = false
 	v.writerOn = false

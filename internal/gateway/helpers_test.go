@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,9 +53,10 @@ func TestMain(m *testing.M) {
 // testGateway is a gateway on loopback for one test.
 type testGateway struct {
 	g    *gateway.Gateway
-	base string      // http://127.0.0.1:port or https://...
-	ws   string      // ws://127.0.0.1:port or wss://...
-	tls  *tls.Config // client config trusting the gateway's certificate; nil over plain http
+	base string       // http://127.0.0.1:port or https://...
+	ws   string       // ws://127.0.0.1:port or wss://...
+	tls  *tls.Config  // client config trusting the gateway's certificate; nil over plain http
+	stop func() error // closes the gateway (once; also at the end of the test)
 }
 
 // transports runs fn once over plain http/ws and once over https/wss (a
@@ -112,21 +114,29 @@ func startGatewayConfig(t *testing.T, cfg *configs.Config, opts gateway.Options)
 	}
 	done := make(chan error, 1)
 	go func() { done <- g.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// stop closes the gateway once (the test may stop it itself) and
+	// returns Close's or Serve's error.
+	stop := sync.OnceValue(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.DrainDelay+10*time.Second)
 		defer cancel()
 		if err := g.Close(ctx); err != nil {
-			t.Errorf("gateway close: %v", err)
+			return fmt.Errorf("gateway close: %w", err)
 		}
 		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
+			return fmt.Errorf("serve: %w", err)
+		}
+		return nil
+	})
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Error(err)
 		}
 	})
 	addr := ln.Addr().String()
 	if cfg.TLSCert != "" {
-		return &testGateway{g: g, base: "https://" + addr, ws: "wss://" + addr, tls: testCert.ClientConfig()}
+		return &testGateway{g: g, base: "https://" + addr, ws: "wss://" + addr, tls: testCert.ClientConfig(), stop: stop}
 	}
-	return &testGateway{g: g, base: "http://" + addr, ws: "ws://" + addr}
+	return &testGateway{g: g, base: "http://" + addr, ws: "ws://" + addr, stop: stop}
 }
 
 // repoRoot finds the module root from this file's location.

@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -299,17 +297,7 @@ func TestTLSViewerResumesSession(t *testing.T) {
 func TestDrain(t *testing.T) {
 	cfg := loopbackConfig()
 	cfg.DrainDelay = 2 * time.Second
-	g, err := gateway.New(cfg, slog.New(slog.DiscardHandler), gateway.Options{LoopbackOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- g.Serve(ln) }()
-	gw := &testGateway{g: g, base: "http://" + ln.Addr().String(), ws: "ws://" + ln.Addr().String()}
+	gw := startGatewayConfig(t, cfg, gateway.Options{LoopbackOnly: true})
 	ready := func() int {
 		r := apitest.Do(t, testHTTP, "GET", gw.base+"/readyz", "", "", nil)
 		return r.Status
@@ -320,11 +308,7 @@ func TestDrain(t *testing.T) {
 	v := watch(t, gw, "d")
 	v.expectControl("waiting", 5*time.Second)
 	closed := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		closed <- g.Close(ctx)
-	}()
+	go func() { closed <- gw.stop() }()
 	deadline := time.Now().Add(5 * time.Second)
 	for ready() != 503 {
 		if time.Now().After(deadline) {
@@ -338,9 +322,6 @@ func TestDrain(t *testing.T) {
 	}
 	v.expectControl("goaway", 10*time.Second)
 	if err := <-closed; err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if err := <-served; err != nil {
-		t.Fatalf("Serve: %v", err)
+		t.Fatal(err)
 	}
 }

@@ -122,7 +122,8 @@ type Limits struct {
 	MaxViewers          int `yaml:"max_viewers"`
 	MaxViewersPerStream int `yaml:"max_viewers_per_stream"`
 	// MaxViewersPerIP bounds the viewer sockets of one client address, so
-	// that one client cannot take every viewer slot.
+	// that one client cannot take every viewer slot; 0 = no cap. Behind a
+	// reverse proxy every viewer has the proxy's address.
 	MaxViewersPerIP int `yaml:"max_viewers_per_ip"`
 	MaxBodyBytes    int `yaml:"max_body_bytes"`
 }
@@ -299,12 +300,14 @@ func (c *Config) validate() error {
 		{"limits.max_streams", l.MaxStreams},
 		{"limits.max_viewers", l.MaxViewers},
 		{"limits.max_viewers_per_stream", l.MaxViewersPerStream},
-		{"limits.max_viewers_per_ip", l.MaxViewersPerIP},
 		{"limits.max_body_bytes", l.MaxBodyBytes},
 	} {
 		if f.v <= 0 {
 			return fmt.Errorf("%s: must be positive, got %d", f.key, f.v)
 		}
+	}
+	if l.MaxViewersPerIP < 0 {
+		return fmt.Errorf("limits.max_viewers_per_ip: must be 0 (no cap) or positive, got %d", l.MaxViewersPerIP)
 	}
 	if l.MaxBodyBytes > 16<<20 {
 		return fmt.Errorf("limits.max_body_bytes: %d is over 16 MiB", l.MaxBodyBytes)

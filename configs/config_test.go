@@ -106,3 +106,14 @@ func TestValidStreamName(t *testing.T) {
 		}
 	}
 }
+
+func TestMaxViewersPerIP(t *testing.T) {
+	if c := Default(); c.Limits.MaxViewersPerIP != 1000 {
+		t.Fatalf("default max_viewers_per_ip %d", c.Limits.MaxViewersPerIP)
+	}
+	c, err := Parse("c.yaml", []byte("limits:\n  max_viewers_per_ip: 0\n"))
+	if err != nil || c.Limits.MaxViewersPerIP != 0 {
+		t.Fatalf("0 (no cap): %v %+v", err, c.Limits)
+	}
+	checkErrors(t, []badConfig{{"limits:\n  max_viewers_per_ip: -1", "limits.max_viewers_per_ip"}})
+}

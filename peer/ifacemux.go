@@ -33,6 +33,7 @@ type interfaceMux struct {
 
 	mu      sync.RWMutex
 	byAddr  map[string]ice.UDPMux // "ip:port" as Pion's candidates name it
+	bound   map[netip.Addr]bool   // addresses with a socket
 	skipped map[netip.Addr]string // address -> why it was not bound (logged once per reason)
 	closed  bool
 
@@ -43,7 +44,7 @@ type interfaceMux struct {
 func newInterfaceMux(port int, includeLoopback bool, filter func(net.IP) bool, rescan time.Duration, log *slog.Logger, newMux func(*net.UDPConn) ice.UDPMux) (*interfaceMux, error) {
 	m := &interfaceMux{
 		port: port, includeLoopback: includeLoopback, filter: filter, log: log, newMux: newMux,
-		byAddr: map[string]ice.UDPMux{}, skipped: map[netip.Addr]string{},
+		byAddr: map[string]ice.UDPMux{}, bound: map[netip.Addr]bool{}, skipped: map[netip.Addr]string{},
 		stop: make(chan struct{}),
 	}
 	if err := m.scan(); err != nil {
@@ -82,17 +83,9 @@ func (m *interfaceMux) scan() error {
 	}
 	for _, a := range addrs {
 		m.mu.RLock()
-		have := false
-		for _, mux := range m.byAddr {
-			for _, la := range mux.GetListenAddresses() {
-				if ua, ok := la.(*net.UDPAddr); ok && ua.IP.Equal(a.AsSlice()) {
-					have = true
-				}
-			}
-		}
-		closed := m.closed
+		skip := m.bound[a] || m.closed
 		m.mu.RUnlock()
-		if have || closed {
+		if skip {
 			continue
 		}
 		conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: a.AsSlice(), Port: m.port, Zone: a.Zone()})
@@ -120,6 +113,7 @@ func (m *interfaceMux) scan() error {
 		for _, la := range mux.GetListenAddresses() {
 			m.byAddr[la.String()] = mux
 		}
+		m.bound[a] = true
 		_, wasSkipped := m.skipped[a]
 		delete(m.skipped, a)
 		m.mu.Unlock()
@@ -158,8 +152,9 @@ func usableAddrs(includeLoopback bool, filter func(net.IP) bool) ([]netip.Addr, 
 			}
 			if ip.Is6() {
 				b := ip.As16()
-				if ip.Is4In6() || (b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 0 && b[4] == 0 && b[5] == 0 && b[6] == 0 && b[7] == 0 && b[8] == 0 && b[9] == 0 && b[10] == 0 && b[11] == 0) ||
-					(b[0] == 0xfe && b[1]&0xc0 == 0xc0) {
+				ipv4Compatible := [12]byte(b[:12]) == [12]byte{}
+				siteLocal := b[0] == 0xfe && b[1]&0xc0 == 0xc0
+				if ip.Is4In6() || ipv4Compatible || siteLocal {
 					continue
 				}
 				if ip.IsLinkLocalUnicast() {

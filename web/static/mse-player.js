@@ -16,6 +16,7 @@
 // Events: 'state' {detail: {state, message}}, 'stats' {detail: stats}, 'init' {detail: info}.
 // Style it from outside with ::part(video), ::part(status), ::part(stats), ::part(unmute).
 import { MSEPlayer } from './player.js';
+import { validStreamName } from './common.js';
 
 const SERVER = new URL('.', import.meta.url).href;
 
@@ -115,7 +116,7 @@ export class MSEPlayerElement extends HTMLElement {
     this.player = null;
     this._stats.hidden = !this.hasAttribute('stats');
     const stream = this.stream;
-    if (!/^[A-Za-z0-9._-]{1,64}$/.test(stream) || stream === '.' || stream === '..') {
+    if (!validStreamName(stream)) {
       this._show('error', stream ? `invalid stream name "${stream}"` : 'no stream attribute');
       return;
     }

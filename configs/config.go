@@ -11,8 +11,10 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -42,6 +44,11 @@ type Config struct {
 	RawStreams     map[string]yaml.Node `yaml:"streams"`
 	Auth           Auth                 `yaml:"auth"`
 	Limits         Limits               `yaml:"limits"`
+	// TrustedProxies are the CIDRs of reverse proxies whose X-Forwarded-For
+	// and Forwarded headers are believed (for per-address limits and logs).
+	TrustedProxies []string  `yaml:"trusted_proxies"`
+	Webhooks       []Webhook `yaml:"webhooks"`
+	Web            Web       `yaml:"web"`
 	// Sources are local capture sources (devices or test patterns) published
 	// straight into a stream of this gateway, by stream name.
 	Sources    map[string]Source `yaml:"-"`
@@ -110,10 +117,77 @@ type Stream struct {
 	WaitForPublisher    bool          `yaml:"wait_for_publisher"`
 }
 
-// Auth holds the optional bearer tokens.
+// Auth says who may publish, view and administer (PROTOCOL.md, "Access
+// control"). With nothing set the gateway is open to anyone.
 type Auth struct {
+	// Static tokens: the publish token grants publishing every stream (and
+	// admin when no admin token is set), the view token viewing every stream.
 	PublishToken string `yaml:"publish_token"`
 	ViewToken    string `yaml:"view_token"`
+	AdminToken   string `yaml:"admin_token"`
+	// PublicView lets anyone view, even when JWTs or the hook protect
+	// publishing.
+	PublicView bool     `yaml:"public_view"`
+	JWT        JWT      `yaml:"jwt"`
+	HTTPHook   HTTPHook `yaml:"http_hook"`
+	// AllowedOrigins, when set, are the only browser origins
+	// (scheme://host[:port]) whose WebSocket upgrades and CORS requests are
+	// answered; the gateway's own origin is always allowed.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+}
+
+// JWT configures signed tokens with grants in the "mseway" claim.
+type JWT struct {
+	HS256 []HMACKey `yaml:"hs256"`
+	// JWKSURL is fetched at start and every JWKSRefresh (RS256, ES256,
+	// EdDSA keys); a token with an unknown kid refetches it, rate-limited.
+	JWKSURL     string        `yaml:"jwks_url"`
+	JWKSRefresh time.Duration `yaml:"jwks_refresh"`
+	Issuer      string        `yaml:"issuer"`
+	Audience    string        `yaml:"audience"`
+	// Leeway is the clock skew allowed on exp and nbf.
+	Leeway time.Duration `yaml:"leeway"`
+}
+
+// HMACKey is one HS256 secret, named by kid (optional).
+type HMACKey struct {
+	Secret string `yaml:"secret"`
+	KID    string `yaml:"kid"`
+}
+
+// HTTPHook asks an outside service whether a request is allowed.
+type HTTPHook struct {
+	URL      string        `yaml:"url"`
+	Timeout  time.Duration `yaml:"timeout"`
+	CacheTTL time.Duration `yaml:"cache_ttl"`
+}
+
+// Configured reports whether any credential is configured; without one
+// the gateway is open to anyone.
+func (a Auth) Configured() bool {
+	return a.PublishToken != "" || a.ViewToken != "" || a.AdminToken != "" || a.JWT.Configured() || a.HTTPHook.URL != ""
+}
+
+// Configured reports whether JWTs are accepted.
+func (j JWT) Configured() bool { return len(j.HS256) > 0 || j.JWKSURL != "" }
+
+// Webhook is one receiver of signed event notifications (Standard Webhooks).
+type Webhook struct {
+	URL string `yaml:"url"`
+	// Secret signs every delivery: "whsec_" + base64, or any string.
+	Secret string `yaml:"secret"`
+	// Events to send (publish.started, publish.ended, publish.takeover,
+	// viewers.changed, auth.refused); empty or "*" = all.
+	Events []string `yaml:"events"`
+}
+
+// Web configures the embedded browser UI.
+type Web struct {
+	// FrameAncestors are the origins that may embed the pages in a frame
+	// (CSP frame-ancestors); default 'self'.
+	FrameAncestors []string `yaml:"frame_ancestors"`
+	// TestPages serves the measuring pages under /test/ (tests only).
+	TestPages bool `yaml:"test_pages"`
 }
 
 // Limits bound what clients can make the gateway hold.
@@ -126,6 +200,19 @@ type Limits struct {
 	// reverse proxy every viewer has the proxy's address.
 	MaxViewersPerIP int `yaml:"max_viewers_per_ip"`
 	MaxBodyBytes    int `yaml:"max_body_bytes"`
+	// MaxConns bounds open client connections (0 = derived from the file
+	// limit); MaxConnsPerIP those of one client address (0 = no cap; trusted
+	// proxies are exempt).
+	MaxConns      int `yaml:"max_conns"`
+	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
+	// RequestsPerSecondPerIP and RequestBurstPerIP bound one address's
+	// request rate (a token bucket); 0 = no limit.
+	RequestsPerSecondPerIP float64 `yaml:"requests_per_second_per_ip"`
+	RequestBurstPerIP      int     `yaml:"request_burst_per_ip"`
+	// Publishes that are negotiated but not yet connected (ICE/DTLS), in
+	// all and from one address. They hold no stream until they connect.
+	MaxPendingPublishes      int `yaml:"max_pending_publishes"`
+	MaxPendingPublishesPerIP int `yaml:"max_pending_publishes_per_ip"`
 }
 
 // StreamSettings returns the settings for the named stream.
@@ -312,7 +399,130 @@ func (c *Config) validate() error {
 	if l.MaxBodyBytes > 16<<20 {
 		return fmt.Errorf("limits.max_body_bytes: %d is over 16 MiB", l.MaxBodyBytes)
 	}
+	for _, f := range []struct {
+		key string
+		v   int
+	}{
+		{"limits.max_conns", l.MaxConns},
+		{"limits.max_conns_per_ip", l.MaxConnsPerIP},
+		{"limits.request_burst_per_ip", l.RequestBurstPerIP},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("%s: must be 0 or positive, got %d", f.key, f.v)
+		}
+	}
+	if l.RequestsPerSecondPerIP < 0 || l.RequestsPerSecondPerIP > 1e6 {
+		return fmt.Errorf("limits.requests_per_second_per_ip: %v is not between 0 and 1000000", l.RequestsPerSecondPerIP)
+	}
+	if l.RequestsPerSecondPerIP > 0 && l.RequestBurstPerIP < 1 {
+		return errors.New("limits.request_burst_per_ip: must be at least 1 when requests_per_second_per_ip is set")
+	}
+	if l.MaxPendingPublishes <= 0 || l.MaxPendingPublishesPerIP <= 0 {
+		return errors.New("limits.max_pending_publishes and max_pending_publishes_per_ip must be positive")
+	}
+	for i, p := range c.TrustedProxies {
+		if _, err := ParsePrefix(p); err != nil {
+			return fmt.Errorf("trusted_proxies[%d]: %w", i, err)
+		}
+	}
+	if err := c.Auth.validate(); err != nil {
+		return err
+	}
+	for i, w := range c.Webhooks {
+		if err := w.validate(); err != nil {
+			return fmt.Errorf("webhooks[%d]: %w", i, err)
+		}
+	}
+	for i, fa := range c.Web.FrameAncestors {
+		if fa == "" || strings.ContainsAny(fa, ";,\r\n\"") {
+			return fmt.Errorf("web.frame_ancestors[%d]: %q is not a CSP source ('self', 'none', https://host, *)", i, fa)
+		}
+	}
 	return nil
+}
+
+// ParsePrefix parses a CIDR, or a bare IP as its own /32 or /128.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR or an IP address", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// WebhookEvents are the event types webhooks can ask for.
+var WebhookEvents = []string{"publish.started", "publish.ended", "publish.takeover", "viewers.changed", "auth.refused"}
+
+func (w Webhook) validate() error {
+	u, err := url.Parse(w.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("url: %q is not an http(s) URL", w.URL)
+	}
+	if len(w.Secret) < 16 {
+		return errors.New("secret: at least 16 characters (whsec_ + base64, as Standard Webhooks, or any string)")
+	}
+	for _, e := range w.Events {
+		if e != "*" && !slices.Contains(WebhookEvents, e) {
+			return fmt.Errorf("events: %q is not one of %s or *", e, strings.Join(WebhookEvents, ", "))
+		}
+	}
+	return nil
+}
+
+func (a Auth) validate() error {
+	if a.PublicView && a.ViewToken != "" {
+		return errors.New("auth.public_view and auth.view_token: a view token means nothing when anyone may view; set one of them")
+	}
+	kids := map[string]bool{}
+	for i, k := range a.JWT.HS256 {
+		if len(k.Secret) < 32 {
+			return fmt.Errorf("auth.jwt.hs256[%d].secret: at least 32 bytes (a short HMAC secret can be guessed offline from one token)", i)
+		}
+		if kids[k.KID] {
+			return fmt.Errorf("auth.jwt.hs256[%d].kid: %q is used twice", i, k.KID)
+		}
+		kids[k.KID] = true
+	}
+	if a.JWT.JWKSURL != "" {
+		u, err := url.Parse(a.JWT.JWKSURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("auth.jwt.jwks_url: %q is not an http(s) URL", a.JWT.JWKSURL)
+		}
+	}
+	if a.JWT.JWKSRefresh < time.Minute || a.JWT.JWKSRefresh > 7*24*time.Hour {
+		return fmt.Errorf("auth.jwt.jwks_refresh: %v is not between 1m and 168h", a.JWT.JWKSRefresh)
+	}
+	if a.JWT.Leeway < 0 || a.JWT.Leeway > 5*time.Minute {
+		return fmt.Errorf("auth.jwt.leeway: %v is not between 0 and 5m", a.JWT.Leeway)
+	}
+	if h := a.HTTPHook; h.URL != "" {
+		u, err := url.Parse(h.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("auth.http_hook.url: %q is not an http(s) URL", h.URL)
+		}
+	}
+	if a.HTTPHook.Timeout <= 0 || a.HTTPHook.Timeout > 30*time.Second {
+		return fmt.Errorf("auth.http_hook.timeout: %v is not between 0 and 30s", a.HTTPHook.Timeout)
+	}
+	if a.HTTPHook.CacheTTL < 0 || a.HTTPHook.CacheTTL > time.Hour {
+		return fmt.Errorf("auth.http_hook.cache_ttl: %v is not between 0 and 1h", a.HTTPHook.CacheTTL)
+	}
+	for i, o := range a.AllowedOrigins {
+		if !validOrigin(o) {
+			return fmt.Errorf("auth.allowed_origins[%d]: %q is not an origin (scheme://host[:port], no path)", i, o)
+		}
+	}
+	return nil
+}
+
+// validOrigin reports whether o is a serialized origin: scheme://host[:port].
+func validOrigin(o string) bool {
+	u, err := url.Parse(o)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
+		u.Path == "" && u.RawQuery == "" && u.Fragment == "" && u.User == nil && o == u.Scheme+"://"+u.Host
 }
 
 func validateStream(key string, s Stream) error {

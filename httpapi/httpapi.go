@@ -5,9 +5,11 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 
@@ -92,4 +94,25 @@ func CheckToken(got, want, what string) error {
 		return Errorf(http.StatusForbidden, "wrong "+what+" token")
 	}
 	return nil
+}
+
+type clientIPKey struct{}
+
+// WithClientIP returns r with ip recorded as the client's address (what a
+// trusted proxy says it is, or the connection's peer).
+func WithClientIP(r *http.Request, ip string) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), clientIPKey{}, ip))
+}
+
+// ClientIP is the client's address: the one recorded by WithClientIP, else
+// the host of the connection's remote address.
+func ClientIP(r *http.Request) string {
+	if ip, ok := r.Context().Value(clientIPKey{}).(string); ok && ip != "" {
+		return ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/mseway/mseway/configs"
@@ -115,4 +116,60 @@ func ClientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// Origins is the browser-origin policy of auth.allowed_origins: with no
+// list every origin is allowed (tokens decide); with one, only the listed
+// origins and the gateway's own. A nil *Origins allows every origin.
+type Origins struct{ allowed map[string]bool }
+
+// NewOrigins returns the policy for a list of serialized origins
+// (scheme://host[:port], validated by configs).
+func NewOrigins(list []string) *Origins {
+	if len(list) == 0 {
+		return nil
+	}
+	o := &Origins{allowed: make(map[string]bool, len(list))}
+	for _, s := range list {
+		o.allowed[strings.ToLower(s)] = true
+	}
+	return o
+}
+
+// Allowed reports whether r may be answered: no Origin header (not a
+// browser, or a same-origin GET), the gateway's own origin, or a listed one.
+func (o *Origins) Allowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if o == nil || origin == "" {
+		return true
+	}
+	if o.allowed[strings.ToLower(origin)] {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+}
+
+// AllowOrigin is the Access-Control-Allow-Origin value for r: "*" with no
+// list, r's origin when it is allowed, "" (send none) otherwise.
+func (o *Origins) AllowOrigin(r *http.Request) string {
+	if o == nil {
+		return "*"
+	}
+	origin := r.Header.Get("Origin")
+	if origin != "" && o.Allowed(r) {
+		return origin
+	}
+	return ""
+}
+
+// SetCORS sets Access-Control-Allow-Origin for r by the policy (and Vary:
+// Origin when the answer depends on it).
+func (o *Origins) SetCORS(w http.ResponseWriter, r *http.Request) {
+	if v := o.AllowOrigin(r); v != "" {
+		w.Header().Set("Access-Control-Allow-Origin", v)
+	}
+	if o != nil {
+		w.Header().Add("Vary", "Origin")
+	}
 }

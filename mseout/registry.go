@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/httpapi"
 )
 
 // Errors returned by Registry.Publish and Registry.CheckPublish.
@@ -25,9 +27,16 @@ type Options struct {
 	// Settings returns the settings of a stream by name.
 	Settings func(name string) configs.Stream
 	Limits   configs.Limits
-	// ViewToken, when set, is required from viewers as ?token=.
-	ViewToken string
-	Logger    *slog.Logger
+	// Authorize decides whether a request may view stream: nil, or an
+	// *httpapi.Error (401, 403, 503) answered before the upgrade. nil =
+	// anyone may view.
+	Authorize func(r *http.Request, stream string) error
+	// Origins decides viewer upgrades by their Origin; nil = any.
+	Origins *httpapi.Origins
+	// Events hears viewer.joined, viewer.left and publish.takeover
+	// (webhooks); it must not block. May be nil.
+	Events func(typ, stream string, data map[string]any)
+	Logger *slog.Logger
 	// WriteTimeout bounds one write to a viewer; 0 = 10 s.
 	WriteTimeout time.Duration
 	// KeepAlive is the ping interval to viewers; 0 = 20 s.
@@ -94,17 +103,22 @@ type PublisherInfo struct {
 	// RequestKeyframe asks the publisher for a keyframe. It must not block and
 	// must throttle itself. May be nil.
 	RequestKeyframe func()
+	// TakeOver lets this publisher replace a live one, when the stream
+	// allows takeover: the publisher proved the right to publish it (a
+	// credential), or is a local source of the operator's config.
+	TakeOver bool
 }
 
 // CheckPublish reports whether a publish of name would be accepted now, so a
-// caller can refuse before negotiating a PeerConnection.
-func (r *Registry) CheckPublish(name string) error {
+// caller can refuse before negotiating a PeerConnection; takeOver is
+// PublisherInfo.TakeOver.
+func (r *Registry) CheckPublish(name string, takeOver bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.checkPublishLocked(name)
+	return r.checkPublishLocked(name, takeOver)
 }
 
-func (r *Registry) checkPublishLocked(name string) error {
+func (r *Registry) checkPublishLocked(name string, takeOver bool) error {
 	if r.closed {
 		return ErrClosed
 	}
@@ -112,7 +126,7 @@ func (r *Registry) checkPublishLocked(name string) error {
 	if h := r.hubs[name]; h != nil {
 		h.mu.Lock()
 		live = h.pub != nil
-		busy := live && !h.settings.AllowTakeover
+		busy := live && !(h.settings.AllowTakeover && takeOver)
 		h.mu.Unlock()
 		if busy {
 			return ErrStreamBusy
@@ -137,11 +151,11 @@ func (r *Registry) liveCountLocked() int {
 }
 
 // Publish makes a new publisher the source of stream name. A current
-// publisher is replaced when the stream allows takeover (its Done channel is
-// closed); otherwise ErrStreamBusy is returned.
+// publisher is replaced when the stream allows takeover and info.TakeOver
+// is set (its Done channel is closed); otherwise ErrStreamBusy is returned.
 func (r *Registry) Publish(name string, info PublisherInfo) (*Publication, error) {
 	r.mu.Lock()
-	if err := r.checkPublishLocked(name); err != nil {
+	if err := r.checkPublishLocked(name, info.TakeOver); err != nil {
 		r.mu.Unlock()
 		return nil, err
 	}
@@ -164,10 +178,18 @@ func (r *Registry) Publish(name string, info PublisherInfo) (*Publication, error
 	if old != nil {
 		old.end()
 		r.log.Info("publisher replaced", "stream", name, "old", old.info.RemoteAddr, "new", info.RemoteAddr)
+		r.event("publish.takeover", name, map[string]any{"old_remote": old.info.RemoteAddr, "new_remote": info.RemoteAddr, "protocol": info.Protocol})
 	}
 	r.metrics.publishes.Add(1)
 	r.log.Info("publish started", "stream", name, "protocol", info.Protocol, "remote", info.RemoteAddr)
 	return p, nil
+}
+
+// event tells the Events hook, if any.
+func (r *Registry) event(typ, stream string, data map[string]any) {
+	if r.opts.Events != nil {
+		r.opts.Events(typ, stream, data)
+	}
 }
 
 // Watch returns a channel that receives a signal (several changes may
@@ -270,7 +292,7 @@ type TrackInfo struct {
 // PublisherJSON describes the current publisher.
 type PublisherJSON struct {
 	Protocol   string    `json:"protocol"`
-	RemoteAddr string    `json:"remoteAddr"`
+	RemoteAddr string    `json:"remoteAddr,omitempty"` // admin only
 	Since      time.Time `json:"since"`
 }
 

@@ -192,7 +192,14 @@ func testTakeoverAndBusy(t *testing.T, mode netMode) {
 	expectBinary(t, v, "a")
 	expectBinary(t, v, "a-k")
 
-	second, err := r.Publish("open", mseout.PublisherInfo{Protocol: "test"})
+	// Without the say-so (an anonymous publisher), no takeover.
+	if _, err := r.Publish("open", mseout.PublisherInfo{Protocol: "test"}); !errors.Is(err, mseout.ErrStreamBusy) {
+		t.Fatalf("takeover without TakeOver: %v, want ErrStreamBusy", err)
+	}
+	if err := r.CheckPublish("open", false); !errors.Is(err, mseout.ErrStreamBusy) {
+		t.Fatalf("CheckPublish without takeover: %v", err)
+	}
+	second, err := r.Publish("open", mseout.PublisherInfo{Protocol: "test", TakeOver: true})
 	if err != nil {
 		t.Fatalf("takeover refused: %v", err)
 	}
@@ -212,10 +219,10 @@ func testTakeoverAndBusy(t *testing.T, mode netMode) {
 	if _, err := r.Publish("locked", mseout.PublisherInfo{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Publish("locked", mseout.PublisherInfo{}); !errors.Is(err, mseout.ErrStreamBusy) {
+	if _, err := r.Publish("locked", mseout.PublisherInfo{TakeOver: true}); !errors.Is(err, mseout.ErrStreamBusy) {
 		t.Fatalf("second publish on locked stream: %v", err)
 	}
-	if err := r.CheckPublish("locked"); !errors.Is(err, mseout.ErrStreamBusy) {
+	if err := r.CheckPublish("locked", true); !errors.Is(err, mseout.ErrStreamBusy) {
 		t.Fatalf("CheckPublish: %v", err)
 	}
 }
@@ -325,7 +332,7 @@ func testMaxStreams(t *testing.T, mode netMode) {
 	if _, err := r.Publish("b", mseout.PublisherInfo{}); !errors.Is(err, mseout.ErrTooManyStreams) {
 		t.Fatalf("second live stream: %v", err)
 	}
-	if _, err := r.Publish("a", mseout.PublisherInfo{}); err != nil {
+	if _, err := r.Publish("a", mseout.PublisherInfo{TakeOver: true}); err != nil {
 		t.Fatalf("takeover of the live stream counts no new stream: %v", err)
 	}
 }

@@ -72,7 +72,7 @@ func TestOutputSeesTheStream(t *testing.T) {
 	pub2.WriteInit(testInit("i2"))
 	pub2.WriteSegment(segment("k2", true))
 	detachEarly()
-	pub3, err := r.Publish("s", mseout.PublisherInfo{Protocol: "test"}) // takeover: no eos
+	pub3, err := r.Publish("s", mseout.PublisherInfo{Protocol: "test", TakeOver: true}) // takeover: no eos
 	if err != nil {
 		t.Fatal(err)
 	}

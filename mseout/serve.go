@@ -44,7 +44,8 @@ var upgrader = websocket.Upgrader{
 	// write buffer; a pool keeps viewers from each holding one. Reads use the
 	// HTTP server's buffer, handed over by the hijack.
 	WriteBufferPool: &sync.Pool{},
-	// Viewers embed the player on their own sites; access is controlled by tokens.
+	// Viewers embed the player on their own sites: ServeViewer has checked
+	// the Origin against auth.allowed_origins (any, when none is set) before.
 	CheckOrigin: func(*http.Request) bool { return true },
 	// Handshake failures answer in JSON like every other HTTP error.
 	Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
@@ -59,9 +60,15 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 		httpapi.Fail(w, err)
 		return
 	}
-	if err := httpapi.CheckToken(httpapi.Token(req), r.opts.ViewToken, "view"); err != nil {
-		httpapi.Fail(w, err)
+	if !r.opts.Origins.Allowed(req) {
+		httpapi.WriteError(w, http.StatusForbidden, "origin not allowed: "+truncate(req.Header.Get("Origin"), 100))
 		return
+	}
+	if r.opts.Authorize != nil {
+		if err := r.opts.Authorize(req, name); err != nil {
+			httpapi.Fail(w, err)
+			return
+		}
 	}
 	conn, err := upgrader.Upgrade(w, req, nil)
 	if err != nil {
@@ -69,7 +76,7 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 	}
 	conn.SetReadLimit(maxViewerMsg)
 	remote := req.RemoteAddr
-	ip := remoteIP(remote)
+	ip := httpapi.ClientIP(req)
 	if refuse := r.attach(name, ip); refuse != "" {
 		r.refuse(conn, refuse)
 		return
@@ -94,6 +101,7 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 		return
 	}
 	r.metrics.viewersJoined.Add(1)
+	r.event("viewer.joined", name, nil)
 	r.log.Info("viewer joined", "stream", name, "remote", remote)
 	start := time.Now()
 
@@ -116,6 +124,7 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 		leave = readLeave
 	}
 	r.metrics.disconnects[leave].Add(1)
+	r.event("viewer.left", name, nil)
 	r.log.Info("viewer left", "stream", name, "remote", remote, "watched", time.Since(start).Round(time.Millisecond), "reason", reason)
 }
 
@@ -153,13 +162,11 @@ func (r *Registry) detach(ip string) {
 	r.mu.Unlock()
 }
 
-// remoteIP is the host of a request's remote address.
-func remoteIP(remote string) string {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		return remote
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return host
+	return s[:n] + "..."
 }
 
 // refuse sends an error message and closes a viewer that was not attached.

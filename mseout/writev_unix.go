@@ -43,7 +43,16 @@ func newRawTransport(nc net.Conn) *rawTransport {
 	if rc == nil {
 		return nil
 	}
-	t := &rawTransport{nc: nc, rc: rc}
+	// Write to the socket itself: net.Buffers.WriteTo uses writev only on
+	// the net package's own types, not through a wrapper (the connection
+	// limits' one); closing still goes through the wrapper.
+	w := nc
+	if u, ok := nc.(interface{ NetConn() net.Conn }); ok {
+		if inner := u.NetConn(); inner != nil {
+			w = inner
+		}
+	}
+	t := &rawTransport{nc: w, rc: rc}
 	t.fn = t.writev
 	return t
 }

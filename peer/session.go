@@ -42,6 +42,9 @@ type Session struct {
 
 	done      chan struct{} // closed when the connection fails or closes
 	doneOnce  sync.Once
+	// established is closed when the connection is first up (ICE and DTLS).
+	established     chan struct{}
+	establishedOnce sync.Once
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
@@ -71,7 +74,7 @@ func (e *Engine) Accept(ctx context.Context, offer string, opts SessionOptions) 
 	if err != nil {
 		return nil, "", fmt.Errorf("peer: new connection: %w", err)
 	}
-	s := &Session{pc: pc, log: log, started: make(chan struct{}), done: make(chan struct{}), gatherTimeout: opts.GatherTimeout}
+	s := &Session{pc: pc, log: log, started: make(chan struct{}), done: make(chan struct{}), established: make(chan struct{}), gatherTimeout: opts.GatherTimeout}
 	if s.gatherTimeout <= 0 {
 		s.gatherTimeout = 5 * time.Second
 	}
@@ -85,6 +88,7 @@ func (e *Engine) Accept(ctx context.Context, offer string, opts SessionOptions) 
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
 			s.connected.Store(true)
+			s.establishedOnce.Do(func() { close(s.established) })
 			log.Info("publisher connected")
 		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 			s.markDone()
@@ -268,6 +272,10 @@ func (s *Session) AddCandidate(c webrtc.ICECandidateInit) error {
 
 // Connected reports whether the connection has been established.
 func (s *Session) Connected() bool { return s.connected.Load() }
+
+// Established is closed once the connection is up (ICE and DTLS), and
+// stays closed.
+func (s *Session) Established() <-chan struct{} { return s.established }
 
 // Done is closed when the connection has failed or closed.
 func (s *Session) Done() <-chan struct{} { return s.done }

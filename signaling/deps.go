@@ -28,6 +28,7 @@ type Engine interface {
 type Session interface {
 	Start(sink remux.Sink) error
 	Done() <-chan struct{}
+	Established() <-chan struct{}
 	Connected() bool
 	AddCandidate(c webrtc.ICECandidateInit) error
 	RestartICE(ctx context.Context, remote sdpfrag.Frag) (sdpfrag.Frag, error)
@@ -40,7 +41,7 @@ type Session interface {
 
 // Streams makes publishers the sources of streams (mseout.Registry).
 type Streams interface {
-	CheckPublish(name string) error
+	CheckPublish(name string, takeOver bool) error
 	Publish(name string, info mseout.PublisherInfo) (Publication, error)
 }
 

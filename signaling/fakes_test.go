@@ -9,9 +9,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/mseway/mseway/httpapi"
 	"github.com/mseway/mseway/internal/testkit/apitest"
 	"github.com/mseway/mseway/mseout"
 	"github.com/mseway/mseway/peer"
@@ -25,6 +27,8 @@ type fakeEngine struct {
 	err      error
 	sessions []*fakeSession
 	ice      []webrtc.ICEServer
+	// holdConnect leaves new sessions unconnected until connect().
+	holdConnect bool
 }
 
 func (e *fakeEngine) Accept(_ context.Context, offer string, opts peer.SessionOptions) (Session, string, error) {
@@ -33,7 +37,10 @@ func (e *fakeEngine) Accept(_ context.Context, offer string, opts peer.SessionOp
 	if e.err != nil {
 		return nil, "", e.err
 	}
-	s := &fakeSession{done: make(chan struct{}), offer: offer}
+	s := &fakeSession{done: make(chan struct{}), established: make(chan struct{}), offer: offer}
+	if !e.holdConnect {
+		s.connect()
+	}
 	e.sessions = append(e.sessions, s)
 	if opts.OnCandidate != nil { // trickle: a candidate may be gathered before the answer is sent
 		opts.OnCandidate(webrtc.ICECandidateInit{Candidate: "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host"})
@@ -64,6 +71,20 @@ type fakeSession struct {
 	restartErr error
 	done       chan struct{}
 	doneOnce   sync.Once
+
+	established chan struct{}
+	connectOnce sync.Once
+}
+
+// connect makes the session connected, as ICE and DTLS completing would.
+func (s *fakeSession) connect() { s.connectOnce.Do(func() { close(s.established) }) }
+
+func (s *fakeSession) Established() <-chan struct{} { return s.established }
+
+func (s *fakeSession) isStarted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.started
 }
 
 func (s *fakeSession) Start(remux.Sink) error {
@@ -177,9 +198,62 @@ func newTestServer(t *testing.T, opts Options, limits func(*mseout.Options)) *te
 	return &testServer{engine: fe, reg: reg, srv: s, url: hs.URL}
 }
 
+// staticAuth authorizes publishing with one static token, as the gateway's
+// auth package does: a credential when it matches, 401/403 otherwise.
+func staticAuth(token string) func(*http.Request, string) (bool, error) {
+	return func(r *http.Request, _ string) (bool, error) {
+		if err := httpapi.CheckToken(httpapi.Token(r), token, "publish"); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
+}
+
+// waitLive waits until stream has a live publisher.
+func (ts *testServer) waitLive(t *testing.T, stream string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if live, _ := ts.reg.State(stream); live {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream %s never went live", stream)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// waitStarted waits until sess is remuxing into its stream (it went live).
+func (ts *testServer) waitStarted(t *testing.T, sess *fakeSession) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !sess.isStarted() {
+		if time.Now().After(deadline) {
+			t.Fatal("the session never went live")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 // do sends a request and returns the status, the headers and the body.
 func (ts *testServer) do(t *testing.T, method, path, ctype, body string, hdr map[string]string) (int, http.Header, string) {
 	t.Helper()
 	r := apitest.Do(t, nil, method, ts.url+path, ctype, body, hdr)
 	return r.Status, r.Header, r.Body
+}
+
+// waitFor is a channel that fires after a generous deadline.
+func waitFor(*testing.T) <-chan time.Time { return time.After(5 * time.Second) }
+
+// waitUntil polls cond until it holds, or fails the test after 5 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }

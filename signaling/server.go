@@ -12,11 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mseway/mseway/contain"
@@ -37,11 +39,22 @@ const maxRemoteCandidates = 100
 
 // Options configures the Server.
 type Options struct {
-	Engine       Engine  // PeerEngine(e) in the gateway
-	Streams      Streams // MSEStreams(r) in the gateway
-	PublishToken string
+	Engine  Engine  // PeerEngine(e) in the gateway
+	Streams Streams // MSEStreams(r) in the gateway
+	// Authorize decides whether r may publish stream: nil, or an
+	// *httpapi.Error (401, 403, 503). credential reports that a token or the
+	// auth hook granted it (not open access): taking over a live stream
+	// needs one. nil Authorize = anyone, without a credential.
+	Authorize func(r *http.Request, stream string) (credential bool, err error)
+	// Origins decides WebSocket upgrades and CORS by Origin; nil = any.
+	Origins *httpapi.Origins
+	// Events hears publish.started/ended/takeover (webhooks); may be nil.
+	Events       func(typ, stream string, data map[string]any)
 	MaxBodyBytes int64
-	Logger       *slog.Logger
+	// MaxPending and MaxPendingPerIP bound the publishes negotiated but
+	// not yet connected (0 = 100 and 10).
+	MaxPending, MaxPendingPerIP int
+	Logger                      *slog.Logger
 }
 
 // Server serves WHIP and WS publish signaling.
@@ -53,8 +66,12 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // publish owner goroutines
 
-	mu       sync.Mutex
-	sessions map[string]*publish
+	upgrader websocket.Upgrader
+
+	mu           sync.Mutex
+	sessions     map[string]*publish
+	pending      int            // sessions not yet connected
+	pendingPerIP map[string]int // of those, by client address
 }
 
 // publish is one live publish: the session, its publication and who ends it.
@@ -62,9 +79,16 @@ type publish struct {
 	id       string
 	stream   string
 	protocol string
-	remote   string
+	remote   string // the connection's address, for logs
+	ip       string // the client's address (trusted proxies believed)
+	cred     bool   // a credential granted the publish: it may take over
 	sess     Session
+	// pub is set once the session connected and became the stream's
+	// source; live is closed then. Until then the publish is pending: it
+	// holds no stream and counts against the pending caps.
 	pub      Publication
+	live     chan struct{}
+	endMsg   string        // why the publish ended before or instead of going live
 	stop     chan struct{} // closed by DELETE or the WS closing
 	stopOnce sync.Once
 	ended    chan struct{} // closed when cleanup is done
@@ -84,8 +108,23 @@ func New(opts Options) *Server {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 64 << 10
 	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = 100
+	}
+	if opts.MaxPendingPerIP <= 0 {
+		opts.MaxPendingPerIP = 10
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, sessions: make(map[string]*publish)}
+	s := &Server{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, sessions: make(map[string]*publish), pendingPerIP: map[string]int{}}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		CheckOrigin:      opts.Origins.Allowed,
+		// Handshake failures answer in JSON like every other HTTP error.
+		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+			writeError(w, errorf(status, "websocket handshake: "+reason.Error()))
+		},
+	}
+	return s
 }
 
 // Register adds the publisher endpoints to mux.
@@ -104,11 +143,47 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
-// Publishing reports how many publishes are live.
+// Publishing reports how many publishes are live (connected).
 func (s *Server) Publishing() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.sessions)
+	return len(s.sessions) - s.pending
+}
+
+// Pending reports how many publishes are negotiated but not yet connected.
+func (s *Server) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending
+}
+
+// takePending counts a new pending publish from ip: an error past the caps.
+func (s *Server) takePending(ip string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.pendingPerIP[ip] >= s.opts.MaxPendingPerIP:
+		return errorf(http.StatusTooManyRequests, fmt.Sprintf("too many publishes from your address waiting to connect (at most %d)", s.opts.MaxPendingPerIP))
+	case s.pending >= s.opts.MaxPending:
+		return errorf(http.StatusServiceUnavailable, "too many publishes waiting to connect")
+	}
+	s.pending++
+	s.pendingPerIP[ip]++
+	return nil
+}
+
+// releasePending uncounts a pending publish from ip.
+func (s *Server) releasePending(ip string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.releasePendingLocked(ip)
+}
+
+func (s *Server) releasePendingLocked(ip string) {
+	s.pending--
+	if s.pendingPerIP[ip]--; s.pendingPerIP[ip] <= 0 {
+		delete(s.pendingPerIP, ip)
+	}
 }
 
 // takeCandidates counts n more remote candidates for p: false past
@@ -129,16 +204,27 @@ func errorf(code int, msg string) error { return httpapi.Errorf(code, msg) }
 // writeError writes err as the JSON error of its status (500 otherwise).
 func writeError(w http.ResponseWriter, err error) { httpapi.Fail(w, err) }
 
-// checkStream validates the stream name and the publish token.
-func (s *Server) checkStream(r *http.Request) (string, error) {
-	name := r.PathValue("stream")
+// checkStream validates the stream name and the right to publish it;
+// credential reports that a credential granted it.
+func (s *Server) checkStream(r *http.Request) (name string, credential bool, err error) {
+	name = r.PathValue("stream")
 	if err := httpapi.StreamName(name); err != nil {
-		return "", err
+		return "", false, err
 	}
-	if err := httpapi.CheckToken(httpapi.Token(r), s.opts.PublishToken, "publish"); err != nil {
-		return "", err
+	if s.opts.Authorize != nil {
+		credential, err = s.opts.Authorize(r, name)
+		if err != nil {
+			return "", false, err
+		}
 	}
-	return name, nil
+	return name, credential, nil
+}
+
+// event tells the Events hook, if any.
+func (s *Server) event(typ, stream string, data map[string]any) {
+	if s.opts.Events != nil {
+		s.opts.Events(typ, stream, data)
+	}
 }
 
 // mapPublishError turns registry and negotiation errors into HTTP errors.
@@ -163,11 +249,13 @@ func mapPublishError(err error) error {
 	return errorf(http.StatusInternalServerError, err.Error())
 }
 
-// startPublish negotiates offer and makes it the source of stream. With
-// onCandidate set, candidates trickle out and the answer is returned at once.
-func (s *Server) startPublish(ctx context.Context, stream, offer, protocol, remote string, onCandidate func(webrtc.ICECandidateInit)) (*publish, string, error) {
+// startPublish negotiates offer; the publish becomes the source of stream
+// once it connects (own). With onCandidate set, candidates trickle out and
+// the answer is returned at once.
+func (s *Server) startPublish(ctx context.Context, r *http.Request, stream string, cred bool, offer, protocol string, onCandidate func(webrtc.ICECandidateInit)) (*publish, string, error) {
 	reg := s.opts.Streams
-	if err := reg.CheckPublish(stream); err != nil {
+	remote, ip := r.RemoteAddr, httpapi.ClientIP(r)
+	if err := reg.CheckPublish(stream, cred); err != nil {
 		return nil, "", mapPublishError(err)
 	}
 	if _, err := peer.CheckOffer(offer); err != nil {
@@ -178,31 +266,35 @@ func (s *Server) startPublish(ctx context.Context, stream, offer, protocol, remo
 		return nil, "", errorf(http.StatusBadRequest, fmt.Sprintf("the offer has %d ICE candidates; at most %d are taken", offerCands, maxRemoteCandidates))
 	}
 	log := s.log.With("stream", stream, "remote", remote, "protocol", protocol)
+	if ip != remoteIP(remote) {
+		log = log.With("client", ip)
+	}
+	if err := s.takePending(ip); err != nil {
+		log.Warn("publish refused", "err", err)
+		return nil, "", err
+	}
 	opts := peer.SessionOptions{Logger: log}
 	opts.OnCandidate = onCandidate
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	sess, answer, err := s.opts.Engine.Accept(ctx, offer, opts)
 	if err != nil {
+		s.releasePending(ip)
 		log.Warn("publish refused", "err", err)
 		return nil, "", mapPublishError(err)
 	}
-	pub, err := reg.Publish(stream, mseout.PublisherInfo{Protocol: protocol, RemoteAddr: remote, RequestKeyframe: sess.RequestKeyframe})
-	if err != nil {
-		_ = sess.Close()
-		return nil, "", mapPublishError(err)
-	}
-	if err := sess.Start(pub); err != nil {
-		pub.Close()
-		_ = sess.Close()
-		return nil, "", errorf(http.StatusNotAcceptable, err.Error())
-	}
 	p := &publish{
-		id: newID(), stream: stream, protocol: protocol, remote: remote,
-		sess: sess, pub: pub, stop: make(chan struct{}), ended: make(chan struct{}),
+		id: newID(), stream: stream, protocol: protocol, remote: remote, ip: ip, cred: cred,
+		sess: sess, live: make(chan struct{}), stop: make(chan struct{}), ended: make(chan struct{}),
 		ufrag: sdpfrag.FromSDP(offer).Ufrag, etag: newETag(), cands: offerCands,
 	}
 	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.releasePendingLocked(ip)
+		s.mu.Unlock()
+		_ = sess.Close()
+		return nil, "", mapPublishError(mseout.ErrClosed)
+	}
 	s.sessions[p.id] = p
 	s.mu.Unlock()
 	s.wg.Add(1)
@@ -213,40 +305,60 @@ func (s *Server) startPublish(ctx context.Context, stream, offer, protocol, remo
 	return p, answer, nil
 }
 
-// own waits for the publish to end, whatever ends it, and cleans up.
+// own takes the publish live when it connects, waits for it to end,
+// whatever ends it, and cleans up.
 func (s *Server) own(p *publish, log *slog.Logger) {
 	defer close(p.ended)
-	defer contain.Recover(log, "publish lifecycle", func() {
-		p.pub.Close()
+	pending := true
+	cleanup := func() {
+		if p.pub != nil {
+			p.pub.Close()
+		}
 		_ = p.sess.Close()
 		s.mu.Lock()
 		delete(s.sessions, p.id)
+		if pending {
+			s.releasePendingLocked(p.ip)
+		}
 		s.mu.Unlock()
-	})
+	}
+	defer contain.Recover(log, "publish lifecycle", cleanup)
 	connect := time.NewTimer(connectTimeout)
 	defer connect.Stop()
 	var reason string
+	var pubDone <-chan struct{}
+	established := p.sess.Established()
 	for reason == "" {
 		select {
+		case <-established:
+			established = nil
+			connect.Stop()
+			s.mu.Lock()
+			s.releasePendingLocked(p.ip)
+			pending = false
+			s.mu.Unlock()
+			if reason = s.goLive(p, log); reason == "" {
+				pubDone = p.pub.Done()
+			}
 		case <-p.sess.Done():
 			reason = "connection closed or failed"
-		case <-p.pub.Done():
+		case <-pubDone:
 			reason = "replaced by a newer publisher or shutdown"
 		case <-p.stop:
 			reason = "ended by the publisher"
 		case <-s.ctx.Done():
 			reason = "server shutting down"
 		case <-connect.C:
-			if !p.sess.Connected() {
-				reason = "connection not established within " + connectTimeout.String()
-			}
+			reason = "connection not established within " + connectTimeout.String()
 		}
 	}
-	p.pub.Close()
-	_ = p.sess.Close()
-	s.mu.Lock()
-	delete(s.sessions, p.id)
-	s.mu.Unlock()
+	if p.pub == nil {
+		p.endMsg = reason
+	}
+	cleanup()
+	if p.pub != nil {
+		s.event("publish.ended", p.stream, map[string]any{"protocol": p.protocol, "remote_ip": p.ip, "reason": reason})
+	}
 	st := p.sess.Stats()
 	log.Info("publish closed", "reason", reason, "frames", st.VideoFramesEmitted, "dropped_frames", st.VideoFramesDropped,
 		"lost_video_packets", st.VideoLost, "lost_audio_packets", st.AudioLost, "keyframe_requests", p.sess.KeyframeRequests())
@@ -256,8 +368,39 @@ func (s *Server) own(p *publish, log *slog.Logger) {
 	}
 }
 
+// goLive makes a connected publish the source of its stream: "" or why
+// it cannot be (the stream got a publisher meanwhile that this one may not
+// take over, the gateway is stopping).
+func (s *Server) goLive(p *publish, log *slog.Logger) string {
+	pub, err := s.opts.Streams.Publish(p.stream, mseout.PublisherInfo{
+		Protocol: p.protocol, RemoteAddr: p.remote, RequestKeyframe: p.sess.RequestKeyframe, TakeOver: p.cred,
+	})
+	if err != nil {
+		log.Warn("publish refused at connect", "err", err)
+		return "refused at connect: " + err.Error()
+	}
+	if err := p.sess.Start(pub); err != nil {
+		pub.Close()
+		log.Warn("publish refused at connect", "err", err)
+		return "refused at connect: " + err.Error()
+	}
+	p.pub = pub
+	close(p.live)
+	s.event("publish.started", p.stream, map[string]any{"protocol": p.protocol, "remote_ip": p.ip})
+	return ""
+}
+
+// remoteIP is the host of a host:port address.
+func remoteIP(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return remote
+	}
+	return host
+}
+
 func (s *Server) lookup(r *http.Request) (*publish, error) {
-	stream, err := s.checkStream(r)
+	stream, _, err := s.checkStream(r)
 	if err != nil {
 		return nil, err
 	}
@@ -276,10 +419,10 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// setCORS lets publishers on other origins use WHIP.
-func setCORS(w http.ResponseWriter) {
+// setCORS lets publishers on other origins (the allowed ones) use WHIP.
+func (s *Server) setCORS(w http.ResponseWriter, r *http.Request) {
+	s.opts.Origins.SetCORS(w, r)
 	h := w.Header()
-	h.Set("Access-Control-Allow-Origin", "*")
 	h.Set("Access-Control-Allow-Methods", "POST, PATCH, DELETE, OPTIONS")
 	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
 	h.Set("Access-Control-Expose-Headers", "Location, Link, Accept-Post, Accept-Patch, ETag")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/mseway/mseway/httpapi"
 	"github.com/mseway/mseway/sdpfrag"
 )
 
@@ -34,8 +35,8 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, mediaType stri
 
 // handleWHIPPost: POST /whip/{stream} with an SDP offer -> 201 with the answer.
 func (s *Server) handleWHIPPost(w http.ResponseWriter, r *http.Request) {
-	setCORS(w)
-	stream, err := s.checkStream(r)
+	s.setCORS(w, r)
+	stream, cred, err := s.checkStream(r)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -45,7 +46,7 @@ func (s *Server) handleWHIPPost(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	p, answer, err := s.startPublish(r.Context(), stream, offer, "whip", r.RemoteAddr, nil)
+	p, answer, err := s.startPublish(r.Context(), r, stream, cred, offer, "whip", nil)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -55,7 +56,7 @@ func (s *Server) handleWHIPPost(w http.ResponseWriter, r *http.Request) {
 	h.Set("Location", "/whip/"+stream+"/"+p.id)
 	h.Set("Accept-Patch", "application/trickle-ice-sdpfrag")
 	h.Set("ETag", p.etag)
-	for _, l := range linkHeaders(s.opts.Engine.ICEServers()) {
+	for _, l := range linkHeaders(s.opts.Engine.ICEServers(), true) {
 		h.Add("Link", l)
 	}
 	w.WriteHeader(http.StatusCreated)
@@ -63,9 +64,14 @@ func (s *Server) handleWHIPPost(w http.ResponseWriter, r *http.Request) {
 }
 
 // linkHeaders advertises ICE servers as RFC 9725 section 4.6 describes.
-func linkHeaders(servers []webrtc.ICEServer) []string {
+// Servers with credentials (TURN) are left out unless withCredentials: only
+// a request that may publish gets them.
+func linkHeaders(servers []webrtc.ICEServer, withCredentials bool) []string {
 	var out []string
 	for _, srv := range servers {
+		if srv.Username != "" && !withCredentials {
+			continue
+		}
 		for _, u := range srv.URLs {
 			l := "<" + u + `>; rel="ice-server"`
 			if srv.Username != "" {
@@ -77,12 +83,20 @@ func linkHeaders(servers []webrtc.ICEServer) []string {
 	return out
 }
 
-// handleOptions answers CORS preflights.
+// handleOptions answers CORS preflights. Browsers send no credentials
+// on a preflight, so TURN credentials are advertised only when the request
+// carries the right to publish (a WHIP client's OPTIONS with its token);
+// the 201 of the POST always has them.
 func (s *Server) handleOptions(w http.ResponseWriter, r *http.Request) {
-	setCORS(w)
+	s.setCORS(w, r)
 	if r.PathValue("session") == "" {
 		w.Header().Set("Accept-Post", "application/sdp")
-		for _, l := range linkHeaders(s.opts.Engine.ICEServers()) {
+		withCredentials := false
+		if httpapi.Token(r) != "" {
+			_, cred, err := s.checkStream(r)
+			withCredentials = err == nil && cred
+		}
+		for _, l := range linkHeaders(s.opts.Engine.ICEServers(), withCredentials) {
 			w.Header().Add("Link", l)
 		}
 	} else {
@@ -93,7 +107,7 @@ func (s *Server) handleOptions(w http.ResponseWriter, r *http.Request) {
 
 // handleWHIPDelete: DELETE /whip/{stream}/{session} ends the publish.
 func (s *Server) handleWHIPDelete(w http.ResponseWriter, r *http.Request) {
-	setCORS(w)
+	s.setCORS(w, r)
 	p, err := s.lookup(r)
 	if err != nil {
 		writeError(w, err)
@@ -113,7 +127,7 @@ func (s *Server) handleWHIPDelete(w http.ResponseWriter, r *http.Request) {
 // gateway's new ICE credentials and candidates, and a new ETag. An If-Match
 // naming another entity-tag than the session's gets 412.
 func (s *Server) handleWHIPPatch(w http.ResponseWriter, r *http.Request) {
-	setCORS(w)
+	s.setCORS(w, r)
 	p, err := s.lookup(r)
 	if err != nil {
 		writeError(w, err)

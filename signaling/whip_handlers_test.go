@@ -38,11 +38,17 @@ func publishWHIP(t *testing.T, ts *testServer, stream string, hdr map[string]str
 	if !strings.HasPrefix(loc, "/whip/"+stream+"/") || len(loc) != len("/whip/"+stream+"/")+32 || h.Get("ETag") == "" {
 		t.Fatalf("Location %q, ETag %q", loc, h.Get("ETag"))
 	}
+	ts.engine.mu.Lock()
+	hold := ts.engine.holdConnect
+	ts.engine.mu.Unlock()
+	if !hold { // connected at once: wait for it to become the stream's source
+		ts.waitStarted(t, ts.engine.session(t, len(ts.engine.sessions)-1))
+	}
 	return loc, h.Get("ETag")
 }
 
 func TestWHIPPostErrors(t *testing.T) {
-	ts := newTestServer(t, Options{PublishToken: "tok", MaxBodyBytes: 16000}, func(o *mseout.Options) {
+	ts := newTestServer(t, Options{Authorize: staticAuth("tok"), MaxBodyBytes: 16000}, func(o *mseout.Options) {
 		def := configs.Default().StreamDefaults
 		locked := def
 		locked.AllowTakeover = false
@@ -116,9 +122,7 @@ func TestWHIPPostAdvertisesICEServers(t *testing.T) {
 		h.Get("Accept-Patch") != "application/trickle-ice-sdpfrag" {
 		t.Fatalf("%d %v", status, h)
 	}
-	if !ts.engine.session(t, 0).started {
-		t.Fatal("the session was not started on its publication")
-	}
+	ts.waitStarted(t, ts.engine.session(t, 0)) // once connected, it feeds its publication
 	for _, path := range []string{"/whip/s", "/whip/s/abc"} {
 		status, h, _ := ts.do(t, "OPTIONS", path, "", "", nil)
 		if status != 204 || h.Get("Access-Control-Allow-Methods") == "" {

@@ -21,10 +21,14 @@ func TestETagMatches(t *testing.T) {
 }
 
 func TestLinkHeaders(t *testing.T) {
-	got := linkHeaders([]webrtc.ICEServer{
+	servers := []webrtc.ICEServer{
 		{URLs: []string{"stun:stun.example.org:3478"}},
 		{URLs: []string{"turn:turn.example.org:3478?transport=udp"}, Username: "u", Credential: "p"},
-	})
+	}
+	if got := linkHeaders(servers, false); len(got) != 1 || strings.Contains(got[0], "turn:") {
+		t.Fatalf("without the publish right: %q, want the STUN server only", got)
+	}
+	got := linkHeaders(servers, true)
 	want := []string{
 		`<stun:stun.example.org:3478>; rel="ice-server"`,
 		`<turn:turn.example.org:3478?transport=udp>; rel="ice-server"; username="u"; credential="p"; credential-type="password"`,

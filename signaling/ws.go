@@ -19,16 +19,6 @@ const (
 	wsMaxOutbox    = 256
 )
 
-var wsUpgrader = websocket.Upgrader{
-	HandshakeTimeout: 10 * time.Second,
-	// Publishers authenticate with tokens; any origin may publish.
-	CheckOrigin: func(*http.Request) bool { return true },
-	// Handshake failures answer in JSON like every other HTTP error.
-	Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
-		writeError(w, errorf(status, "websocket handshake: "+reason.Error()))
-	},
-}
-
 // WSMessage is every message of the WS publish signaling (PROTOCOL.md), both
 // directions; clients in Go (the test publisher) use it too.
 type WSMessage struct {
@@ -109,12 +99,16 @@ func (c *wsConn) writeLoop() {
 // handleWSPublish: GET /ws/publish/{stream}, JSON signaling with trickle ICE
 // and viewer counts. Closing the socket ends the publish.
 func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
-	stream, err := s.checkStream(r)
+	stream, cred, err := s.checkStream(r)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	conn, err := wsUpgrader.Upgrade(w, r, nil)
+	if !s.opts.Origins.Allowed(r) {
+		writeError(w, errorf(http.StatusForbidden, "origin not allowed: "+truncate(r.Header.Get("Origin"), 100)))
+		return
+	}
+	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return
 	}
@@ -154,7 +148,7 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 
 	var p *publish
 	var viewers <-chan int
-	var sessDone, pubDone, ended <-chan struct{}
+	var sessDone, live, pubDone, ended <-chan struct{}
 	offerDeadline := time.NewTimer(wsOfferTimeout)
 	defer offerDeadline.Stop()
 	for {
@@ -198,7 +192,7 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 					early    []webrtc.ICECandidateInit
 				)
 				var answer string
-				p, answer, err = s.startPublish(r.Context(), stream, m.SDP, "ws", r.RemoteAddr, func(ci webrtc.ICECandidateInit) {
+				p, answer, err = s.startPublish(r.Context(), r, stream, cred, m.SDP, "ws", func(ci webrtc.ICECandidateInit) {
 					candMu.Lock()
 					defer candMu.Unlock()
 					if !answered {
@@ -218,8 +212,7 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 				}
 				answered, early = true, nil
 				candMu.Unlock()
-				c.send(WSMessage{Type: "viewers", Count: new(int)})
-				viewers, sessDone, pubDone, ended = p.pub.Viewers(), p.sess.Done(), p.pub.Done(), p.ended
+				sessDone, live, ended = p.sess.Done(), p.live, p.ended
 				offerDeadline.Stop()
 			case "candidate":
 				if p == nil || m.Candidate == nil {
@@ -236,16 +229,28 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 			default:
 				c.send(WSMessage{Type: "error", Message: "unknown message type " + truncate(m.Type, 40)})
 			}
+		case <-live: // connected and the stream's source now
+			live = nil
+			c.send(WSMessage{Type: "viewers", Count: new(int)})
+			viewers, pubDone = p.pub.Viewers(), p.pub.Done()
 		case n := <-viewers:
 			c.send(WSMessage{Type: "viewers", Count: &n})
 		case <-sessDone:
-			c.send(WSMessage{Type: "error", Message: "connection closed or failed"})
 			sessDone = nil
+			<-p.ended // own is cleaning up; it says why a publish never went live
+			msg := "connection closed or failed"
+			if p.pub == nil && p.endMsg != "" {
+				msg = "publish ended: " + p.endMsg
+			}
+			c.send(WSMessage{Type: "error", Message: msg})
 		case <-pubDone:
 			c.send(WSMessage{Type: "error", Message: "publish ended (replaced by a newer publisher or server shutdown)"})
 			pubDone = nil
 		case <-ended:
 			ended = nil
+			if p.pub == nil && p.endMsg != "" { // never went live: say why
+				c.send(WSMessage{Type: "error", Message: "publish ended: " + p.endMsg})
+			}
 		case <-offerDeadline.C:
 			c.send(WSMessage{Type: "error", Message: "no offer received"})
 		case <-c.done:

@@ -132,7 +132,7 @@ func TestWSPublishMessages(t *testing.T) {
 }
 
 func TestWSPublishErrors(t *testing.T) {
-	ts := newTestServer(t, Options{PublishToken: "tok"}, nil)
+	ts := newTestServer(t, Options{Authorize: staticAuth("tok")}, nil)
 	for _, c := range []struct {
 		name, send, has string
 	}{
@@ -162,7 +162,7 @@ func TestWSPublishErrors(t *testing.T) {
 	t.Run("taken over", func(t *testing.T) {
 		ws := dialWS(t, ts, "/ws/publish/s4?token=tok")
 		ws.publish()
-		if _, err := ts.reg.Publish("s4", mseout.PublisherInfo{Protocol: "test"}); err != nil {
+		if _, err := ts.reg.Publish("s4", mseout.PublisherInfo{Protocol: "test", TakeOver: true}); err != nil {
 			t.Fatal(err)
 		}
 		ws.closedAfterError("replaced by a newer publisher")

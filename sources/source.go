@@ -147,7 +147,7 @@ func (l *Source) run(ctx context.Context, capture *devices.Capture) {
 		if ctx.Err() != nil {
 			return
 		}
-		if errors.Is(l.cfg.Registry.CheckPublish(l.cfg.Stream), mseout.ErrClosed) {
+		if errors.Is(l.cfg.Registry.CheckPublish(l.cfg.Stream, false), mseout.ErrClosed) {
 			return // the gateway is shutting down
 		}
 		if takenOver {
@@ -172,7 +172,7 @@ func (l *Source) waitFor(ctx context.Context, cond func(live bool, viewers int) 
 	changed, stop := reg.Watch(l.cfg.Stream)
 	defer stop()
 	for {
-		if errors.Is(reg.CheckPublish(l.cfg.Stream), mseout.ErrClosed) {
+		if errors.Is(reg.CheckPublish(l.cfg.Stream, false), mseout.ErrClosed) {
 			return false
 		}
 		if cond(reg.State(l.cfg.Stream)) {

@@ -48,8 +48,35 @@ var contentTypes = map[string]string{
 
 type handler struct {
 	files fs.FS
+	opts  Options
+	csp   string
 	once  sync.Once
 	etags map[string]string
+}
+
+// Options adjusts what the UI serves.
+type Options struct {
+	// FrameAncestors are the origins that may frame the pages (CSP
+	// frame-ancestors); empty = 'self'.
+	FrameAncestors []string
+	// TestPages serves the measuring pages under /test/ (the test suite's);
+	// without it they are 404.
+	TestPages bool
+}
+
+// contentSecurityPolicy is the pages' CSP: scripts and workers from the
+// gateway only (tokens travel in page URLs, so no script of anyone else's
+// may run beside them); media from MSE (blob:) and the camera; WebSockets
+// and WHIP to any gateway (a cluster's goaway names another node); inline
+// styles (the player's shadow DOM has them).
+func contentSecurityPolicy(frameAncestors []string) string {
+	fa := "'self'"
+	if len(frameAncestors) > 0 {
+		fa = strings.Join(frameAncestors, " ")
+	}
+	return "default-src 'self'; script-src 'self'; worker-src 'self' blob:; connect-src 'self' ws: wss: http: https:; " +
+		"media-src 'self' blob: mediastream:; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; " +
+		"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors " + fa
 }
 
 // Handler serves the embedded UI: "/" is index.html, every other path is the file of
@@ -57,8 +84,8 @@ type handler struct {
 // JSON {"error": ...} body like every other gateway endpoint. Responses carry a strong
 // ETag (content hash) and Cache-Control: no-cache, so browsers revalidate cheaply and
 // never run a stale player after an upgrade.
-func Handler() http.Handler {
-	return &handler{files: FS()}
+func Handler(opts Options) http.Handler {
+	return &handler{files: FS(), opts: opts, csp: contentSecurityPolicy(opts.FrameAncestors)}
 }
 
 func (h *handler) etag(name string) string {
@@ -90,7 +117,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if name == "" {
 		name = "index.html"
 	}
-	if !fs.ValidPath(name) {
+	if !fs.ValidPath(name) || (!h.opts.TestPages && (name == "test" || strings.HasPrefix(name, "test/"))) {
 		httpapi.WriteError(w, http.StatusNotFound, "not found")
 		return
 	}
@@ -127,6 +154,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Security-Policy", h.csp)
 	// The files are public and carry no credentials: let other sites import the
 	// player (<script type="module" src=".../mse-player.js">), which needs CORS for
 	// module scripts and for the worker they start.

@@ -3,8 +3,10 @@ package web
 import (
 	"encoding/json"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -21,7 +23,7 @@ func get(t *testing.T, h http.Handler, method, target string, hdr map[string]str
 }
 
 func TestHandlerServesFiles(t *testing.T) {
-	h := Handler()
+	h := Handler(Options{TestPages: true})
 	tests := []struct {
 		path, ctype, contains string
 	}{
@@ -40,6 +42,7 @@ func TestHandlerServesFiles(t *testing.T) {
 		{"/mse-worker.js", "text/javascript", "StreamEngine"},
 		{"/publisher.js", "text/javascript", "/ws/publish/"},
 		{"/embed.html", "text/html", "<mse-player"},
+		{"/embed.js", "text/javascript", "snippet"},
 		{"/test/clock.js", "text/javascript", "clockReader"},
 		{"/test/g2g-publish.html", "text/html", "g2g-publish.js"},
 		{"/test/g2g-watch.html", "text/html", "g2g-watch.js"},
@@ -59,6 +62,9 @@ func TestHandlerServesFiles(t *testing.T) {
 			if res.Header.Get("X-Content-Type-Options") != "nosniff" {
 				t.Errorf("missing X-Content-Type-Options: nosniff")
 			}
+			if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self';") || !strings.Contains(csp, "frame-ancestors 'self'") {
+				t.Errorf("Content-Security-Policy = %q", csp)
+			}
 			body, _ := io.ReadAll(res.Body)
 			if !strings.Contains(string(body), tc.contains) {
 				t.Errorf("body does not contain %q", tc.contains)
@@ -68,7 +74,7 @@ func TestHandlerServesFiles(t *testing.T) {
 }
 
 func TestHandlerNotFound(t *testing.T) {
-	h := Handler()
+	h := Handler(Options{})
 	for _, p := range []string{"/missing.html", "/nope/", "/static/index.html", "/../web.go", "/web.go", "/x.js"} {
 		t.Run(p, func(t *testing.T) {
 			res := get(t, h, http.MethodGet, p, nil)
@@ -89,7 +95,7 @@ func TestHandlerNotFound(t *testing.T) {
 }
 
 func TestHandlerMethods(t *testing.T) {
-	h := Handler()
+	h := Handler(Options{})
 	res := get(t, h, http.MethodPost, "/index.html", nil)
 	if res.StatusCode != http.StatusMethodNotAllowed {
 		t.Fatalf("POST status = %d, want 405", res.StatusCode)
@@ -107,7 +113,7 @@ func TestHandlerMethods(t *testing.T) {
 }
 
 func TestHandlerETag(t *testing.T) {
-	h := Handler()
+	h := Handler(Options{})
 	res := get(t, h, http.MethodGet, "/player.js", nil)
 	tag := res.Header.Get("ETag")
 	if tag == "" {
@@ -119,5 +125,40 @@ func TestHandlerETag(t *testing.T) {
 	res = get(t, h, http.MethodGet, "/player.js", map[string]string{"If-None-Match": tag})
 	if res.StatusCode != http.StatusNotModified {
 		t.Errorf("conditional GET status = %d, want 304", res.StatusCode)
+	}
+}
+
+// The pages run no inline script (the CSP forbids it), the test pages are
+// served only when asked for, and frame-ancestors follows the config.
+func TestPagesUnderCSP(t *testing.T) {
+	err := fs.WalkDir(FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !strings.HasSuffix(p, ".html") {
+			return err
+		}
+		b, err := fs.ReadFile(FS(), p)
+		if err != nil {
+			return err
+		}
+		for _, m := range regexp.MustCompile(`<script[^>]*>`).FindAllString(string(b), -1) {
+			if !strings.Contains(m, "src=") {
+				t.Errorf("%s: inline script %s (the CSP blocks it)", p, m)
+			}
+		}
+		if regexp.MustCompile(`\son[a-z]+=`).Match(b) {
+			t.Errorf("%s: an inline event handler (the CSP blocks it)", p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/test/g2g-watch.html", "/test/clock.js", "/test/"} {
+		if res := get(t, Handler(Options{}), http.MethodGet, p, nil); res.StatusCode != http.StatusNotFound {
+			t.Errorf("%s without test_pages: %d, want 404", p, res.StatusCode)
+		}
+	}
+	res := get(t, Handler(Options{FrameAncestors: []string{"https://a.example", "https://b.example"}}), http.MethodGet, "/watch.html", nil)
+	if csp := res.Header.Get("Content-Security-Policy"); !strings.HasSuffix(csp, "frame-ancestors https://a.example https://b.example") {
+		t.Errorf("CSP with frame_ancestors: %q", csp)
 	}
 }

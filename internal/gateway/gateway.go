@@ -14,6 +14,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -22,15 +23,18 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/mseway/mseway/auth"
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/contain"
 	"github.com/mseway/mseway/devices"
+	"github.com/mseway/mseway/guard"
 	"github.com/mseway/mseway/httpapi"
 	"github.com/mseway/mseway/mseout"
 	"github.com/mseway/mseway/peer"
 	"github.com/mseway/mseway/signaling"
 	"github.com/mseway/mseway/sources"
 	"github.com/mseway/mseway/web"
+	"github.com/mseway/mseway/webhooks"
 )
 
 // Options adjusts a Gateway beyond its config (tests).
@@ -62,6 +66,9 @@ type Gateway struct {
 	engine   *peer.Engine
 	registry *mseout.Registry
 	sig      *signaling.Server
+	access   *access
+	guard    *guard.Guard
+	origins  *httpapi.Origins
 	srv      *http.Server
 	started  time.Time
 	draining atomic.Bool // Close has begun: /readyz answers 503
@@ -92,24 +99,72 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 	if err != nil {
 		return nil, err
 	}
-	registry := mseout.NewRegistry(mseout.Options{
+	authz, err := auth.New(context.Background(), cfg.Auth, auth.Options{Logger: log})
+	if err != nil {
+		_ = engine.Close()
+		return nil, err
+	}
+	var registry *mseout.Registry
+	hooks, err := webhooks.New(cfg.Webhooks, webhooks.Options{Logger: log, ViewerCount: func(stream string) int {
+		_, n := registry.State(stream)
+		return n
+	}})
+	if err != nil {
+		authz.Close()
+		_ = engine.Close()
+		return nil, err
+	}
+	acc := &access{authz: authz, hooks: hooks, log: log}
+	origins := httpapi.NewOrigins(cfg.Auth.AllowedOrigins)
+	emit := func(typ, stream string, data map[string]any) {
+		switch typ {
+		case "viewer.joined":
+			hooks.ViewerJoined(stream)
+		case "viewer.left":
+			hooks.ViewerLeft(stream)
+		default:
+			hooks.Emit(webhooks.Event{Type: typ, Stream: stream, Data: data})
+		}
+	}
+	registry = mseout.NewRegistry(mseout.Options{
 		Settings:  cfg.StreamSettings,
 		Limits:    cfg.Limits,
-		ViewToken: cfg.Auth.ViewToken,
+		Authorize: acc.view,
+		Origins:   origins,
+		Events:    emit,
 		Logger:    log,
 	})
 	sig := signaling.New(signaling.Options{
-		Engine:       signaling.PeerEngine(engine),
-		Streams:      signaling.MSEStreams(registry),
-		PublishToken: cfg.Auth.PublishToken,
-		MaxBodyBytes: int64(cfg.Limits.MaxBodyBytes),
-		Logger:       log,
+		Engine:          signaling.PeerEngine(engine),
+		Streams:         signaling.MSEStreams(registry),
+		Authorize:       acc.publish,
+		Origins:         origins,
+		Events:          emit,
+		MaxBodyBytes:    int64(cfg.Limits.MaxBodyBytes),
+		MaxPending:      cfg.Limits.MaxPendingPublishes,
+		MaxPendingPerIP: cfg.Limits.MaxPendingPublishesPerIP,
+		Logger:          log,
 	})
-	g := &Gateway{cfg: cfg, log: log, engine: engine, registry: registry, sig: sig, started: time.Now()}
+	var trusted []netip.Prefix
+	for _, p := range cfg.TrustedProxies {
+		pfx, _ := configs.ParsePrefix(p) // validated by configs
+		trusted = append(trusted, pfx)
+	}
+	soft, hard := guard.FileLimit()
+	maxConns := cfg.Limits.MaxConns
+	if maxConns == 0 {
+		maxConns = guard.DefaultMaxConns(soft)
+	}
+	log.Info("connection limits", "max_conns", maxConns, "max_conns_per_ip", cfg.Limits.MaxConnsPerIP,
+		"open_files_soft", soft, "open_files_hard", hard)
+	g := &Gateway{cfg: cfg, log: log, engine: engine, registry: registry, sig: sig, access: acc, origins: origins, started: time.Now(),
+		guard: guard.New(guard.Options{
+			MaxConns: maxConns, MaxConnsPerIP: cfg.Limits.MaxConnsPerIP,
+			RequestsPerSecondPerIP: cfg.Limits.RequestsPerSecondPerIP, RequestBurstPerIP: cfg.Limits.RequestBurstPerIP,
+			TrustedProxies: trusted, Logger: log,
+		})}
 	if err := g.startSources(); err != nil {
-		g.registry.Close()
-		g.sig.Close()
-		_ = g.engine.Close()
+		g.closeParts(context.Background())
 		return nil, err
 	}
 	rt := opts.RequestTimeout
@@ -117,7 +172,7 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		rt = requestTimeout
 	}
 	g.srv = &http.Server{
-		Handler:           g.Handler(),
+		Handler:           g.guard.Middleware(g.Handler()),
 		ReadHeaderTimeout: min(headerTimeout, rt),
 		ReadTimeout:       rt,
 		IdleTimeout:       idleTimeout,
@@ -127,10 +182,7 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 	if cfg.TLSCert != "" {
 		tc, err := ServerTLS(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
-			g.closeSources()
-			g.registry.Close()
-			g.sig.Close()
-			_ = g.engine.Close()
+			g.closeParts(context.Background())
 			return nil, err
 		}
 		g.srv.TLSConfig = tc
@@ -163,8 +215,13 @@ func (g *Gateway) Handler() http.Handler {
 		g.registry.ServeViewer(w, r, r.PathValue("stream"))
 	})
 	mux.HandleFunc("GET /api/streams", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Access-Control-Allow-Origin", "*")
-		httpapi.WriteJSON(w, http.StatusOK, g.registry.Streams())
+		g.origins.SetCORS(w, r)
+		list, err := g.access.streamsFor(r, g.registry.Streams())
+		if err != nil {
+			httpapi.Fail(w, err)
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusOK, list)
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if g.draining.Load() {
@@ -177,14 +234,22 @@ func (g *Gateway) Handler() http.Handler {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime": time.Since(g.started).Round(time.Second).String()})
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		if err := g.access.admin(r); err != nil {
+			httpapi.Fail(w, err)
+			return
+		}
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		g.registry.WriteMetrics(w)
 		fmt.Fprintf(w, "# HELP gateway_publishers Live publish sessions over WebRTC.\n# TYPE gateway_publishers gauge\ngateway_publishers %d\n", g.sig.Publishing())
+		fmt.Fprintf(w, "# HELP gateway_publishers_pending Publishes negotiated and not yet connected.\n# TYPE gateway_publishers_pending gauge\ngateway_publishers_pending %d\n", g.sig.Pending())
+		g.guard.WriteMetrics(w)
+		g.access.writeMetrics(w)
+		g.access.hooks.WriteMetrics(w)
 		writePanicMetrics(w)
 	})
-	static := web.Handler()
+	static := web.Handler(web.Options{FrameAncestors: g.cfg.Web.FrameAncestors, TestPages: g.cfg.Web.TestPages})
 	mux.Handle("GET /", static)
-	return jsonErrors(mux)
+	return securityHeaders(jsonErrors(mux))
 }
 
 // writePanicMetrics exports the panics contained (a viewer or stream closed
@@ -251,6 +316,7 @@ func (e *errorRewriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // Serve serves HTTP on ln until Close. It returns nil after Close.
 func (g *Gateway) Serve(ln net.Listener) error {
 	var err error
+	ln = g.guard.Listener(ln)
 	if g.srv.TLSConfig != nil {
 		// Viewers over these TLS connections get the fan-out's
 		// non-blocking direct writes, like viewers over plain TCP.
@@ -322,10 +388,23 @@ func (g *Gateway) Close(ctx context.Context) error {
 	g.closeSources()
 	g.sig.Close()
 	err := g.srv.Shutdown(ctx)
-	if cerr := g.engine.Close(); err == nil {
+	if cerr := g.closeParts(ctx); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// closeParts closes what New made, after the sources, the registry and
+// the signaling: webhooks get until ctx is done to deliver what is queued
+// (publish.ended of every stream just closed).
+func (g *Gateway) closeParts(ctx context.Context) error {
+	g.closeSources()
+	g.registry.Close()
+	g.sig.Close()
+	g.access.hooks.Close(ctx)
+	g.access.authz.Close()
+	g.guard.Close()
+	return g.engine.Close()
 }
 
 // ICEAddrs returns the ICE UDP listen addresses.

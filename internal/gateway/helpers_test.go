@@ -52,11 +52,12 @@ func TestMain(m *testing.M) {
 
 // testGateway is a gateway on loopback for one test.
 type testGateway struct {
-	g    *gateway.Gateway
-	base string       // http://127.0.0.1:port or https://...
-	ws   string       // ws://127.0.0.1:port or wss://...
-	tls  *tls.Config  // client config trusting the gateway's certificate; nil over plain http
-	stop func() error // closes the gateway (once; also at the end of the test)
+	g     *gateway.Gateway
+	base  string       // http://127.0.0.1:port or https://...
+	ws    string       // ws://127.0.0.1:port or wss://...
+	tls   *tls.Config  // client config trusting the gateway's certificate; nil over plain http
+	stop  func() error // closes the gateway (once; also at the end of the test)
+	token string       // the publish token publish() presents (the config's publish_token)
 }
 
 // transports runs fn once over plain http/ws and once over https/wss (a
@@ -133,10 +134,11 @@ func startGatewayConfig(t *testing.T, cfg *configs.Config, opts gateway.Options)
 		}
 	})
 	addr := ln.Addr().String()
+	tg := &testGateway{g: g, base: "http://" + addr, ws: "ws://" + addr, stop: stop, token: cfg.Auth.PublishToken}
 	if cfg.TLSCert != "" {
-		return &testGateway{g: g, base: "https://" + addr, ws: "wss://" + addr, tls: testCert.ClientConfig(), stop: stop}
+		tg.base, tg.ws, tg.tls = "https://"+addr, "wss://"+addr, testCert.ClientConfig()
 	}
-	return &testGateway{g: g, base: "http://" + addr, ws: "ws://" + addr, stop: stop}
+	return tg
 }
 
 // repoRoot finds the module root from this file's location.
@@ -165,7 +167,7 @@ func publish(t *testing.T, gw *testGateway, stream string, video []mediafile.Acc
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	p, err := whipclient.Publish(ctx, whipclient.Options{
-		URL: gw.base + "/whip/" + stream, Video: video, Audio: audio, FPS: 30, LoopbackOnly: true, TLS: gw.tls,
+		URL: gw.base + "/whip/" + stream, Video: video, Audio: audio, FPS: 30, LoopbackOnly: true, TLS: gw.tls, Token: gw.token,
 	})
 	if err != nil {
 		t.Fatalf("publish %s: %v", stream, err)

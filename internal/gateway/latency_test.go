@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mseway/mseway/configs"
 )
 
 // TestGlassToGlass measures capture-to-display latency the way a viewer sees it.
@@ -40,7 +42,7 @@ func TestGlassToGlass(t *testing.T) {
 	if mode == "" {
 		mode = "worker"
 	}
-	gw := startGateway(t, nil)
+	gw := startGateway(t, func(c *configs.Config) { c.Web.TestPages = true })
 	browser := newBrowser(t)
 	pub := newTab(t, browser, gw.base+"/test/g2g-publish.html?stream=g2g")
 	waitJS(t, pub, "clock publisher connected", `window.g2g && window.g2g.state === 'connected' && !!window.g2g.baseline`, 45*time.Second,

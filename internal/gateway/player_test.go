@@ -309,10 +309,11 @@ func TestPlayerReconnect(t *testing.T) {
 // TestPlayerInitChange: a second publisher takes the stream over with another
 // resolution; the viewer gets a new init mid-stream and keeps playing.
 func TestPlayerInitChange(t *testing.T) {
-	gw := startGateway(t, nil)
+	// A takeover needs the publish right proved by a token.
+	gw := startGateway(t, func(c *configs.Config) { c.Auth.PublishToken = "pub-token" })
 	video, audio := testMedia(t)
 	browser := newBrowser(t)
-	pub := newTab(t, browser, gw.base+"/publish.html?stream=takeover&autostart=1&width=320&height=240&fps=15&signal=whip")
+	pub := newTab(t, browser, gw.base+"/publish.html?stream=takeover&autostart=1&width=320&height=240&fps=15&signal=whip&token=pub-token")
 	waitJS(t, pub, "first publisher connected", `document.body.dataset.state === 'connected'`, 45*time.Second,
 		`JSON.stringify({state: document.body.dataset.state, error: String(window.publisher && window.publisher.error)})`)
 

@@ -1,11 +1,14 @@
 // index.html: stream list from GET /api/streams (every 2 s) and a form to publish or
 // watch a new name. Test hook: window.streamList = {streams, error, updated};
 // document.body.dataset.state = loading|ok|error.
+// With ?token=T (a view or admin token, when the gateway wants one) the list is
+// fetched with it, and the watch/publish links carry it on.
 import { el, validStreamName, describeTrack, formatDuration } from './common.js';
 
 const $ = (id) => document.getElementById(id);
 const REFRESH_MS = 2000;
 const state = { streams: [], error: null, updated: null };
+const pageToken = new URLSearchParams(location.search).get('token') || '';
 window.streamList = state;
 
 function streamURL(page, name, token) {
@@ -33,7 +36,7 @@ function tracksCell(tracks) {
 function row(s) {
   const name = String(s.name || '');
   return el('tr', { dataset: { stream: name } },
-    el('td', { class: 'mono name' }, el('a', { href: streamURL('watch', name) }, name)),
+    el('td', { class: 'mono name' }, el('a', { href: streamURL('watch', name, pageToken) }, name)),
     el('td', null, s.live
       ? el('span', { class: 'pill pill-live' }, 'live')
       : el('span', { class: 'pill pill-offline' }, 'offline')),
@@ -41,9 +44,9 @@ function row(s) {
     el('td', { class: 'num' }, String(Number(s.viewers) || 0)),
     el('td', null, publisherCell(s.publisher)),
     el('td', { class: 'actions' },
-      el('a', { class: 'btn btn-small', href: streamURL('watch', name) }, 'watch'),
+      el('a', { class: 'btn btn-small', href: streamURL('watch', name, pageToken) }, 'watch'),
       ' ',
-      el('a', { class: 'btn btn-small btn-ghost', href: streamURL('publish', name) }, 'publish')));
+      el('a', { class: 'btn btn-small btn-ghost', href: streamURL('publish', name, pageToken) }, 'publish')));
 }
 
 function render() {
@@ -71,7 +74,9 @@ async function refresh() {
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), 5000);
   try {
-    const res = await fetch('/api/streams', { cache: 'no-store', signal: ctl.signal, headers: { Accept: 'application/json' } });
+    const headers = { Accept: 'application/json' };
+    if (pageToken) headers.Authorization = `Bearer ${pageToken}`;
+    const res = await fetch('/api/streams', { cache: 'no-store', signal: ctl.signal, headers });
     if (!res.ok) {
       let msg = `HTTP ${res.status}`;
       try { const j = await res.json(); if (j && j.error) msg += `: ${j.error}`; } catch { /* not JSON */ }

@@ -1,0 +1,187 @@
+package guard
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options configure a Guard. Zero values mean "no limit", except MaxConns
+// (0 = DefaultMaxConns of the process's file limit; negative = no cap).
+type Options struct {
+	// MaxConns bounds the open connections accepted by Listener, in all.
+	MaxConns int
+	// MaxConnsPerIP bounds those of one TCP peer address (trusted proxies
+	// are exempt); 0 = no cap.
+	MaxConnsPerIP int
+	// RequestsPerSecondPerIP and RequestBurstPerIP are the token bucket of
+	// one client address (as resolved by ClientIP); a rate of 0 = no limit.
+	// A burst below 1 is taken as the rate rounded up (at least 1).
+	RequestsPerSecondPerIP float64
+	RequestBurstPerIP      int
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For and
+	// Forwarded headers are believed (configs.ParsePrefix parses them).
+	TrustedProxies []netip.Prefix
+	Logger         *slog.Logger
+	// Now is the clock (tests); time.Now when nil.
+	Now func() time.Time
+}
+
+// Guard applies the door limits. Its methods are safe for concurrent use.
+type Guard struct {
+	log      *slog.Logger
+	now      func() time.Time
+	trusted  []netip.Prefix
+	maxConns int // <= 0: no cap
+	maxPerIP int // <= 0: no cap
+
+	mu    sync.Mutex
+	open  int
+	perIP map[netip.Addr]int // untrusted peers with connections open
+
+	lims *limiters // nil: no request rate limit
+
+	refusedMax, refusedPerIP, limited atomic.Int64
+	connLog, reqLog                   throttledLog
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// logEvery is the least time between two log lines of one kind (refused
+// connections, limited requests); the lines in between are counted.
+const logEvery = 10 * time.Second
+
+// New returns a Guard. With a request rate set it starts the goroutine that
+// forgets idle addresses; Close stops it.
+func New(opts Options) *Guard {
+	g := &Guard{
+		log:      opts.Logger,
+		now:      opts.Now,
+		maxConns: opts.MaxConns,
+		maxPerIP: opts.MaxConnsPerIP,
+		perIP:    make(map[netip.Addr]int),
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.maxConns == 0 {
+		soft, _ := FileLimit()
+		g.maxConns = DefaultMaxConns(soft)
+	}
+	for _, p := range opts.TrustedProxies {
+		if !p.IsValid() {
+			continue
+		}
+		// An IPv4-mapped prefix (::ffff:10.0.0.0/104) is the IPv4 one: the
+		// addresses it is compared with are unmapped.
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
+		g.trusted = append(g.trusted, p.Masked())
+	}
+	if opts.RequestsPerSecondPerIP > 0 {
+		burst := opts.RequestBurstPerIP
+		if burst < 1 {
+			burst = int(min(math.Ceil(opts.RequestsPerSecondPerIP), math.MaxInt32))
+		}
+		g.lims = newLimiters(opts.RequestsPerSecondPerIP, burst, maxLimiters)
+		g.stop = make(chan struct{})
+		g.done = make(chan struct{})
+		go g.sweeper(sweepEvery)
+	}
+	return g
+}
+
+// MaxConns is the cap on open connections in effect (0 = none): the
+// configured one, or DefaultMaxConns when it was 0.
+func (g *Guard) MaxConns() int { return max(g.maxConns, 0) }
+
+// Close stops the goroutine that forgets idle addresses. The Guard still
+// works after it (the limiter map stays bounded).
+func (g *Guard) Close() {
+	g.closeOnce.Do(func() {
+		if g.stop != nil {
+			close(g.stop)
+			<-g.done
+		}
+	})
+}
+
+// isTrusted reports whether a (unmapped) is a trusted proxy's address.
+func (g *Guard) isTrusted(a netip.Addr) bool {
+	for _, p := range g.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// OpenConns is the number of connections accepted by Listener and not yet
+// closed.
+func (g *Guard) OpenConns() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.open
+}
+
+// WriteMetrics writes the guard's metrics in the Prometheus text format.
+func (g *Guard) WriteMetrics(w io.Writer) {
+	fmt.Fprintf(w, "# HELP gateway_connections_open Client TCP connections open (accepted and not refused).\n# TYPE gateway_connections_open gauge\ngateway_connections_open %d\n", g.OpenConns())
+	fmt.Fprintf(w, "# HELP gateway_connections_refused_total Connections closed as soon as accepted, by the limit they were over.\n# TYPE gateway_connections_refused_total counter\n")
+	fmt.Fprintf(w, "gateway_connections_refused_total{reason=\"max_conns\"} %d\n", g.refusedMax.Load())
+	fmt.Fprintf(w, "gateway_connections_refused_total{reason=\"max_conns_per_ip\"} %d\n", g.refusedPerIP.Load())
+	fmt.Fprintf(w, "# HELP gateway_requests_limited_total Requests answered 429 for being over their address's request rate.\n# TYPE gateway_requests_limited_total counter\ngateway_requests_limited_total %d\n", g.limited.Load())
+}
+
+// DefaultMaxConns is the cap on open connections when none is configured:
+// the soft file limit less a reserve (a tenth of it, at least 256) for what
+// else the gateway opens (UDP sockets, log files, JWKS and hook requests,
+// webhooks), so that it still has descriptors, and /healthz still answers on
+// a connection it holds, when clients hold every slot. A small limit gives
+// clients at least half of it; 0 (unknown) gives 0: no cap.
+func DefaultMaxConns(soft uint64) int {
+	if soft == 0 {
+		return 0
+	}
+	soft = min(soft, math.MaxInt32) // RLIM_INFINITY and other huge limits
+	reserve := max(soft/10, 256)
+	n := soft / 2
+	if reserve < soft-n {
+		n = soft - reserve
+	}
+	return int(max(n, 1))
+}
+
+// throttledLog lets through at most one line per logEvery and counts the
+// others, reported with the next line that gets through.
+type throttledLog struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (t *throttledLog) log(g *Guard, msg string, args ...any) {
+	now := g.now()
+	t.mu.Lock()
+	if !t.last.IsZero() && now.Sub(t.last) < logEvery {
+		t.suppressed++
+		t.mu.Unlock()
+		return
+	}
+	n := t.suppressed
+	t.suppressed = 0
+	t.last = now
+	t.mu.Unlock()
+	g.log.Warn(msg, append(args, "suppressed", n)...)
+}

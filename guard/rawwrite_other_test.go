@@ -1,0 +1,11 @@
+//go:build !unix
+
+package guard
+
+import (
+	"net"
+	"syscall"
+	"testing"
+)
+
+func rawWrite(*testing.T, syscall.RawConn, net.Conn) {}

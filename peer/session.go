@@ -40,13 +40,13 @@ type Session struct {
 	started chan struct{}
 	stream  *remux.Stream // set by Start before started is closed
 
-	done      chan struct{} // closed when the connection fails or closes
-	doneOnce  sync.Once
+	done     chan struct{} // closed when the connection fails or closes
+	doneOnce sync.Once
 	// established is closed when the connection is first up (ICE and DTLS).
 	established     chan struct{}
 	establishedOnce sync.Once
-	closeOnce sync.Once
-	wg        sync.WaitGroup
+	closeOnce       sync.Once
+	wg              sync.WaitGroup
 
 	restartMu     sync.Mutex // one ICE restart at a time
 	gatherTimeout time.Duration

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -246,6 +247,7 @@ func (g *Gateway) Handler() http.Handler {
 		g.access.writeMetrics(w)
 		g.access.hooks.WriteMetrics(w)
 		writePanicMetrics(w)
+		fmt.Fprintf(w, "# HELP go_goroutines Goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
 	})
 	static := web.Handler(web.Options{FrameAncestors: g.cfg.Web.FrameAncestors, TestPages: g.cfg.Web.TestPages})
 	mux.Handle("GET /", static)

@@ -141,7 +141,7 @@ func (s *fakeSession) closedCount() int {
 
 // offerSDP is a real offer (H.264 + Opus, sendonly) from a Pion offerer, as
 // peer.CheckOffer wants it.
-func offerSDP(t *testing.T) string {
+func offerSDP(t testing.TB) string {
 	t.Helper()
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
@@ -172,7 +172,7 @@ type testServer struct {
 	url    string
 }
 
-func newTestServer(t *testing.T, opts Options, limits func(*mseout.Options)) *testServer {
+func newTestServer(t testing.TB, opts Options, limits func(*mseout.Options)) *testServer {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	ro := mseout.Options{Logger: log}

@@ -409,5 +409,12 @@ func (g *Gateway) closeParts(ctx context.Context) error {
 	return g.engine.Close()
 }
 
+// Live reports whether stream has a publisher that is connected and
+// feeding it (a negotiated publish is live only once ICE and DTLS are up).
+func (g *Gateway) Live(stream string) bool {
+	live, _ := g.registry.State(stream)
+	return live
+}
+
 // ICEAddrs returns the ICE UDP listen addresses.
 func (g *Gateway) ICEAddrs() []string { return g.engine.UDPAddrs() }

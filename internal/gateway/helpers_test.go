@@ -173,6 +173,16 @@ func publish(t *testing.T, gw *testGateway, stream string, video []mediafile.Acc
 		t.Fatalf("publish %s: %v", stream, err)
 	}
 	t.Cleanup(func() { p.Close() })
+	// The gateway makes a publish the stream's source once its side of the
+	// connection is up too, a moment after the client's: wait for that, so
+	// a viewer joining next gets init, not waiting.
+	deadline := time.Now().Add(10 * time.Second)
+	for !gw.g.Live(stream) {
+		if time.Now().After(deadline) {
+			t.Fatalf("publish %s: connected, but the stream never went live", stream)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	return p
 }
 
@@ -208,6 +218,11 @@ func (v *viewer) expectControl(typ string, timeout time.Duration) (*viewerclient
 		}
 		if m.Control == nil {
 			bins = append(bins, m.Binary)
+			continue
+		}
+		if m.Control.Type == "waiting" && typ == "init" {
+			// Joined a moment before the publish went live (once the
+			// gateway's side of its connection was up): init follows.
 			continue
 		}
 		if m.Control.Type != typ {

@@ -71,4 +71,3 @@ func FuzzWHIPPatch(f *testing.F) {
 		}
 	})
 }
-

@@ -103,6 +103,12 @@ type ICEServer struct {
 	URLs       []string `yaml:"urls"`
 	Username   string   `yaml:"username"`
 	Credential string   `yaml:"credential"`
+	// Secret makes the credentials time-limited ("TURN REST API", coturn's
+	// use-auth-secret): each publisher gets username "<expiry>:<stream>" and
+	// credential base64(HMAC-SHA1(secret, username)), valid for TTL. Such a
+	// server is advertised to publishers only, not used by the gateway.
+	Secret string        `yaml:"secret"`
+	TTL    time.Duration `yaml:"ttl"`
 }
 
 // Stream holds the settings of one stream (or the defaults of all).
@@ -363,6 +369,12 @@ func (c *Config) validate() error {
 				!strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
 				return fmt.Errorf("webrtc.ice_servers[%d].urls[%d]: %q is not a stun:, stuns:, turn: or turns: URL", i, j, u)
 			}
+		}
+		if s.Secret != "" && (s.Username != "" || s.Credential != "") {
+			return fmt.Errorf("webrtc.ice_servers[%d]: secret (time-limited credentials) and username/credential exclude each other", i)
+		}
+		if s.TTL < 0 || (s.Secret != "" && s.TTL > 0 && s.TTL < time.Minute) {
+			return fmt.Errorf("webrtc.ice_servers[%d].ttl: %v: at least 1m (0 = 24h)", i, s.TTL)
 		}
 	}
 	if w.DisconnectedTimeout <= 0 || w.FailedTimeout <= 0 {

@@ -48,6 +48,9 @@ type Options struct {
 	Authorize func(r *http.Request, stream string) (credential bool, err error)
 	// Origins decides WebSocket upgrades and CORS by Origin; nil = any.
 	Origins *httpapi.Origins
+	// ICEServers, when set, gives the ICE servers advertised to a publisher
+	// of stream (time-limited TURN credentials); nil = the engine's.
+	ICEServers func(stream string) []webrtc.ICEServer
 	// Events hears publish.started/ended/takeover (webhooks); may be nil.
 	Events       func(typ, stream string, data map[string]any)
 	MaxBodyBytes int64

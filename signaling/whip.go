@@ -56,11 +56,19 @@ func (s *Server) handleWHIPPost(w http.ResponseWriter, r *http.Request) {
 	h.Set("Location", "/whip/"+stream+"/"+p.id)
 	h.Set("Accept-Patch", "application/trickle-ice-sdpfrag")
 	h.Set("ETag", p.etag)
-	for _, l := range linkHeaders(s.opts.Engine.ICEServers(), true) {
+	for _, l := range linkHeaders(s.iceServers(stream), true) {
 		h.Add("Link", l)
 	}
 	w.WriteHeader(http.StatusCreated)
 	_, _ = io.WriteString(w, answer)
+}
+
+// iceServers are the ICE servers to advertise to a publisher of stream.
+func (s *Server) iceServers(stream string) []webrtc.ICEServer {
+	if s.opts.ICEServers != nil {
+		return s.opts.ICEServers(stream)
+	}
+	return s.opts.Engine.ICEServers()
 }
 
 // linkHeaders advertises ICE servers as RFC 9725 section 4.6 describes.
@@ -96,7 +104,7 @@ func (s *Server) handleOptions(w http.ResponseWriter, r *http.Request) {
 			_, cred, err := s.checkStream(r)
 			withCredentials = err == nil && cred
 		}
-		for _, l := range linkHeaders(s.opts.Engine.ICEServers(), withCredentials) {
+		for _, l := range linkHeaders(s.iceServers(r.PathValue("stream")), withCredentials) {
 			w.Header().Add("Link", l)
 		}
 	} else {

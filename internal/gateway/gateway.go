@@ -81,9 +81,11 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 	if log == nil {
 		log = slog.Default()
 	}
-	var ice []webrtc.ICEServer
+	var ice []webrtc.ICEServer // the gateway's own: servers with a secret are for publishers only
 	for _, s := range cfg.WebRTC.ICEServers {
-		ice = append(ice, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+		if s.Secret == "" {
+			ice = append(ice, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+		}
 	}
 	engine, err := peer.NewEngine(peer.Config{
 		UDPPort:             cfg.WebRTC.UDPPort,
@@ -141,6 +143,7 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		Authorize:       acc.publish,
 		Origins:         origins,
 		Events:          emit,
+		ICEServers:      func(stream string) []webrtc.ICEServer { return advertisedICEServers(cfg.WebRTC.ICEServers, stream, time.Now()) },
 		MaxBodyBytes:    int64(cfg.Limits.MaxBodyBytes),
 		MaxPending:      cfg.Limits.MaxPendingPublishes,
 		MaxPendingPerIP: cfg.Limits.MaxPendingPublishesPerIP,

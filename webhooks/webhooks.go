@@ -338,6 +338,7 @@ func (s *Sender) close(ctx context.Context) {
 	select {
 	case <-done:
 	case <-ctx.Done():
+		s.abort()
 		<-done // every wait of the goroutines also watches abortCtx
 	}
 	s.abort()

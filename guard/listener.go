@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
+
+	"github.com/mseway/mseway/httpapi"
 )
 
 // Listener wraps ln so that each accepted connection takes a slot: one of
@@ -43,6 +45,9 @@ func (l *listener) Accept() (net.Conn, error) {
 func (g *Guard) admit(c net.Conn) net.Conn {
 	peer := peerAddr(c.RemoteAddr())
 	perIP := g.maxPerIP > 0 && peer.IsValid() && !g.isTrusted(peer)
+	if peer.IsValid() {
+		peer = httpapi.AddrGroup(peer) // an IPv6 client counts by its /64
+	}
 	reason := ""
 	g.mu.Lock()
 	switch {

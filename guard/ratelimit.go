@@ -85,6 +85,7 @@ func newLimiters(perSec float64, burst, max int) *limiters {
 // allow takes a token of a's bucket at now; when there is none, it says so
 // and how long until there is one.
 func (l *limiters) allow(a netip.Addr, now time.Time) (bool, time.Duration) {
+	a = httpapi.AddrGroup(a) // an IPv6 client counts by its /64
 	l.mu.Lock()
 	e := l.m[a]
 	if e == nil {

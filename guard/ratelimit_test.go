@@ -176,7 +176,7 @@ func TestLimiterMapBounded(t *testing.T) {
 	for i := range n {
 		var b [16]byte
 		b[0], b[1] = 0x20, 0x01
-		b[12], b[13], b[14], b[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
+		b[4], b[5], b[6], b[7] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i) // distinct /64s
 		l.allow(netip.AddrFrom16(b), now)
 	}
 	if got := l.size(); got > maxLimiters {
@@ -244,4 +244,19 @@ func TestSweeperRunsAndStops(t *testing.T) {
 	g.Close()
 	g.Close() // idempotent
 	// goleak (TestMain) checks that the sweeper is gone.
+}
+
+// An IPv6 client counts by its /64: another address of it shares the bucket.
+func TestIPv6CountsBySlash64(t *testing.T) {
+	now := newClock().Now()
+	l := newLimiters(1, 1, maxLimiters)
+	if ok, _ := l.allow(netip.MustParseAddr("2001:db8:1:2::1"), now); !ok {
+		t.Fatal("first request refused")
+	}
+	if ok, _ := l.allow(netip.MustParseAddr("2001:db8:1:2:ffff::9"), now); ok {
+		t.Error("another address of the same /64 got its own bucket")
+	}
+	if ok, _ := l.allow(netip.MustParseAddr("2001:db8:1:3::1"), now); !ok {
+		t.Error("another /64 shares the bucket")
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -172,4 +173,28 @@ func (o *Origins) SetCORS(w http.ResponseWriter, r *http.Request) {
 	if o != nil {
 		w.Header().Add("Vary", "Origin")
 	}
+}
+
+// AddrGroup is what per-address limits count a client under: its IPv4
+// address, or the /64 its IPv6 address is in (one subscriber's allocation,
+// RFC 6177: whoever has one address of a /64 has 2^64 of them).
+func AddrGroup(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, err := a.Prefix(64)
+		if err == nil {
+			return p.Addr()
+		}
+	}
+	return a
+}
+
+// AddressGroup is AddrGroup for an address as text; text that is not an
+// address is its own group.
+func AddressGroup(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	return AddrGroup(a).String()
 }

@@ -84,3 +84,14 @@ func TestWriteJSONUnencodable(t *testing.T) {
 		t.Fatalf("%d %q", w.Code, w.Body.String())
 	}
 }
+
+func TestAddressGroup(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.7": "192.0.2.7", "::ffff:192.0.2.7": "192.0.2.7",
+		"2001:db8:1:2:3:4:5:6": "2001:db8:1:2::", "2001:db8:1:2::": "2001:db8:1:2::", "nonsense": "nonsense",
+	} {
+		if got := AddressGroup(in); got != want {
+			t.Errorf("AddressGroup(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -76,7 +76,7 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 	}
 	conn.SetReadLimit(maxViewerMsg)
 	remote := req.RemoteAddr
-	ip := httpapi.ClientIP(req)
+	ip := httpapi.AddressGroup(httpapi.ClientIP(req)) // an IPv6 client counts by its /64
 	if refuse := r.attach(name, ip); refuse != "" {
 		r.refuse(conn, refuse)
 		return

@@ -160,8 +160,10 @@ func (s *Server) Pending() int {
 	return s.pending
 }
 
-// takePending counts a new pending publish from ip: an error past the caps.
+// takePending counts a new pending publish from ip (an IPv6 client by its
+// /64): an error past the caps.
 func (s *Server) takePending(ip string) error {
+	ip = httpapi.AddressGroup(ip)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -183,6 +185,7 @@ func (s *Server) releasePending(ip string) {
 }
 
 func (s *Server) releasePendingLocked(ip string) {
+	ip = httpapi.AddressGroup(ip)
 	s.pending--
 	if s.pendingPerIP[ip]--; s.pendingPerIP[ip] <= 0 {
 		delete(s.pendingPerIP, ip)

@@ -138,12 +138,14 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		Logger:    log,
 	})
 	sig := signaling.New(signaling.Options{
-		Engine:          signaling.PeerEngine(engine),
-		Streams:         signaling.MSEStreams(registry),
-		Authorize:       acc.publish,
-		Origins:         origins,
-		Events:          emit,
-		ICEServers:      func(stream string) []webrtc.ICEServer { return advertisedICEServers(cfg.WebRTC.ICEServers, stream, time.Now()) },
+		Engine:    signaling.PeerEngine(engine),
+		Streams:   signaling.MSEStreams(registry),
+		Authorize: acc.publish,
+		Origins:   origins,
+		Events:    emit,
+		ICEServers: func(stream string) []webrtc.ICEServer {
+			return advertisedICEServers(cfg.WebRTC.ICEServers, stream, time.Now())
+		},
 		MaxBodyBytes:    int64(cfg.Limits.MaxBodyBytes),
 		MaxPending:      cfg.Limits.MaxPendingPublishes,
 		MaxPendingPerIP: cfg.Limits.MaxPendingPublishesPerIP,

@@ -45,7 +45,11 @@ func newGatewayHandler(level string, logw io.Writer) (http.Handler, func(), erro
 	cfg.Limits.MaxStreams = 1000
 	cfg.Limits.MaxViewers = 100000
 	cfg.Limits.MaxViewersPerStream = 100000
-	cfg.Limits.MaxViewersPerIP = 100000 // every viewer comes from 127.0.0.1
+	// Every client comes from 127.0.0.1: no per-address caps.
+	cfg.Limits.MaxViewersPerIP = 100000
+	cfg.Limits.MaxConnsPerIP = 0
+	cfg.Limits.RequestsPerSecondPerIP = 0
+	cfg.Limits.MaxPendingPublishes, cfg.Limits.MaxPendingPublishesPerIP = 1000, 1000
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level))
 	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: lv}))

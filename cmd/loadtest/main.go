@@ -9,6 +9,12 @@
 //
 //	go run ./cmd/loadtest -viewers 500 -duration 20s
 //
+// With -soak D it runs a long soak instead (soak.go): viewers with churn,
+// a publisher that republishes every minute, and the gateway's RSS, fds,
+// threads and goroutines sampled every 10 s, with a verdict on growth.
+//
+//	go run ./cmd/loadtest -soak 30m -soak-csv /tmp/soak.csv
+//
 // See README.md, "Load tool", for every flag and the output.
 package main
 
@@ -31,7 +37,6 @@ import (
 	"time"
 
 	"github.com/mseway/mseway/internal/gateway"
-	"github.com/mseway/mseway/internal/testkit/mediafile"
 	"github.com/mseway/mseway/internal/testkit/testcert"
 	"github.com/mseway/mseway/internal/testkit/whipclient"
 )
@@ -58,6 +63,7 @@ type config struct {
 	tls                  bool   // serve the started gateway and floor over TLS
 	tlsDirect            bool   // the gateway's TLS viewers get direct writes (DirectWriteListener)
 	caFile               string // trust this CA (a gateway given by -url over https)
+	soak                 soakConfig
 }
 
 // serverCert is the certificate of the servers the tool starts with -tls
@@ -101,6 +107,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&c.tls, "tls", false, "serve the gateway and the floor over TLS (a certificate made for the run): WHIP over https, viewers over wss")
 	fs.BoolVar(&c.tlsDirect, "tls-direct", true, "with -tls: serve the gateway through mseout.DirectWriteListener as cmd/gateway does (false: a plain TLS listener, every TLS viewer written by a writer goroutine; for A/B runs)")
 	fs.StringVar(&c.caFile, "ca", "", "with -url https://...: trust the CA certificates in this PEM file (e.g. a test certificate)")
+	c.soak.addFlags(fs)
 	serveGW := fs.Bool("serve-gateway", false, "(internal) run a gateway on loopback and print its URL")
 	serveFloor := fs.String("serve-floor", "", "(internal) run the floor server on loopback replaying this recording")
 	certFile := fs.String("tls-cert", "", "(internal) the child server's certificate")
@@ -138,6 +145,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return withPprof(newFloorServer(fctx, rec).Handler()), cancel, nil
 		})
 	}
+	if c.soak.duration > 0 {
+		c.soak.defaults(fs, &c)
+	}
 	if err := c.check(); err != nil {
 		fmt.Fprintf(stderr, "loadtest: %v\n", err)
 		return 2
@@ -148,6 +158,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if serverCert != nil {
 		defer os.RemoveAll(filepath.Dir(serverCert.CertFile))
+	}
+	if c.soak.duration > 0 {
+		return soakMain(ctx, c, stdout, stderr)
 	}
 	rep, err := runLoad(ctx, c, stderr)
 	if err != nil {
@@ -273,15 +286,9 @@ type pubStats struct {
 }
 
 func runLoad(ctx context.Context, c config, stderr io.Writer) (*report, error) {
-	video, err := mediafile.ReadH264(c.videoPath)
+	video, audio, err := loadMedia(c)
 	if err != nil {
 		return nil, err
-	}
-	var audio [][]byte
-	if !c.noAudio {
-		if audio, err = mediafile.ReadOggOpus(c.audioPath); err != nil {
-			return nil, err
-		}
 	}
 	logf := func(format string, a ...any) {
 		if !c.quiet {

@@ -81,6 +81,17 @@ type viewer struct {
 	win  *window
 	mu   sync.Mutex
 	conn *websocket.Conn
+	// events, when set, hears of every init, eos and video frame as it
+	// arrives, whatever the window (the soak's live counters).
+	events viewerEvents
+}
+
+// viewerEvents is told what a viewer receives, on the viewer's goroutine.
+type viewerEvents interface {
+	onInit(at time.Time)
+	onEOS(at time.Time)
+	// onVideoFrame gets the frame's delivery latency, or -1 when it has no stamp.
+	onVideoFrame(at time.Time, latency time.Duration)
 }
 
 func (v *viewer) closeConn() {
@@ -140,6 +151,9 @@ func (v *viewer) run(ctx context.Context) {
 			}
 			switch c.Type {
 			case "init":
+				if v.events != nil {
+					v.events.onInit(now)
+				}
 				expectInit = true
 				r.inits++
 				nextDTS = 0
@@ -147,6 +161,10 @@ func (v *viewer) run(ctx context.Context) {
 					if t.Kind == "video" {
 						videoID = t.ID
 					}
+				}
+			case "eos":
+				if v.events != nil {
+					v.events.onEOS(now)
 				}
 			case "error":
 				r.serverErr = c.Message
@@ -200,6 +218,13 @@ func (v *viewer) run(ctx context.Context) {
 			continue
 		}
 		dur := uint64(sh.First.FirstDur)
+		if v.events != nil {
+			lat := time.Duration(-1)
+			if at, ok := readStamp(msg, sh); ok {
+				lat = now.Sub(time.Unix(0, at))
+			}
+			v.events.onVideoFrame(now, lat)
+		}
 		if inWin {
 			r.frames++
 			if nextDTS != 0 && dur > 0 && sh.First.BaseTime > nextDTS+dur/2 {

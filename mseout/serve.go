@@ -76,6 +76,9 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 	}
 	conn.SetReadLimit(maxViewerMsg)
 	remote := req.RemoteAddr
+	if client := httpapi.ClientIP(req); client != remoteIP(remote) {
+		remote = client + " via " + remote // a trusted proxy's client
+	}
 	ip := httpapi.AddressGroup(httpapi.ClientIP(req)) // an IPv6 client counts by its /64
 	if refuse := r.attach(name, ip); refuse != "" {
 		r.refuse(conn, refuse)
@@ -160,6 +163,15 @@ func (r *Registry) detach(ip string) {
 		delete(r.perIP, ip)
 	}
 	r.mu.Unlock()
+}
+
+// remoteIP is the host of a host:port address.
+func remoteIP(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return remote
+	}
+	return host
 }
 
 func truncate(s string, n int) string {

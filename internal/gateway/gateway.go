@@ -229,6 +229,15 @@ func (g *Gateway) Handler() http.Handler {
 		}
 		httpapi.WriteJSON(w, http.StatusOK, list)
 	})
+	// A page on another (allowed) origin sends its token in Authorization:
+	// its browser asks first.
+	mux.HandleFunc("OPTIONS /api/streams", func(w http.ResponseWriter, r *http.Request) {
+		g.origins.SetCORS(w, r)
+		w.Header().Set("Access-Control-Allow-Methods", "GET, OPTIONS")
+		w.Header().Set("Access-Control-Allow-Headers", "Authorization")
+		w.Header().Set("Access-Control-Max-Age", "600")
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if g.draining.Load() {
 			httpapi.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})

@@ -37,6 +37,7 @@ type wsConn struct {
 	wake    chan struct{}
 	closing bool // an error was queued; the writer closes after it
 	done    chan struct{}
+	quit    chan struct{} // closed when the handler is done with the socket: the writer stops
 }
 
 func (c *wsConn) send(m WSMessage) {
@@ -69,6 +70,8 @@ func (c *wsConn) writeLoop() {
 	for {
 		select {
 		case <-c.wake:
+		case <-c.quit:
+			return
 		case <-time.After(wsPingEvery):
 			if err := c.c.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteTimeout)); err != nil {
 				c.c.Close()
@@ -117,9 +120,13 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 	// socket (and its publish) ends after wsReadTimeout.
 	_ = conn.SetReadDeadline(time.Now().Add(wsReadTimeout))
 	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(wsReadTimeout)) })
-	c := &wsConn{c: conn, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &wsConn{c: conn, wake: make(chan struct{}, 1), done: make(chan struct{}), quit: make(chan struct{})}
 	go c.writeLoop()
 	defer func() {
+		// An idle writer would otherwise notice the closed socket only at
+		// its next ping, keeping itself and this handler up to wsPingEvery
+		// (past the gateway's Close too).
+		close(c.quit)
 		conn.Close()
 		<-c.done
 	}()

@@ -140,7 +140,7 @@ func TestLocalSourceTakeover(t *testing.T) {
 		}
 	}
 	waitFor("local")
-	other, err := reg.Publish("pattern", mseout.PublisherInfo{Protocol: "whip", RemoteAddr: "test"})
+	other, err := reg.Publish("pattern", mseout.PublisherInfo{Protocol: "whip", RemoteAddr: "test", TakeOver: true}) // a publisher with a credential
 	if err != nil {
 		t.Fatal(err)
 	}

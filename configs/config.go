@@ -89,13 +89,44 @@ var DefaultSource = Source{
 
 // WebRTC holds the ICE and transport settings of the Pion API.
 type WebRTC struct {
-	UDPPort             int           `yaml:"udp_port"`
-	UDPAddress          string        `yaml:"udp_address"`
-	NAT1To1IPs          []string      `yaml:"nat_1to1_ips"`
-	IncludeLoopback     bool          `yaml:"include_loopback"`
+	UDPPort         int      `yaml:"udp_port"`
+	UDPAddress      string   `yaml:"udp_address"`
+	NAT1To1IPs      []string `yaml:"nat_1to1_ips"`
+	IncludeLoopback bool     `yaml:"include_loopback"`
+	// DenyRemoteNetworks are CIDRs (or "private": every private,
+	// link-local, loopback and shared range) that publishers' ICE
+	// candidates may not name; a public node sets "private".
+	DenyRemoteNetworks  []string      `yaml:"deny_remote_networks"`
 	ICEServers          []ICEServer   `yaml:"ice_servers"`
 	DisconnectedTimeout time.Duration `yaml:"disconnected_timeout"`
 	FailedTimeout       time.Duration `yaml:"failed_timeout"`
+}
+
+// PrivateNetworks are the ranges "private" stands for in
+// webrtc.deny_remote_networks: RFC 1918, shared address space (RFC 6598),
+// loopback, link-local, and IPv6 unique-local, link-local and loopback.
+var PrivateNetworks = []string{
+	"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+	"fc00::/7", "fe80::/10", "::1/128",
+}
+
+// DenyRemote parses deny_remote_networks.
+func (w WebRTC) DenyRemote() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for i, s := range w.DenyRemoteNetworks {
+		if s == "private" {
+			for _, p := range PrivateNetworks {
+				out = append(out, netip.MustParsePrefix(p))
+			}
+			continue
+		}
+		p, err := ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("webrtc.deny_remote_networks[%d]: %w (or \"private\")", i, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // ICEServer is one STUN or TURN server.
@@ -347,6 +378,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("log_level: %q is not one of debug, info, warn, error", c.LogLevel)
 	}
 	w := c.WebRTC
+	if _, err := w.DenyRemote(); err != nil {
+		return err
+	}
 	if w.UDPPort < 0 || w.UDPPort > 65535 {
 		return fmt.Errorf("webrtc.udp_port: %d out of range 0-65535", w.UDPPort)
 	}

@@ -117,3 +117,17 @@ func TestMaxViewersPerIP(t *testing.T) {
 	}
 	checkErrors(t, []badConfig{{"limits:\n  max_viewers_per_ip: -1", "limits.max_viewers_per_ip"}})
 }
+
+func TestDenyRemoteNetworks(t *testing.T) {
+	c, err := Parse("t", []byte("webrtc:\n  deny_remote_networks: [private, 203.0.113.0/24, 198.51.100.7]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deny, err := c.WebRTC.DenyRemote()
+	if err != nil || len(deny) != len(PrivateNetworks)+2 || deny[len(deny)-1].String() != "198.51.100.7/32" {
+		t.Fatalf("%v %v", deny, err)
+	}
+	if _, err := Parse("t", []byte("webrtc:\n  deny_remote_networks: [lan]\n")); err == nil || !strings.Contains(err.Error(), "deny_remote_networks[0]") {
+		t.Fatalf("a bad entry: %v", err)
+	}
+}

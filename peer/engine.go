@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -30,7 +31,11 @@ type Config struct {
 	// IncludeLoopback offers loopback candidates (local testing).
 	IncludeLoopback bool
 	// LoopbackOnly restricts ICE to loopback addresses, local and remote (tests).
-	LoopbackOnly        bool
+	LoopbackOnly bool
+	// DenyRemote are networks a publisher's candidates may not name: the
+	// gateway sends them no connectivity checks (a public node denies
+	// private ranges, so a client cannot aim it at the operator's LAN).
+	DenyRemote          []netip.Prefix
 	ICEServers          []webrtc.ICEServer
 	DisconnectedTimeout time.Duration
 	FailedTimeout       time.Duration
@@ -95,7 +100,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		ipFilter = func(ip net.IP) bool { return ip.IsLoopback() }
 		se.SetIPFilter(ipFilter)
 	}
-	se.SetRemoteIPFilter(func(ip net.IP) bool { return remoteAllowed(ip, cfg.LoopbackOnly) })
+	se.SetRemoteIPFilter(func(ip net.IP) bool { return remoteAllowed(ip, cfg.LoopbackOnly, cfg.DenyRemote) })
 	mux, err := openUDPMux(cfg, ipFilter, plog)
 	if err != nil {
 		return nil, err
@@ -112,10 +117,19 @@ func NewEngine(cfg Config) (*Engine, error) {
 // remoteAllowed reports whether a publisher's ICE candidate address may be
 // checked: never an unspecified, multicast or broadcast address (a
 // candidate is where the gateway sends STUN; those would aim it at a whole
-// network), and only loopback when ICE is kept on loopback.
-func remoteAllowed(ip net.IP, loopbackOnly bool) bool {
+// network), never one in deny, and only loopback when ICE is kept on
+// loopback.
+func remoteAllowed(ip net.IP, loopbackOnly bool, deny []netip.Prefix) bool {
 	if ip.IsUnspecified() || ip.IsMulticast() || ip.Equal(net.IPv4bcast) {
 		return false
+	}
+	if a, ok := netip.AddrFromSlice(ip); ok {
+		a = a.Unmap()
+		for _, p := range deny {
+			if p.Contains(a) {
+				return false
+			}
+		}
 	}
 	return !loopbackOnly || ip.IsLoopback()
 }

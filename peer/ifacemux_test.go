@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -57,8 +58,14 @@ func TestRemoteAllowed(t *testing.T) {
 		{"0.0.0.0", false, false}, {"::", false, false}, {"224.0.0.251", false, false}, {"ff02::1", false, false},
 		{"255.255.255.255", false, false}, {"192.0.2.1", true, false},
 	} {
-		if got := peer.RemoteAllowed(net.ParseIP(c.ip), c.loopback); got != c.want {
+		if got := peer.RemoteAllowed(net.ParseIP(c.ip), c.loopback, nil); got != c.want {
 			t.Errorf("%s (loopback only %v): %v, want %v", c.ip, c.loopback, got, c.want)
+		}
+	}
+	deny := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
+	for ip, want := range map[string]bool{"10.1.2.3": false, "::ffff:10.1.2.3": false, "fd12::1": false, "192.0.2.1": true, "2001:db8::1": true} {
+		if got := peer.RemoteAllowed(net.ParseIP(ip), false, deny); got != want {
+			t.Errorf("%s with a deny-list: %v, want %v", ip, got, want)
 		}
 	}
 }

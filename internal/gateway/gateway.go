@@ -87,7 +87,9 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 			ice = append(ice, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
 		}
 	}
+	deny, _ := cfg.WebRTC.DenyRemote() // validated by configs
 	engine, err := peer.NewEngine(peer.Config{
+		DenyRemote:          deny,
 		UDPPort:             cfg.WebRTC.UDPPort,
 		UDPAddress:          cfg.WebRTC.UDPAddress,
 		NAT1To1IPs:          cfg.WebRTC.NAT1To1IPs,

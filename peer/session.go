@@ -47,6 +47,11 @@ type Session struct {
 	establishedOnce sync.Once
 	closeOnce       sync.Once
 	wg              sync.WaitGroup
+	// tracksMu orders onTrack's wg.Add before Close's Wait: Pion calls
+	// onTrack on a goroutine of its own, which may run while or after Close
+	// waits. Once closing is set, onTrack starts no reader.
+	tracksMu sync.Mutex
+	closing  bool
 
 	restartMu     sync.Mutex // one ICE restart at a time
 	gatherTimeout time.Duration
@@ -154,8 +159,14 @@ func (s *Session) Start(sink remux.Sink) error {
 
 func (s *Session) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	kind := track.Kind()
-	s.log.Info("track", "kind", kind.String(), "codec", track.Codec().MimeType, "ssrc", uint32(track.SSRC()))
+	s.tracksMu.Lock()
+	if s.closing {
+		s.tracksMu.Unlock()
+		return
+	}
 	s.wg.Add(2)
+	s.tracksMu.Unlock()
+	s.log.Info("track", "kind", kind.String(), "codec", track.Codec().MimeType, "ssrc", uint32(track.SSRC()))
 	// A panic in the remuxer or the fan-out ends this publish, not the process.
 	go func() {
 		defer s.wg.Done()
@@ -287,6 +298,9 @@ func (s *Session) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.markDone()
+		s.tracksMu.Lock()
+		s.closing = true
+		s.tracksMu.Unlock()
 		err = s.pc.Close()
 		s.wg.Wait()
 	})

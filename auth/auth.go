@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -195,24 +194,8 @@ func New(ctx context.Context, cfg configs.Auth, opts Options) (*Authorizer, erro
 }
 
 func checkConfig(cfg configs.Auth) error {
-	kids := map[string]bool{}
-	for i, k := range cfg.JWT.HS256 {
-		if len(k.Secret) < 32 {
-			return fmt.Errorf("auth: jwt.hs256[%d].secret: at least 32 bytes", i)
-		}
-		if kids[k.KID] {
-			return fmt.Errorf("auth: jwt.hs256[%d].kid: %q is used twice", i, k.KID)
-		}
-		kids[k.KID] = true
-	}
-	for _, u := range []struct{ key, url string }{{"jwt.jwks_url", cfg.JWT.JWKSURL}, {"http_hook.url", cfg.HTTPHook.URL}} {
-		if u.url == "" {
-			continue
-		}
-		p, err := url.Parse(u.url)
-		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			return fmt.Errorf("auth: %s: not an http(s) URL", u.key)
-		}
+	if err := cfg.ValidateKeys(); err != nil {
+		return fmt.Errorf("auth: %w", err)
 	}
 	return nil
 }

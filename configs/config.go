@@ -522,33 +522,14 @@ func (a Auth) validate() error {
 	if a.PublicView && a.ViewToken != "" {
 		return errors.New("auth.public_view and auth.view_token: a view token means nothing when anyone may view; set one of them")
 	}
-	kids := map[string]bool{}
-	for i, k := range a.JWT.HS256 {
-		if len(k.Secret) < 32 {
-			return fmt.Errorf("auth.jwt.hs256[%d].secret: at least 32 bytes (a short HMAC secret can be guessed offline from one token)", i)
-		}
-		if kids[k.KID] {
-			return fmt.Errorf("auth.jwt.hs256[%d].kid: %q is used twice", i, k.KID)
-		}
-		kids[k.KID] = true
-	}
-	if a.JWT.JWKSURL != "" {
-		u, err := url.Parse(a.JWT.JWKSURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("auth.jwt.jwks_url: %q is not an http(s) URL", a.JWT.JWKSURL)
-		}
+	if err := a.ValidateKeys(); err != nil {
+		return err
 	}
 	if a.JWT.JWKSRefresh < time.Minute || a.JWT.JWKSRefresh > 7*24*time.Hour {
 		return fmt.Errorf("auth.jwt.jwks_refresh: %v is not between 1m and 168h", a.JWT.JWKSRefresh)
 	}
 	if a.JWT.Leeway < 0 || a.JWT.Leeway > 5*time.Minute {
 		return fmt.Errorf("auth.jwt.leeway: %v is not between 0 and 5m", a.JWT.Leeway)
-	}
-	if h := a.HTTPHook; h.URL != "" {
-		u, err := url.Parse(h.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("auth.http_hook.url: %q is not an http(s) URL", h.URL)
-		}
 	}
 	if a.HTTPHook.Timeout <= 0 || a.HTTPHook.Timeout > 30*time.Second {
 		return fmt.Errorf("auth.http_hook.timeout: %v is not between 0 and 30s", a.HTTPHook.Timeout)
@@ -559,6 +540,33 @@ func (a Auth) validate() error {
 	for i, o := range a.AllowedOrigins {
 		if !validOrigin(o) {
 			return fmt.Errorf("auth.allowed_origins[%d]: %q is not an origin (scheme://host[:port], no path)", i, o)
+		}
+	}
+	return nil
+}
+
+// ValidateKeys checks what makes access control unsafe or unusable
+// whatever the other settings: HS256 secrets shorter than 32 bytes (one
+// token lets anyone guess them offline), a kid used twice, a JWKS or hook
+// URL that is not http(s). The auth package checks it again.
+func (a Auth) ValidateKeys() error {
+	kids := map[string]bool{}
+	for i, k := range a.JWT.HS256 {
+		if len(k.Secret) < 32 {
+			return fmt.Errorf("auth.jwt.hs256[%d].secret: at least 32 bytes (a short HMAC secret can be guessed offline from one token)", i)
+		}
+		if kids[k.KID] {
+			return fmt.Errorf("auth.jwt.hs256[%d].kid: %q is used twice", i, k.KID)
+		}
+		kids[k.KID] = true
+	}
+	for _, u := range []struct{ key, url string }{{"auth.jwt.jwks_url", a.JWT.JWKSURL}, {"auth.http_hook.url", a.HTTPHook.URL}} {
+		if u.url == "" {
+			continue
+		}
+		p, err := url.Parse(u.url)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return fmt.Errorf("%s: %q is not an http(s) URL", u.key, u.url)
 		}
 	}
 	return nil

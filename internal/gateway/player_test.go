@@ -273,7 +273,7 @@ func TestPlayerReconnect(t *testing.T) {
 	addr := freeAddr(t)
 	gw1 := startFixedGateway(t, addr)
 	video, audio := testMedia(t)
-	p1 := publish(t, &testGateway{base: gw1.base}, "restart", video, audio)
+	p1 := publish(t, &testGateway{g: gw1.g, base: gw1.base}, "restart", video, audio)
 	browser := newBrowser(t)
 	tab := newTab(t, browser, gw1.base+"/watch.html?stream=restart")
 	waitPlaying(t, tab, 45*time.Second)
@@ -286,7 +286,7 @@ func TestPlayerReconnect(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond) // the gateway is down for a while: backoff grows
 
 	gw2 := startFixedGateway(t, addr)
-	publish(t, &testGateway{base: gw2.base}, "restart", video, audio)
+	publish(t, &testGateway{g: gw2.g, base: gw2.base}, "restart", video, audio)
 	waitPlaying(t, tab, 45*time.Second)
 	b, c := waitAdvance(t, tab, "playback after restart", 2, 45*time.Second)
 	t.Logf("before %+v; after restart %+v -> %+v", a, b, c)

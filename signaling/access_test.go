@@ -162,3 +162,12 @@ func TestOrigins(t *testing.T) {
 		t.Fatalf("CORS for another origin: %q, want none", got)
 	}
 }
+
+// A WS publisher is told why its publish ended when the gateway stops.
+func TestWSPublishToldOfShutdown(t *testing.T) {
+	ts := newTestServer(t, Options{Authorize: openAuth}, nil)
+	ws := dialWS(t, ts, "/ws/publish/s")
+	ws.publish()
+	ts.reg.Close()
+	ws.closedAfterError("the gateway is shutting down")
+}

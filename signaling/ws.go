@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/mseway/mseway/mseout"
 )
 
 const (
@@ -251,7 +254,11 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 			}
 			c.send(WSMessage{Type: "error", Message: msg})
 		case <-pubDone:
-			c.send(WSMessage{Type: "error", Message: "publish ended (replaced by a newer publisher or server shutdown)"})
+			msg := "publish ended: replaced by a newer publisher"
+			if errors.Is(s.opts.Streams.CheckPublish(stream, false), mseout.ErrClosed) {
+				msg = "publish ended: the gateway is shutting down"
+			}
+			c.send(WSMessage{Type: "error", Message: msg})
 			pubDone = nil
 		case <-ended:
 			ended = nil

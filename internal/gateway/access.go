@@ -112,11 +112,16 @@ func (a *access) streamsFor(r *http.Request, all []mseout.StreamInfo) ([]mseout.
 	ctx := r.Context()
 	if _, err := a.authz.Check(ctx, a.request(r, auth.Admin, "")); err == nil {
 		return all, nil
+	} else if he, ok := errors.AsType[*httpapi.Error](err); ok && he.Status == http.StatusServiceUnavailable {
+		return nil, err // the hook is down
 	}
 	out := make([]mseout.StreamInfo, 0, len(all))
 	for _, s := range all {
 		if !a.authz.Open(auth.View) {
 			if _, err := a.authz.Check(ctx, a.request(r, auth.View, s.Name)); err != nil {
+				if he, ok := errors.AsType[*httpapi.Error](err); ok && he.Status == http.StatusServiceUnavailable {
+					return nil, err // the hook is down: one timeout, not one per stream
+				}
 				continue
 			}
 		}

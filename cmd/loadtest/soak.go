@@ -114,7 +114,7 @@ type republishResult struct {
 	DeleteStatus int     `json:"deleteStatus"`
 	GapMs        float64 `json:"gapMs"` // DELETE sent -> the new publish connected
 	PublishTries int     `json:"publishTries"`
-	Viewers      int     `json:"viewers"`       // had media before the DELETE and were still there at the check
+	Viewers      int     `json:"viewers"`       // had media before the DELETE and were still there at the check (-resume-within after the new publish)
 	Left         int     `json:"left"`          // had media before, left by churn before the check
 	Failed       int     `json:"failed"`        // had media before, ended unexpectedly before the check
 	NoEOS        int     `json:"noEos"`         // never got eos after the DELETE
@@ -384,8 +384,8 @@ func runSoak(ctx context.Context, c config, stderr io.Writer) (*soakReport, erro
 	defer stopViewers()
 	s.logf("soak: %s, %d viewers, republish every %s, churn %.0f%% per 10 s", c.soak.duration, c.viewers, c.soak.republish, 100*c.soak.churn)
 
-	// The publisher: republish every -republish, and check how the viewers
-	// came through the previous one first.
+	// The publisher: republish every -republish; -resume-within after each,
+	// check how the viewers came through it.
 	pubDone := make(chan struct{})
 	var pubErr error
 	go func() {
@@ -393,22 +393,16 @@ func runSoak(ctx context.Context, c config, stderr io.Writer) (*soakReport, erro
 		if c.soak.republish <= 0 {
 			return
 		}
-		var prev *pendingRepublish
+		last := start
 		for k := 1; ; k++ {
 			// Half a sample interval off the samples' times, so that
 			// no sample falls into the moment without a publisher.
-			at := start.Add(time.Duration(k)*c.soak.republish + c.soak.sample/2)
-			if prev != nil {
-				at = maxTime(at, prev.live.Add(c.soak.resumeWithin))
-			}
+			at := maxTime(start.Add(time.Duration(k)*c.soak.republish+c.soak.sample/2), last)
 			if at.Add(c.soak.resumeWithin + 2*time.Second).After(end) {
-				break
+				return
 			}
 			if !sleep(ctx, time.Until(at)) {
 				return
-			}
-			if prev != nil {
-				rep.Republishes = append(rep.Republishes, s.checkRepublish(prev))
 			}
 			pr := &pendingRepublish{n: k, snapshot: s.hadMedia()}
 			pr.deleteAt = time.Now()
@@ -425,14 +419,13 @@ func runSoak(ctx context.Context, c config, stderr io.Writer) (*soakReport, erro
 			pr.live = time.Now()
 			pr.res.GapMs = round2(float64(pr.live.Sub(pr.deleteAt).Microseconds()) / 1000)
 			s.republishes.Add(1)
-			prev = pr
-		}
-		if prev != nil {
-			// The last one is checked at the end, before the viewers leave.
-			if !sleep(ctx, time.Until(maxTime(end, prev.live.Add(c.soak.resumeWithin)))) {
+			// The viewers leave only after this goroutine ends, so the
+			// check sees them even past the end.
+			last = pr.live.Add(c.soak.resumeWithin)
+			if !sleep(ctx, time.Until(last)) {
 				return
 			}
-			rep.Republishes = append(rep.Republishes, s.checkRepublish(prev))
+			rep.Republishes = append(rep.Republishes, s.checkRepublish(pr))
 		}
 	}()
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/httpapi"
+	"github.com/mseway/mseway/ratelog"
 )
 
 // Errors returned by Registry.Publish and Registry.CheckPublish.
@@ -55,8 +56,9 @@ type Registry struct {
 	perIP    map[string]int                        // viewers by client address
 	watchers map[string]map[chan struct{}]struct{} // Watch: per stream name
 
-	wg      sync.WaitGroup // viewers being served (and their writers), publications' sweepers
-	metrics metrics
+	wg        sync.WaitGroup // viewers being served (and their writers), publications' sweepers
+	metrics   metrics
+	refuseLog ratelog.Limiter
 }
 
 // metrics are the registry's counters, exported by WriteMetrics.

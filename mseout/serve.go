@@ -188,7 +188,9 @@ func (r *Registry) refuse(conn *websocket.Conn, msg string) {
 	_ = nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	_, _ = nc.Write(append(errorFrame(msg), frameClose...))
 	conn.Close()
-	r.log.Info("viewer refused", "remote", conn.RemoteAddr().String(), "reason", msg)
+	if ok, held := r.refuseLog.Allow(); ok { // a client can cause thousands a second
+		r.log.Info("viewer refused", "remote", conn.RemoteAddr().String(), "reason", msg, "refusals_not_logged", held)
+	}
 }
 
 // serve runs the read loop; a panic in it is contained, and the viewer is

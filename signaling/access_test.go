@@ -44,6 +44,11 @@ func TestPendingPublishes(t *testing.T) {
 	}
 	status, h, body := ts.do(t, "POST", "/whip/third", "application/sdp", offerSDP(t), auth)
 	jsonError(t, "third pending publish from one address", status, h, body, 429, "waiting to connect")
+	var m strings.Builder
+	ts.srv.WriteMetrics(&m)
+	if !strings.Contains(m.String(), `gateway_publish_refused_total{status="429"} 1`) {
+		t.Errorf("the refusal is not counted:\n%s", m.String())
+	}
 
 	// Once connected, the pending one takes over (it has a credential).
 	pending.connect()

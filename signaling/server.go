@@ -11,11 +11,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -25,6 +29,7 @@ import (
 	"github.com/mseway/mseway/httpapi"
 	"github.com/mseway/mseway/mseout"
 	"github.com/mseway/mseway/peer"
+	"github.com/mseway/mseway/ratelog"
 	"github.com/mseway/mseway/sdpfrag"
 )
 
@@ -70,6 +75,8 @@ type Server struct {
 	wg     sync.WaitGroup // publish owner goroutines
 
 	upgrader websocket.Upgrader
+	refused  sync.Map // status -> *atomic.Int64
+	logLimit ratelog.Limiter
 
 	mu           sync.Mutex
 	sessions     map[string]*publish
@@ -124,7 +131,7 @@ func New(opts Options) *Server {
 		CheckOrigin:      opts.Origins.Allowed,
 		// Handshake failures answer in JSON like every other HTTP error.
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
-			writeError(w, errorf(status, "websocket handshake: "+reason.Error()))
+			s.fail(w, errorf(status, "websocket handshake: "+reason.Error()))
 		},
 	}
 	return s
@@ -207,8 +214,42 @@ func (p *publish) takeCandidates(n int) bool {
 // errorf is httpapi.Errorf: an error that answers with its status.
 func errorf(code int, msg string) error { return httpapi.Errorf(code, msg) }
 
-// writeError writes err as the JSON error of its status (500 otherwise).
-func writeError(w http.ResponseWriter, err error) { httpapi.Fail(w, err) }
+// fail writes err as the JSON error of its status (500 otherwise), counts
+// it by status and logs it, at most a line a second.
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	if he, ok := errors.AsType[*httpapi.Error](err); ok {
+		status = he.Status
+	}
+	s.countRefusal(strconv.Itoa(status))
+	httpapi.Fail(w, err)
+}
+
+// countRefusal counts a refused request or message by what answered it
+// (an HTTP status, or "ws" for an error on the publish socket).
+func (s *Server) countRefusal(key string) {
+	c, _ := s.refused.LoadOrStore(key, new(atomic.Int64))
+	c.(*atomic.Int64).Add(1)
+}
+
+// warn logs a refusal a client caused, at most a line a second.
+func (s *Server) warn(log *slog.Logger, msg string, args ...any) {
+	if ok, held := s.logLimit.Allow(); ok {
+		log.Warn(msg, append(args, "refusals_not_logged", held)...)
+	}
+}
+
+// WriteMetrics exports the refusals of the publishers' endpoints.
+func (s *Server) WriteMetrics(w io.Writer) {
+	fmt.Fprintf(w, "# HELP gateway_publish_refused_total Publisher requests (WHIP, WS signaling) refused, by HTTP status (ws: an error on the publish socket).\n# TYPE gateway_publish_refused_total counter\n")
+	var keys []string
+	s.refused.Range(func(k, _ any) bool { keys = append(keys, k.(string)); return true })
+	sort.Strings(keys)
+	for _, k := range keys {
+		v, _ := s.refused.Load(k)
+		fmt.Fprintf(w, "gateway_publish_refused_total{status=%q} %d\n", k, v.(*atomic.Int64).Load())
+	}
+}
 
 // checkStream validates the stream name and the right to publish it;
 // credential reports that a credential granted it.
@@ -276,7 +317,7 @@ func (s *Server) startPublish(ctx context.Context, r *http.Request, stream strin
 		log = log.With("client", ip)
 	}
 	if err := s.takePending(ip); err != nil {
-		log.Warn("publish refused", "err", err)
+		s.warn(log, "publish refused", "err", err)
 		return nil, "", err
 	}
 	opts := peer.SessionOptions{Logger: log}
@@ -286,7 +327,7 @@ func (s *Server) startPublish(ctx context.Context, r *http.Request, stream strin
 	sess, answer, err := s.opts.Engine.Accept(ctx, offer, opts)
 	if err != nil {
 		s.releasePending(ip)
-		log.Warn("publish refused", "err", err)
+		s.warn(log, "publish refused", "err", err)
 		return nil, "", mapPublishError(err)
 	}
 	p := &publish{
@@ -382,12 +423,12 @@ func (s *Server) goLive(p *publish, log *slog.Logger) string {
 		Protocol: p.protocol, RemoteAddr: p.remote, RequestKeyframe: p.sess.RequestKeyframe, TakeOver: p.cred,
 	})
 	if err != nil {
-		log.Warn("publish refused at connect", "err", err)
+		s.warn(log, "publish refused at connect", "err", err)
 		return "refused at connect: " + err.Error()
 	}
 	if err := p.sess.Start(pub); err != nil {
 		pub.Close()
-		log.Warn("publish refused at connect", "err", err)
+		s.warn(log, "publish refused at connect", "err", err)
 		return "refused at connect: " + err.Error()
 	}
 	p.pub = pub

@@ -38,17 +38,17 @@ func (s *Server) handleWHIPPost(w http.ResponseWriter, r *http.Request) {
 	s.setCORS(w, r)
 	stream, cred, err := s.checkStream(r)
 	if err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 		return
 	}
 	offer, err := s.readBody(w, r, "application/sdp")
 	if err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 		return
 	}
 	p, answer, err := s.startPublish(r.Context(), r, stream, cred, offer, "whip", nil)
 	if err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 		return
 	}
 	h := w.Header()
@@ -118,7 +118,7 @@ func (s *Server) handleWHIPDelete(w http.ResponseWriter, r *http.Request) {
 	s.setCORS(w, r)
 	p, err := s.lookup(r)
 	if err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 		return
 	}
 	p.requestStop()
@@ -138,17 +138,17 @@ func (s *Server) handleWHIPPatch(w http.ResponseWriter, r *http.Request) {
 	s.setCORS(w, r)
 	p, err := s.lookup(r)
 	if err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 		return
 	}
 	body, err := s.readBody(w, r, "application/trickle-ice-sdpfrag")
 	if err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 		return
 	}
 	frag, err := sdpfrag.Parse(body)
 	if err != nil {
-		writeError(w, errorf(http.StatusBadRequest, err.Error()))
+		s.fail(w, errorf(http.StatusBadRequest, err.Error()))
 		return
 	}
 	ifMatch := strings.TrimSpace(r.Header.Get("If-Match"))
@@ -160,20 +160,20 @@ func (s *Server) handleWHIPPatch(w http.ResponseWriter, r *http.Request) {
 	etag, ufrag := p.etag, p.ufrag
 	p.iceMu.Unlock()
 	if ifMatch != "" && !etagMatches(ifMatch, etag) {
-		writeError(w, errorf(http.StatusPreconditionFailed, "If-Match does not name the session's current ETag "+etag+" (after an ICE restart, use the new one)"))
+		s.fail(w, errorf(http.StatusPreconditionFailed, "If-Match does not name the session's current ETag "+etag+" (after an ICE restart, use the new one)"))
 		return
 	}
 	if frag.Ufrag != "" && ufrag != "" && frag.Ufrag != ufrag {
-		writeError(w, errorf(http.StatusUnprocessableEntity, `the ice-ufrag is not the session's: candidates of an older ICE generation, or an ICE restart without If-Match: "*"`))
+		s.fail(w, errorf(http.StatusUnprocessableEntity, `the ice-ufrag is not the session's: candidates of an older ICE generation, or an ICE restart without If-Match: "*"`))
 		return
 	}
 	if !p.takeCandidates(len(frag.Candidates)) {
-		writeError(w, errorf(http.StatusUnprocessableEntity, fmt.Sprintf("too many ICE candidates: at most %d per session", maxRemoteCandidates)))
+		s.fail(w, errorf(http.StatusUnprocessableEntity, fmt.Sprintf("too many ICE candidates: at most %d per session", maxRemoteCandidates)))
 		return
 	}
 	for _, c := range frag.Candidates {
 		if err := p.sess.AddCandidate(c); err != nil {
-			writeError(w, errorf(http.StatusBadRequest, "bad candidate: "+err.Error()))
+			s.fail(w, errorf(http.StatusBadRequest, "bad candidate: "+err.Error()))
 			return
 		}
 	}
@@ -184,11 +184,11 @@ func (s *Server) handleWHIPPatch(w http.ResponseWriter, r *http.Request) {
 // leaves the session as it was (RFC 9725: the session is not ended).
 func (s *Server) restartICE(w http.ResponseWriter, r *http.Request, p *publish, frag sdpfrag.Frag) {
 	if frag.Ufrag == "" || frag.Pwd == "" {
-		writeError(w, errorf(http.StatusBadRequest, "an ICE restart needs a=ice-ufrag and a=ice-pwd in the fragment"))
+		s.fail(w, errorf(http.StatusBadRequest, "an ICE restart needs a=ice-ufrag and a=ice-pwd in the fragment"))
 		return
 	}
 	if len(frag.Candidates) > maxRemoteCandidates {
-		writeError(w, errorf(http.StatusUnprocessableEntity, fmt.Sprintf("too many ICE candidates: at most %d per session", maxRemoteCandidates)))
+		s.fail(w, errorf(http.StatusUnprocessableEntity, fmt.Sprintf("too many ICE candidates: at most %d per session", maxRemoteCandidates)))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
@@ -196,7 +196,7 @@ func (s *Server) restartICE(w http.ResponseWriter, r *http.Request, p *publish, 
 	local, err := p.sess.RestartICE(ctx, frag)
 	if err != nil {
 		s.log.Warn("ICE restart refused", "stream", p.stream, "remote", p.remote, "err", err)
-		writeError(w, errorf(http.StatusUnprocessableEntity, err.Error()))
+		s.fail(w, errorf(http.StatusUnprocessableEntity, err.Error()))
 		return
 	}
 	etag := newETag()

@@ -107,11 +107,11 @@ func (c *wsConn) writeLoop() {
 func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 	stream, cred, err := s.checkStream(r)
 	if err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 		return
 	}
 	if !s.opts.Origins.Allowed(r) {
-		writeError(w, errorf(http.StatusForbidden, "origin not allowed: "+truncate(r.Header.Get("Origin"), 100)))
+		s.fail(w, errorf(http.StatusForbidden, "origin not allowed: "+truncate(r.Header.Get("Origin"), 100)))
 		return
 	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)
@@ -145,6 +145,7 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 			_ = conn.SetReadDeadline(time.Now().Add(wsReadTimeout))
 			var m WSMessage
 			if mt != websocket.TextMessage || json.Unmarshal(data, &m) != nil {
+				s.countRefusal("ws")
 				c.send(WSMessage{Type: "error", Message: "invalid message: expected JSON text"})
 				return
 			}
@@ -188,6 +189,7 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 					answer, err := p.sess.RestartICEWithOffer(m.SDP)
 					if err != nil {
 						s.log.Warn("ICE restart refused", "stream", stream, "remote", r.RemoteAddr, "err", err)
+						s.countRefusal("ws")
 						c.send(WSMessage{Type: "error", Message: err.Error() + "; to change anything else, open a new socket"})
 						continue
 					}
@@ -212,6 +214,7 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 					c.send(WSMessage{Type: "candidate", Candidate: &ci})
 				})
 				if err != nil {
+					s.countRefusal("ws")
 					c.send(WSMessage{Type: "error", Message: err.Error()})
 					continue
 				}
@@ -226,10 +229,12 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 				offerDeadline.Stop()
 			case "candidate":
 				if p == nil || m.Candidate == nil {
+					s.countRefusal("ws")
 					c.send(WSMessage{Type: "error", Message: "candidate before offer"})
 					continue
 				}
 				if !p.takeCandidates(1) {
+					s.countRefusal("ws")
 					c.send(WSMessage{Type: "error", Message: fmt.Sprintf("too many ICE candidates: at most %d per session", maxRemoteCandidates)})
 					continue
 				}
@@ -237,6 +242,7 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 					s.log.Debug("bad remote candidate", "stream", stream, "err", err)
 				}
 			default:
+				s.countRefusal("ws")
 				c.send(WSMessage{Type: "error", Message: "unknown message type " + truncate(m.Type, 40)})
 			}
 		case <-live: // connected and the stream's source now
@@ -266,6 +272,7 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 				c.send(WSMessage{Type: "error", Message: "publish ended: " + p.endMsg})
 			}
 		case <-offerDeadline.C:
+			s.countRefusal("ws")
 			c.send(WSMessage{Type: "error", Message: "no offer received"})
 		case <-c.done:
 			if p != nil {

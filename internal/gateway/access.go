@@ -9,11 +9,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/mseway/mseway/auth"
 	"github.com/mseway/mseway/httpapi"
 	"github.com/mseway/mseway/mseout"
+	"github.com/mseway/mseway/ratelog"
 	"github.com/mseway/mseway/webhooks"
 )
 
@@ -24,11 +24,8 @@ type access struct {
 	hooks *webhooks.Sender
 	log   *slog.Logger
 
-	refused sync.Map // "action/status" -> *atomic.Int64
-
-	logMu      sync.Mutex
-	logNext    time.Time
-	suppressed int
+	refused  sync.Map // "action/status" -> *atomic.Int64
+	logLimit ratelog.Limiter
 }
 
 // protocolOf names the door a request came through, for the auth hook.
@@ -71,18 +68,9 @@ func (a *access) check(r *http.Request, action auth.Action, stream string) (auth
 }
 
 func (a *access) logRefusal(action auth.Action, stream, ip string, status int, err error) {
-	a.logMu.Lock()
-	now := time.Now()
-	if now.Before(a.logNext) {
-		a.suppressed++
-		a.logMu.Unlock()
-		return
+	if ok, held := a.logLimit.Allow(); ok {
+		a.log.Warn("request refused", "action", action, "stream", stream, "client", ip, "status", status, "reason", err.Error(), "refusals_not_logged", held)
 	}
-	a.logNext = now.Add(time.Second)
-	suppressed := a.suppressed
-	a.suppressed = 0
-	a.logMu.Unlock()
-	a.log.Warn("request refused", "action", action, "stream", stream, "client", ip, "status", status, "reason", err.Error(), "refusals_not_logged", suppressed)
 }
 
 // publish is signaling's Authorize: credential reports that a token or the

@@ -259,6 +259,7 @@ func (g *Gateway) Handler() http.Handler {
 		g.registry.WriteMetrics(w)
 		fmt.Fprintf(w, "# HELP gateway_publishers Live publish sessions over WebRTC.\n# TYPE gateway_publishers gauge\ngateway_publishers %d\n", g.sig.Publishing())
 		fmt.Fprintf(w, "# HELP gateway_publishers_pending Publishes negotiated and not yet connected.\n# TYPE gateway_publishers_pending gauge\ngateway_publishers_pending %d\n", g.sig.Pending())
+		g.sig.WriteMetrics(w)
 		g.guard.WriteMetrics(w)
 		g.access.writeMetrics(w)
 		g.access.hooks.WriteMetrics(w)

@@ -36,6 +36,7 @@ var floors = map[string]int{
 	"bitstream":        1,
 	"sdpfrag":          1,
 	"contain":          1,
+	"ratelog":          1,
 	"configs":          1,
 }
 

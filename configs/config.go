@@ -49,6 +49,9 @@ type Config struct {
 	TrustedProxies []string  `yaml:"trusted_proxies"`
 	Webhooks       []Webhook `yaml:"webhooks"`
 	Web            Web       `yaml:"web"`
+	// Cluster joins several gateways into one namespace of streams over
+	// NATS; off (a single node) when NATSURLs is empty and Embedded is off.
+	Cluster Cluster `yaml:"cluster"`
 	// Sources are local capture sources (devices or test patterns) published
 	// straight into a stream of this gateway, by stream name.
 	Sources    map[string]Source `yaml:"-"`
@@ -217,6 +220,50 @@ type Webhook struct {
 	// viewers.changed, auth.refused); empty or "*" = all.
 	Events []string `yaml:"events"`
 }
+
+// Cluster configures the cluster over NATS (docs/CLUSTER.md).
+type Cluster struct {
+	// NATSURLs are the NATS servers to connect to (nats://, tls://).
+	NATSURLs []string `yaml:"nats_urls"`
+	// NodeID names this node (default: the host name); PublicURL is how
+	// browsers reach it (https://node-a.example:8443), for goaway and the
+	// directory.
+	NodeID    string `yaml:"node_id"`
+	PublicURL string `yaml:"public_url"`
+	// Credentials, as nats.go takes them: a creds file (JWT + NKEY seed),
+	// an NKEY seed file, a user/password or a token.
+	CredsFile string `yaml:"creds_file"`
+	NKeyFile  string `yaml:"nkey_file"`
+	User      string `yaml:"user"`
+	Password  string `yaml:"password"`
+	Token     string `yaml:"token"`
+	// TLS to the NATS servers: a CA to trust, and a client certificate.
+	TLSCA   string `yaml:"tls_ca"`
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// Heartbeat is how often this node renews its directory entries;
+	// entries of a node that stops are gone after TTL.
+	Heartbeat time.Duration `yaml:"heartbeat"`
+	TTL       time.Duration `yaml:"ttl"`
+	// Embedded runs a NATS server with JetStream inside this gateway.
+	Embedded EmbeddedNATS `yaml:"embedded"`
+}
+
+// EmbeddedNATS is an in-process NATS server for small clusters.
+type EmbeddedNATS struct {
+	Enabled bool `yaml:"enabled"`
+	// Listen is the client port (other gateways may connect to it); Routes
+	// are the peers' cluster ports (nats-route://host:6222), ClusterListen
+	// this node's.
+	Listen        string   `yaml:"listen"`
+	ClusterListen string   `yaml:"cluster_listen"`
+	Routes        []string `yaml:"routes"`
+	// StoreDir holds JetStream's data (the directory bucket).
+	StoreDir string `yaml:"store_dir"`
+}
+
+// Enabled reports whether this node joins a cluster.
+func (c Cluster) Enabled() bool { return len(c.NATSURLs) > 0 || c.Embedded.Enabled }
 
 // Web configures the embedded browser UI.
 type Web struct {
@@ -474,6 +521,9 @@ func (c *Config) validate() error {
 	if err := c.Auth.validate(); err != nil {
 		return err
 	}
+	if err := c.Cluster.validate(); err != nil {
+		return err
+	}
 	for i, w := range c.Webhooks {
 		if err := w.validate(); err != nil {
 			return fmt.Errorf("webhooks[%d]: %w", i, err)
@@ -482,6 +532,46 @@ func (c *Config) validate() error {
 	for i, fa := range c.Web.FrameAncestors {
 		if fa == "" || strings.ContainsAny(fa, ";,\r\n\"") {
 			return fmt.Errorf("web.frame_ancestors[%d]: %q is not a CSP source ('self', 'none', https://host, *)", i, fa)
+		}
+	}
+	return nil
+}
+
+func (c Cluster) validate() error {
+	for i, u := range c.NATSURLs {
+		p, err := url.Parse(u)
+		if err != nil || p.Host == "" || (p.Scheme != "nats" && p.Scheme != "tls" && p.Scheme != "ws" && p.Scheme != "wss") {
+			return fmt.Errorf("cluster.nats_urls[%d]: %q is not a nats://, tls://, ws:// or wss:// URL", i, u)
+		}
+	}
+	if c.PublicURL != "" {
+		p, err := url.Parse(c.PublicURL)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || (p.Path != "" && p.Path != "/") {
+			return fmt.Errorf("cluster.public_url: %q is not http(s)://host[:port]", c.PublicURL)
+		}
+	}
+	if c.NodeID != "" && !ValidStreamName(c.NodeID) {
+		return fmt.Errorf("cluster.node_id: %q: 1-64 characters of [A-Za-z0-9._-]", c.NodeID)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("cluster.tls_cert and cluster.tls_key must be set together")
+	}
+	if c.Heartbeat <= 0 || c.TTL < 2*c.Heartbeat || c.TTL > 5*time.Minute {
+		return fmt.Errorf("cluster.heartbeat %v and ttl %v: want heartbeat > 0 and 2*heartbeat <= ttl <= 5m", c.Heartbeat, c.TTL)
+	}
+	if e := c.Embedded; e.Enabled {
+		if _, _, err := net.SplitHostPort(e.Listen); err != nil {
+			return fmt.Errorf("cluster.embedded.listen: %q is not host:port", e.Listen)
+		}
+		if e.ClusterListen != "" {
+			if _, _, err := net.SplitHostPort(e.ClusterListen); err != nil {
+				return fmt.Errorf("cluster.embedded.cluster_listen: %q is not host:port", e.ClusterListen)
+			}
+		}
+		for i, r := range e.Routes {
+			if p, err := url.Parse(r); err != nil || p.Scheme != "nats-route" || p.Host == "" {
+				return fmt.Errorf("cluster.embedded.routes[%d]: %q is not a nats-route://host:port URL", i, r)
+			}
 		}
 	}
 	return nil

@@ -26,6 +26,8 @@ var floors = map[string]int{
 	"peer":             5,
 	"mseout":           4,
 	"whip":             4,
+	"relaywire":        4,
+	"cluster":          5,
 	"remux":            3,
 	"devices":          3,
 	"web":              3,

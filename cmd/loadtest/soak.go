@@ -100,6 +100,7 @@ type soakSample struct {
 	FPS        float64 `json:"framesPerS"`
 	LatP50     float64 `json:"latP50ms"`
 	LatP99     float64 `json:"latP99ms"`
+	Load1      float64 `json:"loadAvg1m"` // the machine's
 	Joins      int     `json:"joins"`
 	Leaves     int     `json:"leaves"`
 	Failures   int     `json:"failures"`    // unexpected viewer ends, total so far
@@ -431,7 +432,9 @@ func runSoak(ctx context.Context, c config, stderr io.Writer) (*soakReport, erro
 
 	sampleT := time.NewTicker(c.soak.sample)
 	defer sampleT.Stop()
-	churnT := time.NewTicker(c.soak.churnEvery)
+	// Churn steps fall half-way between samples, so that a sample does not
+	// catch joins in flight.
+	churnT := time.NewTimer(c.soak.churnEvery + c.soak.sample/2)
 	defer churnT.Stop()
 	endT := time.NewTimer(time.Until(end))
 	defer endT.Stop()
@@ -466,6 +469,7 @@ loop:
 			s.logf("soak %s: RSS %.1f MB, fds %d, threads %d, goroutines %d, viewers %d (gateway %d), %.0f frames/s, p99 %.1f ms, failures %d",
 				fmtT(sm.T), float64(sm.RSSKiB)/1024, sm.FDs, sm.Threads, sm.Goroutines, sm.Viewers, sm.GWViewers, sm.FPS, sm.LatP99, sm.Failures)
 		case <-churnT.C:
+			churnT.Reset(c.soak.churnEvery)
 			if rampDone.Load() {
 				s.churn()
 			}
@@ -736,6 +740,7 @@ func (s *soak) takeSample(t float64, cpu *cpuMeter, prevFrames map[*soakViewer]i
 			sm.Threads = int(v)
 		}
 		sm.CPUPct = round2(cpu.percent())
+		sm.Load1 = loadAvg()
 		*cpu = startCPU(pid)
 	}
 	if m, err := s.metrics(); err == nil {
@@ -942,16 +947,16 @@ func (r *soakReport) writeText(w io.Writer) {
 	warm := time.Duration(r.WarmS * float64(time.Second))
 	fmt.Fprintf(w, "soak: %d viewers on %s, republish every %gs, churn %.0f%% per 10 s, %s; gateway %s (pid %d); goroutines from %s\n\n",
 		r.Viewers, streamName(0), r.RepublishS, 100*r.Churn, time.Duration(r.DurationS*float64(time.Second)), r.Target, r.PID, r.GoroutineSource)
-	fmt.Fprintf(w, "%8s %8s %6s %7s %10s %7s %7s %9s %9s %7s %6s %6s %5s %6s\n",
-		"time", "RSS MB", "fds", "threads", "goroutines", "viewers", "gw view", "frames/s", "fps/view", "p99 ms", "joins", "leaves", "fails", "cpu%")
+	fmt.Fprintf(w, "%8s %8s %6s %7s %10s %7s %7s %9s %9s %7s %6s %6s %5s %6s %5s\n",
+		"time", "RSS MB", "fds", "threads", "goroutines", "viewers", "gw view", "frames/s", "fps/view", "p99 ms", "joins", "leaves", "fails", "cpu%", "load")
 	row := func(label string, s soakSample) {
 		fpv := 0.0
 		if s.Viewers > 0 {
 			fpv = s.FPS / float64(s.Viewers)
 		}
-		fmt.Fprintf(w, "%8s %8.1f %6s %7s %10s %7d %7s %9.0f %9.1f %7.1f %6d %6d %5d %6.1f\n",
+		fmt.Fprintf(w, "%8s %8.1f %6s %7s %10s %7d %7s %9.0f %9.1f %7.1f %6d %6d %5d %6.1f %5.2f\n",
 			label, float64(s.RSSKiB)/1024, intOrNA(s.FDs), intOrNA(s.Threads), intOrNA(s.Goroutines), s.Viewers, intOrNA(s.GWViewers),
-			s.FPS, fpv, s.LatP99, s.Joins, s.Leaves, s.Failures, s.CPUPct)
+			s.FPS, fpv, s.LatP99, s.Joins, s.Leaves, s.Failures, s.CPUPct, s.Load1)
 	}
 	row("baseline", r.Baseline)
 	for _, s := range r.Samples {
@@ -998,7 +1003,7 @@ func (r *soakReport) writeCSV(path string) error {
 	}
 	cw := csv.NewWriter(f)
 	_ = cw.Write([]string{"t_s", "label", "rss_kib", "fds", "threads", "goroutines", "gateway_viewers", "gateway_publishers", "cpu_pct",
-		"viewers", "receiving", "idle", "frames", "frames_per_s", "lat_p50_ms", "lat_p99_ms", "joins", "leaves", "failures_total", "republishes_total"})
+		"viewers", "receiving", "idle", "frames", "frames_per_s", "lat_p50_ms", "lat_p99_ms", "joins", "leaves", "failures_total", "republishes_total", "load_avg_1m"})
 	rows := append(append([]soakSample{r.Baseline}, r.Samples...), r.Drained)
 	for _, s := range rows {
 		_ = cw.Write([]string{
@@ -1007,6 +1012,7 @@ func (r *soakReport) writeCSV(path string) error {
 			strconv.Itoa(s.Viewers), strconv.Itoa(s.Receiving), strconv.Itoa(s.Idle), strconv.FormatInt(s.Frames, 10),
 			strconv.FormatFloat(s.FPS, 'f', 1, 64), strconv.FormatFloat(s.LatP50, 'f', 2, 64), strconv.FormatFloat(s.LatP99, 'f', 2, 64),
 			strconv.Itoa(s.Joins), strconv.Itoa(s.Leaves), strconv.Itoa(s.Failures), strconv.Itoa(s.Republish),
+			strconv.FormatFloat(s.Load1, 'f', 2, 64),
 		})
 	}
 	cw.Flush()

@@ -92,7 +92,7 @@ func TestSoakShort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != len(rep.Samples)+3 || rows[0][0] != "t_s" || rows[1][1] != "baseline" || rows[len(rows)-1][1] != "drained" {
+	if len(rows) != len(rep.Samples)+3 || rows[0][0] != "t_s" || len(rows[0]) != 21 || rows[1][1] != "baseline" || rows[len(rows)-1][1] != "drained" {
 		t.Errorf("CSV: %d rows, first %v", len(rows), rows[0])
 	}
 }

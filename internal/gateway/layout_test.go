@@ -28,6 +28,7 @@ var floors = map[string]int{
 	"whip":             4,
 	"relaywire":        4,
 	"cluster":          5,
+	"relay":            5,
 	"remux":            3,
 	"devices":          3,
 	"web":              3,

@@ -76,7 +76,7 @@ type hub struct {
 	gop      []*segMsg // since the newest keyframe; empty = no usable cache
 	gopBytes int
 	viewers  map[*viewer]struct{}
-	outputs  []Output // attached with Registry.Attach
+	outputs  []*attached // attached with Registry.Attach
 
 	lastKeyframe    time.Time
 	lastKeyframeAsk time.Time
@@ -203,7 +203,8 @@ func (p *Publication) Close() {
 		v.pushControl(frameEOS, false)
 	}
 	for _, o := range h.outputs {
-		o.WriteEnd()
+		o.waitKey = false
+		o.out.WriteEnd()
 	}
 	h.mu.Unlock()
 	h.r.log.Info("publish ended", "stream", h.name, "remote", p.info.RemoteAddr, "duration", time.Since(p.since).Round(time.Millisecond))
@@ -236,7 +237,8 @@ func (p *Publication) WriteInit(in *remux.Init) {
 	// The cache belongs to the old init; the next segment is a keyframe.
 	h.gop, h.gopBytes = nil, 0
 	for _, o := range h.outputs {
-		o.WriteInit(in)
+		o.waitKey = false // the next segment is a keyframe
+		o.out.WriteInit(in)
 	}
 	h.r.log.Info("stream init", "stream", h.name, "mime", in.MIME, "tracks", in.Tracks)
 }
@@ -306,7 +308,13 @@ func (p *Publication) share(seg *segMsg, hasVideo bool) (ok, swept, askKeyframe 
 		}
 	}
 	for _, o := range h.outputs {
-		o.WriteSegment(&seg.src)
+		if o.waitKey {
+			if !seg.keyframe {
+				continue
+			}
+			o.waitKey = false
+		}
+		o.out.WriteSegment(&seg.src)
 	}
 	return true, swept, askKeyframe
 }
@@ -431,7 +439,7 @@ func (h *hub) shutdown(reason string) {
 		v.pushGoaway(frames)
 	}
 	for _, o := range h.outputs {
-		o.WriteEnd()
+		o.out.WriteEnd()
 	}
 	h.mu.Unlock()
 	if pub != nil {

@@ -34,9 +34,19 @@ type Output interface {
 	WriteEnd()
 }
 
+// attached is an Output with its place in the stream.
+type attached struct {
+	out Output
+	// waitKey: it got the init but no GOP (the cache was off or dropped):
+	// segments reach it from the next keyframe on.
+	waitKey bool
+}
+
 // Attach adds out to stream name (a stream with no publisher yet is
 // waited for, as by a viewer). It first gets what a joining viewer gets: the
-// current init and the segments since the newest keyframe. detach removes it;
+// current init and the segments since the newest keyframe (with no GOP
+// cached, the init alone, then the segments from the next keyframe on; the
+// publisher is asked for one). detach removes it;
 // after detach returns, out is not called again. An attached output keeps the
 // stream listed, like a viewer.
 func (r *Registry) Attach(name string, out Output) (detach func(), err error) {
@@ -51,18 +61,26 @@ func (r *Registry) Attach(name string, out Output) (detach func(), err error) {
 	h := r.hubLocked(name)
 	h.mu.Lock()
 	r.mu.Unlock()
-	h.outputs = append(h.outputs, out)
-	if h.init != nil && len(h.gop) > 0 {
+	a := &attached{out: out}
+	h.outputs = append(h.outputs, a)
+	var pub *Publication
+	if h.init != nil {
 		out.WriteInit(h.init.src)
 		for _, s := range h.gop {
 			out.WriteSegment(&s.src)
 		}
+		if len(h.gop) == 0 {
+			a.waitKey, pub = true, h.pub
+		}
 	}
 	h.mu.Unlock()
+	if pub != nil {
+		pub.requestKeyframe()
+	}
 	return func() {
 		h.mu.Lock()
 		for i, o := range h.outputs {
-			if o == out {
+			if o == a {
 				h.outputs = append(h.outputs[:i], h.outputs[i+1:]...)
 				break
 			}

@@ -107,3 +107,40 @@ func TestAttachChecksTheName(t *testing.T) {
 		t.Fatalf("a detached output left the stream listed: %+v", st)
 	}
 }
+
+// With no GOP cached (gop_cache off), an Output attached to a live stream
+// gets the init at once, then the segments from the next keyframe on, and
+// the publisher is asked for that keyframe.
+func TestOutputWithoutGOPCache(t *testing.T) {
+	def := configs.Default()
+	noCache := def.StreamDefaults
+	noCache.GOPCache = false
+	r := mseout.NewRegistry(mseout.Options{Settings: func(string) configs.Stream { return noCache }, Limits: def.Limits})
+	defer r.Close()
+	var asks int
+	var mu sync.Mutex
+	pub, err := r.Publish("s", mseout.PublisherInfo{Protocol: "test", RequestKeyframe: func() { mu.Lock(); asks++; mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.WriteInit(testInit("i1"))
+	pub.WriteSegment(segment("k1", true))
+	pub.WriteSegment(segment("d1", false))
+	out := &recOutput{}
+	detach, err := r.Attach("s", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer detach()
+	pub.WriteSegment(segment("d2", false)) // not a keyframe: held back
+	pub.WriteSegment(segment("k2", true))
+	pub.WriteSegment(segment("d3", false))
+	if got, want := out.got(), "init i1, seg k2 key, seg d3"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if asks == 0 {
+		t.Error("the publisher was not asked for a keyframe")
+	}
+}

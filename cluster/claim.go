@@ -17,7 +17,9 @@ import (
 // directory; otherwise Claim fails with ErrBusy unless takeOver, in which
 // case the entry is rewritten to this node and the old origin is told
 // (its OnLost). The heartbeat renews the claim until Withdraw, Close or a
-// loss. Errors: ErrBusy, ErrUnavailable (within about 2 s), ErrClosed.
+// loss. Claiming a stream this node already holds (a republish here) makes a
+// new epoch without OnLost. Errors: ErrBusy, ErrUnavailable (within about
+// 2 s), ErrClosed.
 func (n *Node) Claim(stream string, takeOver bool) (epoch uint64, err error) {
 	if !configs.ValidStreamName(stream) {
 		return 0, fmt.Errorf("cluster: %q is not a stream name", stream)
@@ -28,9 +30,10 @@ func (n *Node) Claim(stream string, takeOver bool) (epoch uint64, err error) {
 }
 
 // Announce publishes the stream's details (MIME, tracks, and Since when set)
-// in its entry. A stream this node does not hold is claimed first, without
-// takeover (ErrBusy when live elsewhere); one it lost fails with ErrLost.
-// The entry's Stream, Node and Epoch are this node's, whatever e holds.
+// in its entry. With e.Epoch set (from Claim), it is for that claim only:
+// ErrLost when this node no longer holds it under that epoch. With e.Epoch
+// zero, a stream this node does not hold is claimed first, without takeover
+// (ErrBusy when it is live elsewhere). The entry's Node is this node.
 func (n *Node) Announce(stream string, e StreamInfo) error {
 	if !configs.ValidStreamName(stream) {
 		return fmt.Errorf("cluster: %q is not a stream name", stream)
@@ -40,7 +43,10 @@ func (n *Node) Announce(stream string, e StreamInfo) error {
 	n.mu.Lock()
 	c := n.held[stream]
 	n.mu.Unlock()
-	if c == nil {
+	switch {
+	case e.Epoch != 0 && (c == nil || c.info.Epoch != e.Epoch):
+		return fmt.Errorf("%w: %s (epoch %d) is no longer held by this node", ErrLost, stream, e.Epoch)
+	case c == nil:
 		_, err := n.claimLocked(stream, false, e)
 		return err
 	}

@@ -376,9 +376,20 @@ func TestClaimTakeover(t *testing.T) {
 		t.Fatalf("cam in the bucket: %+v", i)
 	}
 	// a's publication is over: its details go nowhere.
-	if err := a.Announce("cam", StreamInfo{MIME: "x"}); !errors.Is(err, ErrBusy) {
-		t.Fatalf("a announces the stream it lost: %v, want ErrBusy", err)
+	if err := a.Announce("cam", StreamInfo{Epoch: ea, MIME: "x"}); !errors.Is(err, ErrLost) {
+		t.Fatalf("a announces the claim it lost: %v, want ErrLost", err)
 	}
+	if err := a.Announce("cam", StreamInfo{MIME: "x"}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("a announces the stream, live on b: %v, want ErrBusy", err)
+	}
+	// b's details for its claim.
+	if err := b.Announce("cam", StreamInfo{Epoch: eb, MIME: "video/mp4"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "a sees b's details", func() bool {
+		i, _ := a.Lookup("cam")
+		return i.Node == "b" && i.Epoch == eb && i.MIME == "video/mp4"
+	})
 	if _, ok := b.Held("cam"); !ok {
 		t.Fatal("b does not hold cam")
 	}

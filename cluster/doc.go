@@ -18,6 +18,11 @@
 //     in-memory views (Nodes, Streams, Lookup) with a change notification
 //     (Changed).
 //
+// A node cut off from NATS cannot renew its claims nor learn of a takeover:
+// it keeps its local publications (local viewers keep watching), its entries
+// lapse after the TTL, and at the reconnection each claim is written again if
+// the name is still free, or given up (OnLost) if another node took it.
+//
 // Expiry: nats-server sends watchers nothing when a bucket's TTL (MaxAge)
 // removes an entry, unless the bucket has limit markers (LimitMarkerTTL,
 // nats-server 2.11+). The buckets this package creates have them; the views

@@ -93,7 +93,8 @@ type Options struct {
 	// OnLost is called when another node took over a stream this node held
 	// (claimed or announced), with the epoch of the claim that was lost, so
 	// that the gateway ends that publication. It is called from one
-	// goroutine of the node, in order; it should not block for long.
+	// goroutine of the node, in order; it should not block for long, and
+	// must not call Close.
 	OnLost func(stream string, epoch uint64)
 	// Now is the clock of the times written in entries (default
 	// time.Now); the views' expiry runs on the real clock.

@@ -549,6 +549,38 @@ func TestNATSDown(t *testing.T) {
 	}
 }
 
+// Credentials reach the server; wrong ones leave the node retrying, its
+// directory unavailable, not broken.
+func TestCredentials(t *testing.T) {
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true, Username: "gw", Password: "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	good := testConfig("a", s.ClientURL())
+	good.User, good.Password = "gw", "s3cret"
+	bad := testConfig("b", s.ClientURL())
+	bad.User, bad.Password = "gw", "wrong"
+	a := startNode(t, good, Options{})
+	b := startNode(t, bad, Options{})
+	waitHealthy(t, 10*time.Second, a)
+	announceEventually(t, a, "cam", StreamInfo{})
+	time.Sleep(time.Second) // a few reconnection attempts
+	if b.Healthy() {
+		t.Fatal("b healthy with a wrong password")
+	}
+	if err := b.Announce("cam2", StreamInfo{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("announce with a wrong password: %v", err)
+	}
+	if b.nc.IsClosed() {
+		t.Fatal("b gave up reconnecting")
+	}
+}
+
 // With embedded NATS, Start runs the server; another node connects to it.
 func TestEmbedded(t *testing.T) {
 	cfgA := testConfig("a")

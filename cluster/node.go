@@ -246,6 +246,9 @@ func (n *Node) natsOptions() (nats.Options, error) {
 		nats.Name(n.id),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
+		// Keep trying through authorization errors too (credentials
+		// being rotated): nats.go would otherwise give up for good.
+		nats.IgnoreAuthErrorAbort(),
 		nats.CustomReconnectDelay(reconnectDelay),
 		// Fail writes while disconnected instead of replaying stale
 		// heartbeats after the reconnection.

@@ -350,6 +350,10 @@ func (n *Node) onAsyncErr(_ *nats.Conn, sub *nats.Subscription, err error) {
 // ID is this node's id.
 func (n *Node) ID() string { return n.id }
 
+// Conn is the node's NATS connection, for the media relay (it reconnects by
+// itself; it is closed by Close).
+func (n *Node) Conn() *nats.Conn { return n.nc }
+
 // Healthy reports whether the directory is connected and its views are in
 // sync. While it is not, the views keep their last state.
 func (n *Node) Healthy() bool {

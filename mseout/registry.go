@@ -277,6 +277,8 @@ type StreamInfo struct {
 	Publisher *PublisherJSON `json:"publisher"`
 	// ViewerStats aggregates the stats messages viewers sent (PROTOCOL.md).
 	ViewerStats *ViewerStatsSummary `json:"viewerStats,omitempty"`
+	// Node is the cluster node the stream is published on (in a cluster).
+	Node string `json:"node,omitempty"`
 }
 
 // TrackInfo describes a track in StreamInfo.
@@ -387,5 +389,24 @@ func (r *Registry) WriteMetrics(w io.Writer) {
 	fmt.Fprintf(w, "# HELP gateway_viewer_disconnects_total Viewers that left, by why.\n# TYPE gateway_viewer_disconnects_total counter\n")
 	for i := range numLeaveReasons {
 		fmt.Fprintf(w, "gateway_viewer_disconnects_total{reason=%q} %d\n", leaveReason(i).String(), m.disconnects[i].Load())
+	}
+}
+
+// RequestKeyframe asks the publisher of stream name for a keyframe (through
+// its PublisherInfo.RequestKeyframe, which throttles itself); a no-op when
+// the stream has no publisher. Upstream consumers that join mid-GOP (another
+// node's relay) use it.
+func (r *Registry) RequestKeyframe(name string) {
+	r.mu.Lock()
+	h := r.hubs[name]
+	r.mu.Unlock()
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	pub := h.pub
+	h.mu.Unlock()
+	if pub != nil {
+		pub.requestKeyframe()
 	}
 }

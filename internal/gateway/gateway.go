@@ -69,6 +69,7 @@ type Gateway struct {
 	sig      *signaling.Server
 	access   *access
 	guard    *guard.Guard
+	cluster  *clusterGlue // nil on a single node
 	origins  *httpapi.Origins
 	srv      *http.Server
 	started  time.Time
@@ -139,9 +140,17 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		Events:    emit,
 		Logger:    log,
 	})
+	glue, err := startCluster(cfg.Cluster, cfg.StreamSettings, registry, log)
+	if err != nil {
+		registry.Close()
+		hooks.Close(context.Background())
+		authz.Close()
+		_ = engine.Close()
+		return nil, err
+	}
 	sig := signaling.New(signaling.Options{
 		Engine:    signaling.PeerEngine(engine),
-		Streams:   signaling.MSEStreams(registry),
+		Streams:   glue.streams(signaling.MSEStreams(registry)),
 		Authorize: acc.publish,
 		Origins:   origins,
 		Events:    emit,
@@ -165,7 +174,7 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 	}
 	log.Info("connection limits", "max_conns", maxConns, "max_conns_per_ip", cfg.Limits.MaxConnsPerIP,
 		"open_files_soft", soft, "open_files_hard", hard)
-	g := &Gateway{cfg: cfg, log: log, engine: engine, registry: registry, sig: sig, access: acc, origins: origins, started: time.Now(),
+	g := &Gateway{cfg: cfg, log: log, engine: engine, registry: registry, sig: sig, access: acc, origins: origins, cluster: glue, started: time.Now(),
 		guard: guard.New(guard.Options{
 			MaxConns: maxConns, MaxConnsPerIP: cfg.Limits.MaxConnsPerIP,
 			RequestsPerSecondPerIP: cfg.Limits.RequestsPerSecondPerIP, RequestBurstPerIP: cfg.Limits.RequestBurstPerIP,
@@ -224,7 +233,7 @@ func (g *Gateway) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /api/streams", func(w http.ResponseWriter, r *http.Request) {
 		g.origins.SetCORS(w, r)
-		list, err := g.access.streamsFor(r, g.registry.Streams())
+		list, err := g.access.streamsFor(r, g.cluster.listStreams(g.registry.Streams()))
 		if err != nil {
 			httpapi.Fail(w, err)
 			return
@@ -263,6 +272,9 @@ func (g *Gateway) Handler() http.Handler {
 		g.guard.WriteMetrics(w)
 		g.access.writeMetrics(w)
 		g.access.hooks.WriteMetrics(w)
+		if g.cluster != nil {
+			g.cluster.metrics.WriteMetrics(w)
+		}
 		writePanicMetrics(w)
 		fmt.Fprintf(w, "# HELP go_goroutines Goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
 	})
@@ -420,6 +432,9 @@ func (g *Gateway) closeParts(ctx context.Context) error {
 	g.closeSources()
 	g.registry.Close()
 	g.sig.Close()
+	if err := g.cluster.close(ctx); err != nil {
+		g.log.Warn("cluster: leaving", "err", err)
+	}
 	g.access.hooks.Close(ctx)
 	g.access.authz.Close()
 	g.guard.Close()

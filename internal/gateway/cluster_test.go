@@ -1,0 +1,119 @@
+package gateway_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/mseway/mseway/configs"
+)
+
+// startNATS runs a nats-server with JetStream for a test cluster.
+func startNATS(t *testing.T) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return s
+}
+
+// clusterNode starts a gateway that joins the cluster of nats as node id.
+func clusterNode(t *testing.T, nats *server.Server, id string, edit func(*configs.Config)) *testGateway {
+	t.Helper()
+	return startGateway(t, func(c *configs.Config) {
+		c.Cluster.NATSURLs = []string{nats.ClientURL()}
+		c.Cluster.NodeID = id
+		c.Cluster.PublicURL = "http://" + id + ".example"
+		c.Cluster.Heartbeat, c.Cluster.TTL = 200*time.Millisecond, 2*time.Second
+		if edit != nil {
+			edit(c)
+		}
+	})
+}
+
+// TestClusterRelay: a stream published on node A plays on node B (a viewer
+// waiting there before the publish, one joining after), B lists it with its
+// node, and a second publisher of the name on B is refused (409) unless it
+// may take over, which ends the publish on A.
+func TestClusterRelay(t *testing.T) {
+	nats := startNATS(t)
+	token := func(c *configs.Config) {
+		c.Auth.PublishToken = "pub"
+		locked := c.StreamDefaults
+		locked.AllowTakeover = false
+		c.Streams["locked"] = locked
+	}
+	a := clusterNode(t, nats, "node-a", token)
+	b := clusterNode(t, nats, "node-b", token)
+	video, audio := testMedia(t)
+
+	early := watch(t, b, "shared")
+	early.expectControl("waiting", 10*time.Second)
+	a.token = "pub"
+	pubA := publish(t, a, "shared", video, audio)
+	_, init := early.expectInit(20 * time.Second)
+	segs, ctl := early.collect(3 * time.Second)
+	if ctl != nil {
+		t.Fatalf("viewer on B: %+v during playback", ctl)
+	}
+	if n := checkPlayable(t, "relayed to node B", init, segs); n < 30 {
+		t.Fatalf("%d video samples in 3 s on node B", n)
+	}
+	late := watch(t, b, "shared")
+	_, init2 := late.expectInit(10 * time.Second)
+	segs2, _ := late.collect(2 * time.Second)
+	checkPlayable(t, "joined on node B", init2, segs2)
+
+	var list []struct {
+		Name string
+		Live bool
+		Node string
+	}
+	getJSON(t, b.base+"/api/streams?token=pub", &list)
+	found := false
+	for _, s := range list {
+		found = found || (s.Name == "shared" && s.Live && s.Node == "node-a")
+	}
+	if !found {
+		t.Errorf("/api/streams on B: %+v, want shared live on node-a", list)
+	}
+
+	// Names are cluster-wide: a publisher on B of a name live on A that
+	// does not allow takeover gets 409; of one that does, it takes over
+	// and A's publish ends.
+	publish(t, a, "locked", video, audio)
+	waitFor(t, "node B sees locked", 10*time.Second, func() bool {
+		var l []struct{ Name string }
+		getJSON(t, b.base+"/api/streams?token=pub", &l)
+		for _, s := range l {
+			if s.Name == "locked" {
+				return true
+			}
+		}
+		return false
+	})
+	if r := do(t, "POST", b.base+"/whip/locked", "application/sdp", vp8OnlyOffer(t), map[string]string{"Authorization": "Bearer pub"}); r.status != http.StatusConflict {
+		t.Fatalf("a second publisher of a locked name on another node: %+v, want 409", r)
+	}
+	b.token = "pub"
+	publish(t, b, "shared", video, audio)
+	deadline := time.Now().Add(15 * time.Second)
+	for a.g.Live("shared") {
+		if time.Now().After(deadline) {
+			t.Fatal("the publish on node A did not end after the takeover on node B")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = pubA
+	raw, _ := json.Marshal(list)
+	t.Logf("B listed %s", raw)
+}

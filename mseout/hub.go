@@ -432,7 +432,11 @@ func (h *hub) info() StreamInfo {
 
 // shutdown sends every viewer a goaway (it reconnects) and ends the publication.
 func (h *hub) shutdown(reason string) {
-	frames := goawayFrames(reason, "")
+	url := ""
+	if h.r.opts.GoawayURL != nil {
+		url = h.r.opts.GoawayURL(h.name)
+	}
+	frames := goawayFrames(reason, url)
 	h.mu.Lock()
 	pub := h.pub
 	for v := range h.viewers {

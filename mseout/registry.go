@@ -34,6 +34,9 @@ type Options struct {
 	Authorize func(r *http.Request, stream string) error
 	// Origins decides viewer upgrades by their Origin; nil = any.
 	Origins *httpapi.Origins
+	// GoawayURL, when set, names where a stream's viewers reconnect when
+	// this gateway shuts down (another node of a cluster): the goaway's url.
+	GoawayURL func(stream string) string
 	// Events hears viewer.joined, viewer.left and publish.takeover
 	// (webhooks); it must not block. May be nil.
 	Events func(typ, stream string, data map[string]any)

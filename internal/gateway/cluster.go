@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"sync"
 	"time"
 
@@ -67,7 +68,7 @@ func startCluster(cfg configs.Cluster, settings func(string) configs.Stream, reg
 	}
 	g := &clusterGlue{reg: reg, log: log, settings: settings, claims: map[string]claimed{}, follows: map[string]*follows{}, done: make(chan struct{})}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
-	node, err := cluster.Start(g.ctx, cfg, cluster.Options{Logger: log, OnLost: g.lost})
+	node, err := cluster.Start(g.ctx, cfg, cluster.Options{Logger: log, OnLost: g.lost, Load: g.load})
 	if err != nil {
 		g.cancel()
 		return nil, fmt.Errorf("cluster: %w", err)
@@ -328,4 +329,51 @@ func (g *clusterGlue) listStreams(local []mseout.StreamInfo) []mseout.StreamInfo
 		}
 	}
 	return local
+}
+
+// load is this node's load for its directory entry.
+func (g *clusterGlue) load() cluster.Load {
+	var l cluster.Load
+	for _, s := range g.reg.Streams() {
+		l.Viewers += s.Viewers
+		if s.Live {
+			l.Streams++
+		}
+	}
+	return l
+}
+
+// goawayURL names the viewer socket of stream on the least loaded other
+// live node, for the goaway viewers get when this one stops ("" when there
+// is none, or no cluster: they reconnect here after a pause).
+func (g *clusterGlue) goawayURL(stream string) string {
+	if g == nil {
+		return ""
+	}
+	var best *cluster.NodeInfo
+	nodes := g.node.Nodes()
+	for i := range nodes {
+		n := &nodes[i]
+		if n.ID == g.node.ID() || n.PublicURL == "" {
+			continue
+		}
+		if best == nil || n.Load.Viewers < best.Load.Viewers {
+			best = n
+		}
+	}
+	if best == nil {
+		return ""
+	}
+	u, err := url.Parse(best.PublicURL)
+	if err != nil {
+		return ""
+	}
+	switch u.Scheme {
+	case "https":
+		u.Scheme = "wss"
+	default:
+		u.Scheme = "ws"
+	}
+	u.Path = "/ws/watch/" + stream
+	return u.String()
 }

@@ -116,4 +116,30 @@ func TestClusterRelay(t *testing.T) {
 	_ = pubA
 	raw, _ := json.Marshal(list)
 	t.Logf("B listed %s", raw)
+
+	// B stops: its viewers are sent to another live node (the goaway's url).
+	v := watch(t, b, "locked")
+	v.expectInit(20 * time.Second)
+	stopped := make(chan error, 1)
+	go func() { stopped <- b.stop() }()
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		m, err := v.c.Next(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("viewer on B while B stops: %v", err)
+		}
+		if m.Control == nil {
+			continue
+		}
+		if m.Control.Type != "goaway" {
+			t.Fatalf("viewer on B while B stops: %+v, want goaway", m.Control)
+		}
+		if want := "ws://node-a.example/ws/watch/locked"; m.Control.URL != want {
+			t.Fatalf("goaway url %q, want %q", m.Control.URL, want)
+		}
+		break
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
 }

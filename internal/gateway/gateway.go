@@ -132,7 +132,9 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 			hooks.Emit(webhooks.Event{Type: typ, Stream: stream, Data: data})
 		}
 	}
+	var glue *clusterGlue // set below; the registry asks it where viewers go on shutdown
 	registry = mseout.NewRegistry(mseout.Options{
+		GoawayURL: func(stream string) string { return glue.goawayURL(stream) },
 		Settings:  cfg.StreamSettings,
 		Limits:    cfg.Limits,
 		Authorize: acc.view,
@@ -140,7 +142,7 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		Events:    emit,
 		Logger:    log,
 	})
-	glue, err := startCluster(cfg.Cluster, cfg.StreamSettings, registry, log)
+	glue, err = startCluster(cfg.Cluster, cfg.StreamSettings, registry, log)
 	if err != nil {
 		registry.Close()
 		hooks.Close(context.Background())

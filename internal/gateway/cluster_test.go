@@ -143,3 +143,41 @@ func TestClusterRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestClusterOriginLeaves: the origin node of a stream stops; viewers of it
+// on another node get eos and wait there, and when the publisher publishes
+// again on their node they play again, on the same socket.
+func TestClusterOriginLeaves(t *testing.T) {
+	nats := startNATS(t)
+	a := clusterNode(t, nats, "node-a", nil)
+	b := clusterNode(t, nats, "node-b", nil)
+	video, audio := testMedia(t)
+	publish(t, a, "moving", video, audio)
+	v := watch(t, b, "moving")
+	v.expectInit(20 * time.Second)
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	v.expectControl("eos", 20*time.Second)
+	publish(t, b, "moving", video, audio)
+	_, init := v.expectInit(20 * time.Second)
+	segs, _ := v.collect(2 * time.Second)
+	if n := checkPlayable(t, "after the publisher moved to node B", init, segs); n < 20 {
+		t.Fatalf("%d video samples in 2 s after the move", n)
+	}
+}
+
+// TestClusterBrowser: the real player in headless Chromium plays, on node
+// B, a stream published on node A.
+func TestClusterBrowser(t *testing.T) {
+	nats := startNATS(t)
+	a := clusterNode(t, nats, "node-a", nil)
+	b := clusterNode(t, nats, "node-b", nil)
+	video, audio := testMedia(t)
+	publish(t, a, "browsed", video, audio)
+	browser := newBrowser(t)
+	tab := newTab(t, browser, b.base+"/watch.html?stream=browsed")
+	waitPlaying(t, tab, 45*time.Second)
+	x, y := waitAdvance(t, tab, "playback on node B of a stream of node A", 2, 30*time.Second)
+	checkProgress(t, "relayed", x, y, 20)
+}

@@ -4,6 +4,7 @@ package devices
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -17,7 +18,16 @@ func TestScreenCapture(t *testing.T) {
 		}
 		t.Skip("no DISPLAY")
 	}
-	c, err := Open(Config{Video: Screen, Audio: None, Width: 2000, Height: 1000, FPS: 10, Logger: quietLogger()})
+	// xvfb-run may hand over before its server takes connections (seen
+	// about once in seven runs here): give the display a few seconds.
+	var c *Capture
+	var err error
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		c, err = Open(Config{Video: Screen, Audio: None, Width: 2000, Height: 1000, FPS: 10, Logger: quietLogger()})
+		if err == nil || !strings.Contains(err.Error(), "open display") || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

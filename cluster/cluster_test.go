@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/internal/testkit/natstest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -37,19 +38,7 @@ func testLogger(t *testing.T) *slog.Logger {
 // runServer starts a nats-server with JetStream on loopback (port 0: random).
 func runServer(t *testing.T, port int) *server.Server {
 	t.Helper()
-	if port == 0 {
-		port = -1
-	}
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return s
+	return natstest.Start(t, server.Options{Port: port, JetStream: true})
 }
 
 func freePort(t *testing.T) int {
@@ -552,15 +541,7 @@ func TestNATSDown(t *testing.T) {
 // Credentials reach the server; wrong ones leave the node retrying, its
 // directory unavailable, not broken.
 func TestCredentials(t *testing.T) {
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true, Username: "gw", Password: "s3cret"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	s := natstest.Start(t, server.Options{JetStream: true, Username: "gw", Password: "s3cret"})
 	good := testConfig("a", s.ClientURL())
 	good.User, good.Password = "gw", "s3cret"
 	bad := testConfig("b", s.ClientURL())

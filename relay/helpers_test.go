@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/internal/testkit/natstest"
 	"github.com/mseway/mseway/mseout"
 	"github.com/mseway/mseway/remux"
 )
@@ -27,19 +28,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // port; maxPayload 0 = the server's default (1 MiB).
 func startNATS(t testing.TB, maxPayload int32) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxPayload: maxPayload})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s
+	return natstest.Start(t, server.Options{MaxPayload: maxPayload})
 }
 
 func connect(t testing.TB, s *server.Server) *nats.Conn {

@@ -9,21 +9,13 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/internal/testkit/natstest"
 )
 
 // startNATS runs a nats-server with JetStream for a test cluster.
 func startNATS(t *testing.T) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return s
+	return natstest.Start(t, server.Options{JetStream: true})
 }
 
 // clusterNode starts a gateway that joins the cluster of nats as node id.

@@ -330,7 +330,7 @@ func (p *Publication) requestKeyframe() {
 // init and the GOP cache. It returns an error message when v is refused.
 func (h *hub) addViewer(v *viewer) string {
 	h.mu.Lock()
-	if h.pub == nil && !h.settings.WaitForPublisher {
+	if h.pub == nil && !h.settings.WaitForPublisher && (h.r.opts.RemoteLive == nil || !h.r.opts.RemoteLive(h.name)) {
 		h.mu.Unlock()
 		return "stream not found: " + h.name
 	}

@@ -34,6 +34,10 @@ type Options struct {
 	Authorize func(r *http.Request, stream string) error
 	// Origins decides viewer upgrades by their Origin; nil = any.
 	Origins *httpapi.Origins
+	// RemoteLive, when set, reports whether another node of a cluster
+	// publishes stream: its viewers wait here for the relay even where
+	// wait_for_publisher is off. It must not block or call the Registry.
+	RemoteLive func(stream string) bool
 	// GoawayURL, when set, names where a stream's viewers reconnect when
 	// this gateway shuts down (another node of a cluster): the goaway's url.
 	GoawayURL func(stream string) string

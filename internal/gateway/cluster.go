@@ -377,3 +377,12 @@ func (g *clusterGlue) goawayURL(stream string) string {
 	u.Path = "/ws/watch/" + stream
 	return u.String()
 }
+
+// remoteLive reports whether another node publishes stream.
+func (g *clusterGlue) remoteLive(stream string) bool {
+	if g == nil {
+		return false
+	}
+	si, ok := g.node.Lookup(stream)
+	return ok && si.Node != g.node.ID()
+}

@@ -40,6 +40,9 @@ func TestClusterRelay(t *testing.T) {
 	nats := startNATS(t)
 	token := func(c *configs.Config) {
 		c.Auth.PublishToken = "pub"
+		strict := c.StreamDefaults
+		strict.WaitForPublisher = false
+		c.Streams["strict"] = strict
 		locked := c.StreamDefaults
 		locked.AllowTakeover = false
 		c.Streams["locked"] = locked
@@ -78,6 +81,21 @@ func TestClusterRelay(t *testing.T) {
 	if !found {
 		t.Errorf("/api/streams on B: %+v, want shared live on node-a", list)
 	}
+
+	// A stream whose viewers do not wait for a publisher: on B, a viewer of
+	// it is not refused as unknown while A publishes it.
+	publish(t, a, "strict", video, audio)
+	waitFor(t, "node B sees strict", 10*time.Second, func() bool {
+		var l []struct{ Name string }
+		getJSON(t, b.base+"/api/streams?token=pub", &l)
+		for _, s := range l {
+			if s.Name == "strict" {
+				return true
+			}
+		}
+		return false
+	})
+	watch(t, b, "strict").expectInit(20 * time.Second)
 
 	// Names are cluster-wide: a publisher on B of a name live on A that
 	// does not allow takeover gets 409; of one that does, it takes over

@@ -134,13 +134,14 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 	}
 	var glue *clusterGlue // set below; the registry asks it where viewers go on shutdown
 	registry = mseout.NewRegistry(mseout.Options{
-		GoawayURL: func(stream string) string { return glue.goawayURL(stream) },
-		Settings:  cfg.StreamSettings,
-		Limits:    cfg.Limits,
-		Authorize: acc.view,
-		Origins:   origins,
-		Events:    emit,
-		Logger:    log,
+		GoawayURL:  func(stream string) string { return glue.goawayURL(stream) },
+		RemoteLive: func(stream string) bool { return glue.remoteLive(stream) },
+		Settings:   cfg.StreamSettings,
+		Limits:     cfg.Limits,
+		Authorize:  acc.view,
+		Origins:    origins,
+		Events:     emit,
+		Logger:     log,
 	})
 	glue, err = startCluster(cfg.Cluster, cfg.StreamSettings, registry, log)
 	if err != nil {

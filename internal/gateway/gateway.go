@@ -175,6 +175,9 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 	if maxConns == 0 {
 		maxConns = guard.DefaultMaxConns(soft)
 	}
+	if !cfg.Auth.Configured() {
+		log.Warn("access control is off: anyone who reaches this port may publish and watch any stream and read /metrics; set auth.publish_token (or auth.jwt) before exposing it (README: Access control)")
+	}
 	log.Info("connection limits", "max_conns", maxConns, "max_conns_per_ip", cfg.Limits.MaxConnsPerIP,
 		"open_files_soft", soft, "open_files_hard", hard)
 	g := &Gateway{cfg: cfg, log: log, engine: engine, registry: registry, sig: sig, access: acc, origins: origins, cluster: glue, started: time.Now(),

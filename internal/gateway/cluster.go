@@ -53,6 +53,8 @@ type clusterGlue struct {
 type claimed struct {
 	epoch uint64
 	pub   signaling.Publication
+	// announced is the tracks last written to the directory ("" = none).
+	announced string
 }
 
 type follows struct {
@@ -255,11 +257,13 @@ func (g *clusterGlue) reconcile() {
 	now := time.Now()
 	self := g.node.ID()
 	watched := map[string]bool{}
-	for _, s := range g.reg.Streams() {
+	local := g.reg.Streams()
+	for _, s := range local {
 		if s.Viewers > 0 {
 			watched[s.Name] = true
 		}
 	}
+	g.announce(local)
 	g.mu.Lock()
 	var stop []func()
 	for name, f := range g.follows {
@@ -325,7 +329,11 @@ func (g *clusterGlue) listStreams(local []mseout.StreamInfo) []mseout.StreamInfo
 	}
 	for _, si := range g.node.Streams() {
 		if !seen[si.Stream] {
-			local = append(local, mseout.StreamInfo{Name: si.Stream, Live: true, Node: si.Node, Tracks: []mseout.TrackInfo{}})
+			tracks := make([]mseout.TrackInfo, 0, len(si.Tracks))
+			for _, t := range si.Tracks {
+				tracks = append(tracks, mseout.TrackInfo{Kind: t.Kind, Codec: t.Codec, Width: t.Width, Height: t.Height, SampleRate: t.SampleRate, Channels: t.Channels})
+			}
+			local = append(local, mseout.StreamInfo{Name: si.Stream, Live: true, Node: si.Node, Tracks: tracks})
 		}
 	}
 	return local
@@ -385,4 +393,44 @@ func (g *clusterGlue) remoteLive(stream string) bool {
 	}
 	si, ok := g.node.Lookup(stream)
 	return ok && si.Node != g.node.ID()
+}
+
+// announce writes the tracks of the streams claimed here to the directory
+// when they change (a new init), so every node lists them.
+func (g *clusterGlue) announce(local []mseout.StreamInfo) {
+	type todo struct {
+		name  string
+		epoch uint64
+		key   string
+		info  cluster.StreamInfo
+	}
+	var work []todo
+	g.mu.Lock()
+	for _, s := range local {
+		c, ok := g.claims[s.Name]
+		if !ok || c.epoch == 0 || len(s.Tracks) == 0 {
+			continue
+		}
+		tracks := make([]cluster.Track, 0, len(s.Tracks))
+		for _, t := range s.Tracks {
+			tracks = append(tracks, cluster.Track{Kind: t.Kind, Codec: t.Codec, Width: t.Width, Height: t.Height, SampleRate: t.SampleRate, Channels: t.Channels})
+		}
+		key := fmt.Sprint(tracks)
+		if key != c.announced {
+			work = append(work, todo{s.Name, c.epoch, key, cluster.StreamInfo{Epoch: c.epoch, Tracks: tracks}})
+		}
+	}
+	g.mu.Unlock()
+	for _, w := range work {
+		if err := g.node.Announce(w.name, w.info); err != nil {
+			g.log.Debug("cluster: announce", "stream", w.name, "err", err)
+			continue
+		}
+		g.mu.Lock()
+		if c, ok := g.claims[w.name]; ok && c.epoch == w.epoch {
+			c.announced = w.key
+			g.claims[w.name] = c
+		}
+		g.mu.Unlock()
+	}
 }

@@ -82,6 +82,24 @@ func TestClusterRelay(t *testing.T) {
 		t.Errorf("/api/streams on B: %+v, want shared live on node-a", list)
 	}
 
+	// A stream of A nobody watches on B: B lists it from the directory,
+	// with its tracks.
+	publish(t, a, "listed", video, audio)
+	waitFor(t, "node B lists listed with its tracks", 10*time.Second, func() bool {
+		var l []struct {
+			Name   string
+			Node   string
+			Tracks []struct{ Kind, Codec string }
+		}
+		getJSON(t, b.base+"/api/streams?token=pub", &l)
+		for _, s := range l {
+			if s.Name == "listed" && s.Node == "node-a" && len(s.Tracks) == 2 && s.Tracks[0].Codec != "" {
+				return true
+			}
+		}
+		return false
+	})
+
 	// A stream whose viewers do not wait for a publisher: on B, a viewer of
 	// it is not refused as unknown while A publishes it.
 	publish(t, a, "strict", video, audio)

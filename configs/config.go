@@ -260,6 +260,69 @@ type EmbeddedNATS struct {
 	Routes        []string `yaml:"routes"`
 	// StoreDir holds JetStream's data (the directory bucket).
 	StoreDir string `yaml:"store_dir"`
+	// RouteUser and RoutePassword (both or neither) are required of the
+	// peers' routes on the cluster port, and sent on this node's routes
+	// (put into each route URL that has no user of its own).
+	RouteUser     string `yaml:"route_user"`
+	RoutePassword string `yaml:"route_password"`
+	// InsecureRoutes allows a route port on a non-loopback address without
+	// RouteUser/RoutePassword: for private networks only.
+	InsecureRoutes bool `yaml:"insecure_routes"`
+	// TLS of the client port and the routes: this server's certificate and
+	// key, and the CA that routes' peers are checked against (mutual TLS).
+	// All three or none.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	TLSCA   string `yaml:"tls_ca"`
+}
+
+// TLS reports whether the embedded server's ports use TLS.
+func (e EmbeddedNATS) TLS() bool { return e.TLSCert != "" }
+
+// RouteHost is the host the embedded server listens on for routes, and
+// whether it listens for them at all: ClusterListen's host, or, when only
+// Routes are set, Listen's host (nats-server then takes a random port).
+func (e EmbeddedNATS) RouteHost() (string, bool) {
+	hp := e.ClusterListen
+	if hp == "" {
+		if len(e.Routes) == 0 {
+			return "", false
+		}
+		hp = e.Listen
+	}
+	h, _, err := net.SplitHostPort(hp)
+	if err != nil {
+		return hp, true
+	}
+	return h, true
+}
+
+// IsLoopback reports whether a listen host only takes connections from this
+// machine: localhost or a loopback IP. An empty host (every address) is not.
+func IsLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
+
+// RedactURL hides a URL's user information (user:password@), for logs and
+// error messages; a string that does not parse is hidden whole when it has
+// an @.
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		if strings.Contains(s, "@") {
+			return "<redacted>"
+		}
+		return s
+	}
+	if u.User == nil {
+		return s
+	}
+	u.User = url.User("redacted")
+	return u.String()
 }
 
 // Enabled reports whether this node joins a cluster.
@@ -559,19 +622,75 @@ func (c Cluster) validate() error {
 	if c.Heartbeat <= 0 || c.TTL < 2*c.Heartbeat || c.TTL > 5*time.Minute {
 		return fmt.Errorf("cluster.heartbeat %v and ttl %v: want heartbeat > 0 and 2*heartbeat <= ttl <= 5m", c.Heartbeat, c.TTL)
 	}
-	if e := c.Embedded; e.Enabled {
-		if _, _, err := net.SplitHostPort(e.Listen); err != nil {
-			return fmt.Errorf("cluster.embedded.listen: %q is not host:port", e.Listen)
+	if c.Embedded.Enabled {
+		return c.ValidateEmbedded()
+	}
+	return nil
+}
+
+// ValidateEmbedded checks the embedded server's settings: addresses, routes,
+// TLS files, and that no port open beyond loopback is left without
+// authentication. cluster.Start checks it again before it starts the server.
+func (c Cluster) ValidateEmbedded() error {
+	e := c.Embedded
+	lh, _, err := net.SplitHostPort(e.Listen)
+	if err != nil {
+		return fmt.Errorf("cluster.embedded.listen: %q is not host:port", e.Listen)
+	}
+	if e.ClusterListen != "" {
+		if _, _, err := net.SplitHostPort(e.ClusterListen); err != nil {
+			return fmt.Errorf("cluster.embedded.cluster_listen: %q is not host:port", e.ClusterListen)
 		}
-		if e.ClusterListen != "" {
-			if _, _, err := net.SplitHostPort(e.ClusterListen); err != nil {
-				return fmt.Errorf("cluster.embedded.cluster_listen: %q is not host:port", e.ClusterListen)
-			}
+	}
+	for i, r := range e.Routes {
+		if p, err := url.Parse(r); err != nil || p.Scheme != "nats-route" || p.Host == "" {
+			return fmt.Errorf("cluster.embedded.routes[%d]: %q is not a nats-route://host:port URL", i, RedactURL(r))
 		}
-		for i, r := range e.Routes {
-			if p, err := url.Parse(r); err != nil || p.Scheme != "nats-route" || p.Host == "" {
-				return fmt.Errorf("cluster.embedded.routes[%d]: %q is not a nats-route://host:port URL", i, r)
-			}
+	}
+
+	// The client port: the server requires the node's own credentials.
+	if c.User != "" && c.Password == "" {
+		return errors.New("cluster.password: must be set with cluster.user when the embedded server is enabled (it requires them of its clients)")
+	}
+	if c.User != "" && c.Token != "" {
+		return errors.New("cluster.user and cluster.token: the embedded server takes one of them, not both")
+	}
+	if !IsLoopback(lh) && c.User == "" && c.Token == "" {
+		return fmt.Errorf("cluster.embedded.listen: %q is not a loopback address, and neither cluster.user/cluster.password nor cluster.token is set: "+
+			"the NATS client port would be open to the network without authentication; set them (the embedded server then requires them) or listen on 127.0.0.1", e.Listen)
+	}
+
+	// The route port.
+	if (e.RouteUser == "") != (e.RoutePassword == "") {
+		return errors.New("cluster.embedded.route_user and cluster.embedded.route_password must be set together")
+	}
+	if rh, ok := e.RouteHost(); ok && !IsLoopback(rh) && e.RouteUser == "" && !e.InsecureRoutes {
+		what := fmt.Sprintf("cluster.embedded.cluster_listen: %q", e.ClusterListen)
+		if e.ClusterListen == "" {
+			what = fmt.Sprintf("cluster.embedded.routes without cluster_listen: the route port is on listen's host %q, which", rh)
+		}
+		return fmt.Errorf("%s is not a loopback address, and cluster.embedded.route_user/route_password are not set: "+
+			"anyone who reaches the route port could join the NATS cluster; set them on every node "+
+			"(or cluster.embedded.insecure_routes: true, on a private network only)", what)
+	}
+
+	// TLS.
+	if (e.TLSCert == "") != (e.TLSKey == "") {
+		return errors.New("cluster.embedded.tls_cert and cluster.embedded.tls_key must be set together")
+	}
+	if (e.TLSCert == "") != (e.TLSCA == "") {
+		return errors.New("cluster.embedded.tls_ca must be set with cluster.embedded.tls_cert and tls_key (routes check their peers against it)")
+	}
+	for _, f := range []struct{ key, path string }{
+		{"cluster.embedded.tls_cert", e.TLSCert},
+		{"cluster.embedded.tls_key", e.TLSKey},
+		{"cluster.embedded.tls_ca", e.TLSCA},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return fmt.Errorf("%s: %w", f.key, err)
 		}
 	}
 	return nil

@@ -22,7 +22,8 @@ import (
 	"time"
 )
 
-// Cert is a server certificate (ECDSA P-256) signed by its own CA.
+// Cert is a server certificate (ECDSA P-256) signed by its own CA, also
+// usable as a client certificate (mutual TLS).
 type Cert struct {
 	CertFile, KeyFile string // PEM files of the leaf (with the CA after it) and its key
 	CAFile            string // PEM file of the CA, for clients that take a file
@@ -71,9 +72,11 @@ func Write(dir string) (*Cert, error) {
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(7 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		// Client auth too: the same leaf serves as a client certificate
+		// in mutual TLS tests.
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 	}
 	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &key.PublicKey, caKey)
 	if err != nil {

@@ -122,7 +122,19 @@ func ClientIP(r *http.Request) string {
 // Origins is the browser-origin policy of auth.allowed_origins: with no
 // list every origin is allowed (tokens decide); with one, only the listed
 // origins and the gateway's own. A nil *Origins allows every origin.
-type Origins struct{ allowed map[string]bool }
+type Origins struct {
+	allowed map[string]bool
+	also    func(origin string) bool
+}
+
+// AlsoAllow adds origins decided by fn (e.g. the other nodes of a cluster,
+// which change). Call it before serving. On a nil *Origins (every origin
+// allowed) it does nothing.
+func (o *Origins) AlsoAllow(fn func(origin string) bool) {
+	if o != nil {
+		o.also = fn
+	}
+}
 
 // NewOrigins returns the policy for a list of serialized origins
 // (scheme://host[:port], validated by configs).
@@ -144,7 +156,7 @@ func (o *Origins) Allowed(r *http.Request) bool {
 	if o == nil || origin == "" {
 		return true
 	}
-	if o.allowed[strings.ToLower(origin)] {
+	if o.allowed[strings.ToLower(origin)] || (o.also != nil && o.also(origin)) {
 		return true
 	}
 	u, err := url.Parse(origin)

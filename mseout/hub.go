@@ -430,6 +430,21 @@ func (h *hub) info() StreamInfo {
 	return si
 }
 
+// goaway sends every viewer a goaway and closes it; the publication stays.
+func (h *hub) goaway(reason string) int {
+	url := ""
+	if h.r.opts.GoawayURL != nil {
+		url = h.r.opts.GoawayURL(h.name)
+	}
+	frames := goawayFrames(reason, url)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for v := range h.viewers {
+		v.pushGoaway(frames)
+	}
+	return len(h.viewers)
+}
+
 // shutdown sends every viewer a goaway (it reconnects) and ends the publication.
 func (h *hub) shutdown(reason string) {
 	url := ""

@@ -333,6 +333,20 @@ func (r *Registry) Streams() []StreamInfo {
 	return out
 }
 
+// Goaway sends every viewer of stream a goaway (PROTOCOL.md "Drain") with
+// reason and closes it: they reconnect, to the node Options.GoawayURL names
+// or to this one after a pause. The publication, if any, goes on. It
+// returns how many viewers were sent away.
+func (r *Registry) Goaway(stream, reason string) int {
+	r.mu.Lock()
+	h := r.hubs[stream]
+	r.mu.Unlock()
+	if h == nil {
+		return 0
+	}
+	return h.goaway(reason)
+}
+
 // Close ends every stream: viewers get an error and are disconnected,
 // publications are ended. It waits for viewer goroutines to stop.
 func (r *Registry) Close() {

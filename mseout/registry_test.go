@@ -502,3 +502,34 @@ func TestDisconnectsByReason(t *testing.T) {
 		t.Fatalf("panic %d, write_error %d", left("panic"), left("write_error"))
 	}
 }
+
+// Goaway sends one stream's viewers away; the others and the publication
+// stay.
+func TestGoawayOneStream(t *testing.T) { eachMode(t, testGoawayOneStream) }
+
+func testGoawayOneStream(t *testing.T, mode netMode) {
+	r, base := newServerOn(t, mode, nil)
+	gone := dial(t, base+"s")
+	expectText(t, gone, "waiting")
+	stays := dial(t, base+"other")
+	expectText(t, stays, "waiting")
+	if n := r.Goaway("s", "lost the cluster"); n != 1 {
+		t.Fatalf("Goaway sent %d viewers away, want 1", n)
+	}
+	if n := r.Goaway("nobody", "x"); n != 0 {
+		t.Fatalf("Goaway of an unknown stream: %d", n)
+	}
+	m := next(t, gone)
+	if m.Control == nil || m.Control.Type != "goaway" || m.Control.Reason != "lost the cluster" {
+		t.Fatalf("got %+v, want the goaway", m.Control)
+	}
+	if _, err := gone.Next(5 * time.Second); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+		t.Fatalf("after the goaway: %v, want close 1001", err)
+	}
+	if _, err := stays.Next(300 * time.Millisecond); !errors.Is(err, viewerclient.ErrTimeout) {
+		t.Fatalf("a viewer of another stream got %v", err)
+	}
+	if _, err := r.Publish("s", mseout.PublisherInfo{}); err != nil {
+		t.Fatalf("publish after a goaway: %v", err)
+	}
+}

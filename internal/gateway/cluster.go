@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"io"
 	"net/url"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mseway/mseway/cluster"
@@ -23,6 +27,11 @@ const followLinger = 10 * time.Second
 // reconcileEvery is how often the node checks what to follow, besides
 // every directory change.
 const reconcileEvery = 500 * time.Millisecond
+
+// lostGrace is how long NATS may be unreachable before the viewers of
+// streams followed from other nodes are sent away (a goaway naming another
+// node): a NATS server restart or a route flap reconnects within it.
+const lostGrace = 2 * time.Second
 
 // clusterGlue joins this gateway to the cluster (issue 11, first
 // increment): publishes claim their name cluster-wide (a busy name is 409
@@ -48,6 +57,15 @@ type clusterGlue struct {
 	mu      sync.Mutex
 	claims  map[string]claimed  // streams published here, by name
 	follows map[string]*follows // streams followed from other nodes
+
+	// Owned by run: since when NATS has been unreachable (zero: connected),
+	// and whether the followed streams' viewers were sent away for it.
+	downSince time.Time
+	sentAway  bool
+
+	viewersSentAway atomic.Int64 // viewers of followed streams sent away (NATS lost)
+	conflicts       atomic.Int64 // publishes here ended: the name went live elsewhere meanwhile
+	takenOver       atomic.Int64 // publishes here ended by a takeover on another node
 }
 
 type claimed struct {
@@ -166,16 +184,15 @@ func (c clusterStreams) Publish(name string, info mseout.PublisherInfo) (signali
 	g.mu.Lock()
 	g.claims[name] = claimed{epoch: epoch, pub: pub}
 	g.mu.Unlock()
-	return &clusterPub{Publication: pub, g: g, name: name, epoch: epoch}, nil
+	return &clusterPub{Publication: pub, g: g, name: name}, nil
 }
 
 // clusterPub withdraws its claim when it ends.
 type clusterPub struct {
 	signaling.Publication
-	g     *clusterGlue
-	name  string
-	epoch uint64
-	once  sync.Once
+	g    *clusterGlue
+	name string
+	once sync.Once
 }
 
 func (p *clusterPub) Close() {
@@ -184,13 +201,15 @@ func (p *clusterPub) Close() {
 		g := p.g
 		g.mu.Lock()
 		c, ok := g.claims[p.name]
-		mine := ok && c.epoch == p.epoch && c.pub == p.Publication
+		mine := ok && c.pub == p.Publication
 		if mine {
 			delete(g.claims, p.name)
 		}
 		g.mu.Unlock()
-		if mine && p.epoch != 0 {
-			if held, ok := g.node.Held(p.name); ok && held == p.epoch {
+		// The epoch is the claim's latest: a publish made while NATS was
+		// unreachable is claimed later, by reconcile.
+		if mine && c.epoch != 0 {
+			if held, ok := g.node.Held(p.name); ok && held == c.epoch {
 				if err := g.node.Withdraw(p.name); err != nil {
 					g.log.Debug("cluster: withdraw", "stream", p.name, "err", err)
 				}
@@ -211,6 +230,7 @@ func (g *clusterGlue) lost(stream string, epoch uint64) {
 	}
 	g.mu.Unlock()
 	if ok {
+		g.takenOver.Add(1)
 		g.log.Info("cluster: stream taken over by another node; ending the publish here", "stream", stream)
 		go c.pub.Close() // not on the node's goroutine: Close may take the hub's lock
 	}
@@ -256,6 +276,10 @@ func (g *clusterGlue) run() {
 func (g *clusterGlue) reconcile() {
 	now := time.Now()
 	self := g.node.ID()
+	if !g.connected(now) {
+		return
+	}
+	g.claimUnclaimed()
 	watched := map[string]bool{}
 	local := g.reg.Streams()
 	for _, s := range local {
@@ -372,18 +396,7 @@ func (g *clusterGlue) goawayURL(stream string) string {
 	if best == nil {
 		return ""
 	}
-	u, err := url.Parse(best.PublicURL)
-	if err != nil {
-		return ""
-	}
-	switch u.Scheme {
-	case "https":
-		u.Scheme = "wss"
-	default:
-		u.Scheme = "ws"
-	}
-	u.Path = "/ws/watch/" + stream
-	return u.String()
+	return watchURL(best.PublicURL, stream)
 }
 
 // remoteLive reports whether another node publishes stream.
@@ -433,4 +446,192 @@ func (g *clusterGlue) announce(local []mseout.StreamInfo) {
 		}
 		g.mu.Unlock()
 	}
+}
+
+// connected tracks the NATS connection for reconcile: while it is down the
+// directory's view is stale, so nothing new is followed; once it has been
+// down for lostGrace, the followed streams' viewers are sent away to
+// another node (their relays are stopped: nothing would reach them). Local
+// publishes and their viewers are not touched.
+func (g *clusterGlue) connected(now time.Time) bool {
+	if g.node.Healthy() {
+		if !g.downSince.IsZero() {
+			g.log.Info("cluster: connection back; following streams of other nodes again", "down_for", now.Sub(g.downSince).Round(time.Millisecond))
+			g.downSince, g.sentAway = time.Time{}, false
+		}
+		return true
+	}
+	if g.downSince.IsZero() {
+		g.downSince = now
+		return false
+	}
+	if g.sentAway || now.Sub(g.downSince) < lostGrace {
+		return false
+	}
+	g.sentAway = true
+	g.mu.Lock()
+	lost := g.follows
+	g.follows = map[string]*follows{}
+	g.mu.Unlock()
+	sent := 0
+	for name, f := range lost {
+		f.stop()
+		sent += g.reg.Goaway(name, "this node lost its connection to the cluster")
+	}
+	g.viewersSentAway.Add(int64(sent))
+	g.log.Warn("cluster: NATS unreachable; viewers of streams of other nodes sent away, local streams go on",
+		"down_for", now.Sub(g.downSince).Round(time.Millisecond), "streams", len(lost), "viewers", sent)
+	return false
+}
+
+// claimUnclaimed claims, once NATS answers again, the names published here
+// while it did not (epoch 0). A name that went live on another node
+// meanwhile stays there: the publish here ends (two origins of one name
+// would mix two sources for the viewers).
+func (g *clusterGlue) claimUnclaimed() {
+	g.mu.Lock()
+	var names []string
+	for name, c := range g.claims {
+		if c.epoch == 0 {
+			names = append(names, name)
+		}
+	}
+	g.mu.Unlock()
+	for _, name := range names {
+		epoch, err := g.node.Claim(name, false)
+		var held uint64
+		if err == nil {
+			held, _ = g.node.Held(name)
+		}
+		g.mu.Lock()
+		c, ok := g.claims[name]
+		switch {
+		case err == nil && held != epoch:
+			g.mu.Unlock() // a republish here claimed it again meanwhile
+		case err == nil && !ok:
+			g.mu.Unlock() // the publish ended meanwhile
+			_ = g.node.Withdraw(name)
+		case err == nil:
+			c.epoch = epoch
+			g.claims[name] = c
+			g.mu.Unlock()
+			g.log.Info("cluster: a stream published while NATS was unreachable is now claimed", "stream", name)
+		case errors.Is(err, cluster.ErrBusy) && ok && c.epoch == 0:
+			delete(g.claims, name)
+			g.mu.Unlock()
+			g.conflicts.Add(1)
+			si, _ := g.node.Lookup(name)
+			g.log.Warn("cluster: a stream published here while NATS was unreachable is live on another node; ending the publish here",
+				"stream", name, "node", si.Node)
+			go c.pub.Close()
+		default:
+			g.mu.Unlock()
+			if err != nil {
+				g.log.Debug("cluster: claim after reconnection", "stream", name, "err", err)
+			}
+		}
+	}
+}
+
+// writeMetrics exports the node's view of the cluster.
+func (g *clusterGlue) writeMetrics(w io.Writer) {
+	up := 0
+	if g.node.Healthy() {
+		up = 1
+	}
+	g.mu.Lock()
+	followed, unclaimed := len(g.follows), 0
+	for _, c := range g.claims {
+		if c.epoch == 0 {
+			unclaimed++
+		}
+	}
+	g.mu.Unlock()
+	gauge := func(name, help string, v int) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v)
+	}
+	counter := func(name, help string, v int64) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
+	}
+	gauge("gateway_cluster_connected", "1 while this node's NATS connection and directory are up.", up)
+	gauge("gateway_cluster_nodes", "Live nodes in the directory (this one included).", len(g.node.Nodes()))
+	gauge("gateway_cluster_streams", "Live streams in the directory.", len(g.node.Streams()))
+	gauge("gateway_cluster_streams_followed", "Streams of other nodes this node relays to its viewers.", followed)
+	gauge("gateway_cluster_streams_unclaimed", "Streams published here while NATS was unreachable, not yet claimed cluster-wide.", unclaimed)
+	counter("gateway_cluster_viewers_sent_away_total", "Viewers of streams of other nodes sent away because this node lost NATS.", g.viewersSentAway.Load())
+	counter("gateway_cluster_publishes_taken_over_total", "Publishes here ended by a takeover on another node.", g.takenOver.Load())
+	counter("gateway_cluster_publishes_conflicted_total", "Publishes made here while NATS was unreachable, ended because the name was live on another node.", g.conflicts.Load())
+	g.metrics.WriteMetrics(w)
+}
+
+// state is the node's cluster state for /readyz.
+func (g *clusterGlue) state() string {
+	if g == nil {
+		return ""
+	}
+	if g.node.Healthy() {
+		return "connected"
+	}
+	return "disconnected"
+}
+
+// nodeEntry is an element of /api/nodes.
+type nodeEntry struct {
+	ID      string `json:"id"`
+	URL     string `json:"url"`
+	Watch   string `json:"watch,omitempty"`
+	Self    bool   `json:"self,omitempty"`
+	Viewers int    `json:"viewers"`
+}
+
+// nodes lists the live nodes that browsers can reach (a public_url), the
+// least loaded first, each with its viewer socket for stream when one is
+// named: where a player goes when its node disappears.
+func (g *clusterGlue) nodes(stream string) []nodeEntry {
+	out := []nodeEntry{}
+	if g == nil {
+		return out
+	}
+	for _, n := range g.node.Nodes() {
+		if n.PublicURL == "" {
+			continue
+		}
+		e := nodeEntry{ID: n.ID, URL: n.PublicURL, Self: n.ID == g.node.ID(), Viewers: n.Load.Viewers}
+		if stream != "" {
+			e.Watch = watchURL(n.PublicURL, stream)
+		}
+		out = append(out, e)
+	}
+	slices.SortStableFunc(out, func(a, b nodeEntry) int { return a.Viewers - b.Viewers })
+	return out
+}
+
+// watchURL is the viewer socket of stream on the node at publicURL ("" when
+// it does not parse).
+func watchURL(publicURL, stream string) string {
+	u, err := url.Parse(publicURL)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	switch u.Scheme {
+	case "https":
+		u.Scheme = "wss"
+	default:
+		u.Scheme = "ws"
+	}
+	u.Path, u.RawQuery, u.Fragment = "/ws/watch/"+stream, "", ""
+	return u.String()
+}
+
+// nodeOrigin reports whether origin (scheme://host[:port]) is a live node's
+// public URL: its pages may open viewer sockets here when
+// auth.allowed_origins is set (a player moving to another node).
+func (g *clusterGlue) nodeOrigin(origin string) bool {
+	for _, n := range g.node.Nodes() {
+		u, err := url.Parse(n.PublicURL)
+		if err == nil && u.Host != "" && strings.EqualFold(u.Scheme+"://"+u.Host, origin) {
+			return true
+		}
+	}
+	return false
 }

@@ -2,7 +2,10 @@ package gateway_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -208,4 +211,167 @@ func TestClusterBrowser(t *testing.T) {
 	waitPlaying(t, tab, 45*time.Second)
 	x, y := waitAdvance(t, tab, "playback on node B of a stream of node A", 2, 30*time.Second)
 	checkProgress(t, "relayed", x, y, 20)
+}
+
+// clusterNodeAt is clusterNode with a public_url browsers can reach: its own
+// loopback address.
+func clusterNodeAt(t *testing.T, nats *server.Server, id string, edit func(*configs.Config)) *testGateway {
+	t.Helper()
+	addr := freeAddr(t)
+	return clusterNode(t, nats, id, func(c *configs.Config) {
+		c.Listen = addr
+		c.Cluster.PublicURL = "http://" + addr
+		if edit != nil {
+			edit(c)
+		}
+	})
+}
+
+// TestClusterFailover: the node a browser watches on is killed (SIGKILL:
+// no goaway, its directory entry lingers until the TTL); the player, on the
+// same page, moves to another node of the list it read from /api/nodes and
+// plays again. The freeze (the longest time between two frames the browser
+// presented) is logged; docs/CLUSTER.md records it.
+func TestClusterFailover(t *testing.T) {
+	nats := startNATS(t)
+	a := clusterNodeAt(t, nats, "node-a", nil)
+	clusterNodeAt(t, nats, "node-c", nil)
+	b := startChildGateway(t, nats.ClientURL(), "node-b")
+	video, audio := testMedia(t)
+	publish(t, a, "failover", video, audio)
+	var nodes []struct {
+		ID, URL, Watch string
+		Self           bool
+	}
+	waitFor(t, "node A lists three nodes", 10*time.Second, func() bool {
+		getJSON(t, a.base+"/api/nodes?stream=failover", &nodes)
+		return len(nodes) == 3
+	})
+	for _, n := range nodes {
+		if n.Self != (n.ID == "node-a") || n.Watch != strings.Replace(n.URL, "http", "ws", 1)+"/ws/watch/failover" {
+			t.Errorf("/api/nodes entry %+v", n)
+		}
+	}
+
+	browser := newBrowser(t)
+	tab := newTab(t, browser, b.base+"/watch.html?stream=failover")
+	waitPlaying(t, tab, 45*time.Second)
+	waitAdvance(t, tab, "playback on node B", 1, 30*time.Second)
+	waitJS(t, tab, "the player knows the two other nodes", `(window.player.stats || {}).nodes === 3`, 20*time.Second,
+		`JSON.stringify(window.player.stats)`)
+	// Every frame the browser presents, with its time.
+	evalJS[bool](t, tab, `(() => {
+	  window.__frames = [];
+	  const v = document.querySelector('video');
+	  const cb = (now) => { window.__frames.push(now); v.requestVideoFrameCallback(cb); };
+	  v.requestVideoFrameCallback(cb);
+	  window.__marker = 'same page';
+	  return true;
+	})()`)
+
+	b.kill()
+	killedAt := evalJS[float64](t, tab, `performance.now()`)
+	waitJS(t, tab, "playback on another node", fmt.Sprintf(
+		`(window.player.stats || {}).failovers >= 1 && window.__frames.filter((f) => f > %f).length >= 60`, killedAt),
+		45*time.Second, `JSON.stringify({stats: window.player.stats, frames: window.__frames.length})`)
+	type result struct {
+		Freeze    float64 `json:"freeze"`
+		Server    string  `json:"server"`
+		Failovers int     `json:"failovers"`
+		Marker    string  `json:"marker"`
+	}
+	r := evalJS[result](t, tab, fmt.Sprintf(`(() => {
+	  const f = window.__frames; let freeze = 0;
+	  for (let i = 1; i < f.length; i++) if (f[i] > %f) freeze = Math.max(freeze, f[i] - f[i-1]);
+	  return {freeze, server: window.player.stats.server, failovers: window.player.stats.failovers, marker: String(window.__marker)};
+	})()`, killedAt))
+	t.Logf("after SIGKILL of node B: frames stopped for %.0f ms; the player now watches %s (%d failovers)", r.Freeze, r.Server, r.Failovers)
+	if r.Marker != "same page" {
+		t.Fatal("the page was reloaded")
+	}
+	if strings.HasPrefix(r.Server, strings.Replace(b.base, "http", "ws", 1)) {
+		t.Fatalf("the player still names node B: %s", r.Server)
+	}
+	before, after := waitAdvance(t, tab, "playback on the new node", 2, 30*time.Second)
+	checkProgress(t, "after the failover", before, after, 30)
+}
+
+// TestClusterNATSLoss: NATS goes away under two nodes. Viewers on B of a
+// stream of A are sent away (goaway) once the connection has been lost for
+// a while; viewers of B's own stream play on; /readyz and /metrics say
+// so; a publish made on B meanwhile works locally and is claimed
+// cluster-wide once NATS is back; a name published on both nodes meanwhile
+// ends up on one of them only.
+func TestClusterNATSLoss(t *testing.T) {
+	nats := startNATS(t)
+	port := nats.Addr().(*net.TCPAddr).Port
+	a := clusterNode(t, nats, "node-a", nil)
+	b := clusterNode(t, nats, "node-b", nil)
+	video, audio := testMedia(t)
+	publish(t, a, "remote", video, audio)
+	publish(t, b, "local", video, audio)
+	remote := watch(t, b, "remote")
+	remote.expectInit(20 * time.Second)
+	local := watch(t, b, "local")
+	local.expectInit(20 * time.Second)
+
+	nats.Shutdown()
+	nats.WaitForShutdown()
+	m, _ := remote.expectControl("goaway", 20*time.Second)
+	if !strings.Contains(m.Reason, "cluster") {
+		t.Errorf("goaway reason %q, want one naming the cluster", m.Reason)
+	}
+	segs, ctl := local.collect(2 * time.Second)
+	if ctl != nil || len(segs) == 0 {
+		t.Fatalf("local viewer while NATS is down: %d segments, control %+v", len(segs), ctl)
+	}
+	var ready map[string]string
+	getJSON(t, b.base+"/readyz", &ready)
+	if ready["status"] != "ready" || ready["cluster"] != "disconnected" {
+		t.Errorf("/readyz while NATS is down: %v", ready)
+	}
+	if v := hardMetric(t, b, "", "gateway_cluster_connected"); v != 0 {
+		t.Errorf("gateway_cluster_connected = %v while NATS is down", v)
+	}
+	if v := hardMetric(t, b, "", "gateway_cluster_viewers_sent_away_total"); v != 1 {
+		t.Errorf("gateway_cluster_viewers_sent_away_total = %v, want 1", v)
+	}
+
+	// Published while NATS is down: locally fine, unclaimed.
+	publish(t, b, "meanwhile", video, audio)
+	watch(t, b, "meanwhile").expectInit(20 * time.Second)
+	publish(t, a, "clash", video, audio)
+	publish(t, b, "clash", video, audio)
+	if v := hardMetric(t, b, "", "gateway_cluster_streams_unclaimed"); v < 2 {
+		t.Errorf("gateway_cluster_streams_unclaimed = %v, want 2 or more", v)
+	}
+
+	natstest.Start(t, server.Options{JetStream: true, Port: port})
+	waitFor(t, "node A lists meanwhile on node-b", 30*time.Second, func() bool {
+		var l []struct{ Name, Node string }
+		getJSON(t, a.base+"/api/streams", &l)
+		for _, s := range l {
+			if s.Name == "meanwhile" && s.Node == "node-b" {
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, "clash live on one node only", 30*time.Second, func() bool {
+		return a.g.Live("clash") != b.g.Live("clash")
+	})
+	owner, lost := a, b
+	if b.g.Live("clash") {
+		owner, lost = b, a
+	}
+	if v := hardMetric(t, lost, "", "gateway_cluster_publishes_conflicted_total"); v != 1 {
+		t.Errorf("conflicts counted on the node that gave clash up: %v", v)
+	}
+	_ = owner
+	getJSON(t, b.base+"/readyz", &ready)
+	if ready["cluster"] != "connected" {
+		t.Errorf("/readyz after NATS is back: %v", ready)
+	}
+	// B follows A's stream again for a new viewer.
+	watch(t, b, "remote").expectInit(20 * time.Second)
 }

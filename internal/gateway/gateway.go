@@ -151,6 +151,9 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		_ = engine.Close()
 		return nil, err
 	}
+	if glue != nil {
+		origins.AlsoAllow(glue.nodeOrigin) // a player moving here from another node
+	}
 	sig := signaling.New(signaling.Options{
 		Engine:    signaling.PeerEngine(engine),
 		Streams:   glue.streams(signaling.MSEStreams(registry)),
@@ -248,19 +251,38 @@ func (g *Gateway) Handler() http.Handler {
 	})
 	// A page on another (allowed) origin sends its token in Authorization:
 	// its browser asks first.
-	mux.HandleFunc("OPTIONS /api/streams", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("OPTIONS /api/streams", preflight(g.origins))
+	mux.HandleFunc("GET /api/nodes", func(w http.ResponseWriter, r *http.Request) {
 		g.origins.SetCORS(w, r)
-		w.Header().Set("Access-Control-Allow-Methods", "GET, OPTIONS")
-		w.Header().Set("Access-Control-Allow-Headers", "Authorization")
-		w.Header().Set("Access-Control-Max-Age", "600")
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if g.draining.Load() {
-			httpapi.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+		stream := r.URL.Query().Get("stream")
+		var err error
+		if stream == "" {
+			err = g.access.admin(r)
+		} else if !configs.ValidStreamName(stream) {
+			err = httpapi.Errorf(http.StatusBadRequest, fmt.Sprintf("stream: %q is not a stream name", stream))
+		} else {
+			err = g.access.view(r, stream)
+		}
+		if err != nil {
+			httpapi.Fail(w, err)
 			return
 		}
-		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		httpapi.WriteJSON(w, http.StatusOK, g.cluster.nodes(stream))
+	})
+	// A page on another (allowed) origin sends its token in Authorization:
+	// its browser asks first.
+	mux.HandleFunc("OPTIONS /api/nodes", preflight(g.origins))
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		body := map[string]string{"status": "ready"}
+		if c := g.cluster.state(); c != "" {
+			body["cluster"] = c // local streams work either way: still ready
+		}
+		if g.draining.Load() {
+			body["status"] = "draining"
+			httpapi.WriteJSON(w, http.StatusServiceUnavailable, body)
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusOK, body)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime": time.Since(g.started).Round(time.Second).String()})
@@ -279,7 +301,7 @@ func (g *Gateway) Handler() http.Handler {
 		g.access.writeMetrics(w)
 		g.access.hooks.WriteMetrics(w)
 		if g.cluster != nil {
-			g.cluster.metrics.WriteMetrics(w)
+			g.cluster.writeMetrics(w)
 		}
 		writePanicMetrics(w)
 		fmt.Fprintf(w, "# HELP go_goroutines Goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
@@ -287,6 +309,17 @@ func (g *Gateway) Handler() http.Handler {
 	static := web.Handler(web.Options{FrameAncestors: g.cfg.Web.FrameAncestors, TestPages: g.cfg.Web.TestPages})
 	mux.Handle("GET /", static)
 	return securityHeaders(jsonErrors(mux))
+}
+
+// preflight answers a CORS preflight of a GET with Authorization.
+func preflight(origins *httpapi.Origins) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		origins.SetCORS(w, r)
+		w.Header().Set("Access-Control-Allow-Methods", "GET, OPTIONS")
+		w.Header().Set("Access-Control-Allow-Headers", "Authorization")
+		w.Header().Set("Access-Control-Max-Age", "600")
+		w.WriteHeader(http.StatusNoContent)
+	}
 }
 
 // writePanicMetrics exports the panics contained (a viewer or stream closed

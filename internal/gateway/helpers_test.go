@@ -32,6 +32,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childNATSEnv) != "" {
+		os.Exit(runChildGateway()) // this binary re-executed as a gateway (child_test.go)
+	}
 	dir, err := os.MkdirTemp("", "gateway-test-cert")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

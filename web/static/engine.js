@@ -133,6 +133,11 @@ function trackSignature(tracks) {
  * a goaway (PROTOCOL.md "Drain": the server is shutting down or draining) it reconnects soon,
  * with jitter so a whole audience does not come back at once, to the goaway's url when it names
  * a ws:/wss: one.
+ *
+ * In a cluster, once connected it reads the other live nodes from GET /api/nodes?stream= (every
+ * node serves every stream), again at a later connection or init at most every 30 s. When the connection drops without a
+ * goaway or an error message (the node crashed, or its network went), it moves on to the next
+ * node of that list within a second instead of backing off on a dead one.
  */
 export class WatchSocket {
   constructor(url, handlers = {}, { minBackoff = 500, maxBackoff = 8000 } = {}) {
@@ -149,11 +154,59 @@ export class WatchSocket {
     this.bytes = 0;
     this.messages = 0;
     this.lastErrorMessage = null;
+    this.rotation = [];     // ws URLs of the stream on every node, this.url's first
+    this.nodesAt = 0;       // when the node list was last asked for (ms), 0: never
+    this.nodesAbort = null;
+    this.failovers = 0;
   }
 
   start() {
     this.stopped = false;
     this._connect();
+  }
+
+  /** The node list of the gateway this.url points at: GET /api/nodes?stream= (cluster only). */
+  async _refreshNodes() {
+    const now = Date.now();
+    if (this.nodesAbort || (this.nodesAt && now - this.nodesAt < 30000)) return;
+    this.nodesAt = now;
+    let api, token = '';
+    try {
+      const u = new URL(this.url);
+      const m = /^\/ws\/watch\/([^/]+)$/.exec(u.pathname);
+      if (!m) return;
+      token = u.searchParams.get('token') || '';
+      api = new URL(`/api/nodes?stream=${m[1]}`, u.href.replace(/^ws/, 'http'));
+    } catch { return; }
+    const ctl = typeof AbortController === 'function' ? new AbortController() : null;
+    this.nodesAbort = ctl || true;
+    const timer = setTimeout(() => ctl && ctl.abort(), 5000);
+    try {
+      const res = await fetch(api, { headers: token ? { Authorization: `Bearer ${token}` } : {}, signal: ctl ? ctl.signal : undefined, credentials: 'omit' });
+      if (!res.ok) return;
+      const nodes = await res.json();
+      if (!Array.isArray(nodes)) return;
+      const others = [];
+      for (const n of nodes) {
+        if (!n || n.self || typeof n.watch !== 'string' || !/^wss?:\/\//.test(n.watch)) continue;
+        try {
+          const next = new URL(n.watch);
+          if (token && !next.searchParams.has('token')) next.searchParams.set('token', token);
+          others.push(next.toString());
+        } catch { /* skip */ }
+      }
+      this.rotation = others.length ? [this.url, ...others.filter((x) => x !== this.url)] : [];
+    } catch { /* no cluster, or the node is going: keep the old list */ } finally {
+      clearTimeout(timer);
+      this.nodesAbort = null;
+    }
+  }
+
+  /** The next node of the rotation after this.url (null: none known). */
+  _nextNode() {
+    if (this.rotation.length < 2) return null;
+    const i = this.rotation.indexOf(this.url);
+    return this.rotation[(i + 1) % this.rotation.length];
   }
 
   stop() {
@@ -220,10 +273,18 @@ export class WatchSocket {
     if (this.stopped) return;
     // After a server error (auth, stream unknown, too far behind) do not hammer it.
     let delay = this.lastErrorMessage ? Math.max(this.backoff, 2000) : this.backoff;
+    const next = !this.goaway && !this.lastErrorMessage ? this._nextNode() : null;
     if (this.goaway) {
       // Not our fault: come back soon (to the named node), spread over a second.
       delay = 250 + Math.random() * 1000;
       this.goaway = null;
+    } else if (next) {
+      // Dropped without a word: this node may be gone. Another one serves the
+      // same stream; go there soon (spread over half a second).
+      this.url = next;
+      this.failovers++;
+      this.nodesAt = 0; // ask the new node for the list (the old one may be gone)
+      delay = 100 + Math.random() * 400;
     } else {
       this.backoff = Math.min(this.maxBackoff, this.backoff * 2);
     }
@@ -257,10 +318,12 @@ export class WatchSocket {
     switch (msg && msg.type) {
       case 'waiting':
         this.backoff = this.minBackoff;
+        this._refreshNodes();
         this._call('onWaiting', msg);
         break;
       case 'init':
         this.backoff = this.minBackoff;
+        this._refreshNodes();
         this.pendingInit = msg; // the next binary message is its init segment
         break;
       case 'eos':
@@ -675,6 +738,9 @@ export class StreamEngine {
       bytes: s.bytes,
       messages: s.messages,
       reconnects: Math.max(0, s.connects - 1),
+      failovers: s.failovers,
+      nodes: s.rotation.length,
+      url: s.url.replace(/([?&]token=)[^&]*/, '$1…'),
       open: s.open,
       inits: this.inits,
       segments: this.segments,

@@ -16,15 +16,21 @@ function streamURL(page, name, token) {
   return `/${page}.html?stream=${encodeURIComponent(name)}${t}`;
 }
 
-function publisherCell(p) {
-  if (!p) return el('span', { class: 'muted' }, '—');
+// In a cluster, s.node names the node the stream is published on.
+function publisherCell(s) {
+  const p = s.publisher;
+  const node = typeof s.node === 'string' && s.node
+    ? el('div', { class: 'muted small node', title: 'cluster node the stream is published on' }, 'node ', el('span', { class: 'mono' }, s.node))
+    : null;
+  if (!p) return node || el('span', { class: 'muted' }, '—');
   const since = p.since ? Date.parse(p.since) : NaN;
   const age = Number.isFinite(since) ? formatDuration((Date.now() - since) / 1000) : '';
   return el('div', { class: 'publisher' },
     el('span', { class: 'tag' }, (p.protocol || '?').toUpperCase()),
     ' ',
     el('span', { class: 'mono' }, p.remoteAddr || ''),
-    age ? el('div', { class: 'muted small', title: p.since }, `for ${age}`) : null);
+    age ? el('div', { class: 'muted small', title: p.since }, `for ${age}`) : null,
+    node);
 }
 
 function tracksCell(tracks) {
@@ -42,7 +48,7 @@ function row(s) {
       : el('span', { class: 'pill pill-offline' }, 'offline')),
     el('td', null, tracksCell(s.tracks)),
     el('td', { class: 'num' }, String(Number(s.viewers) || 0)),
-    el('td', null, publisherCell(s.publisher)),
+    el('td', null, publisherCell(s)),
     el('td', { class: 'actions' },
       el('a', { class: 'btn btn-small', href: streamURL('watch', name, pageToken) }, 'watch'),
       ' ',

@@ -698,6 +698,9 @@ export class MSEPlayer extends EventTarget {
       gapJumps: this.gapJumps,
       rebuilds: this.rebuilds,
       reconnects: st.reconnects || 0,
+      failovers: st.failovers || 0, // moves to another cluster node after a drop
+      nodes: st.nodes || 0,         // cluster nodes known to move to (0: none)
+      server: st.url || '',         // the viewer socket's URL (token elided)
       mime: this.initInfo ? this.initInfo.mime : null,
     };
     if (this.backend && latency !== null && this.sinceInit) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"go.uber.org/goleak"
 
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/internal/testkit/natstest"
@@ -374,4 +375,44 @@ func TestClusterNATSLoss(t *testing.T) {
 	}
 	// B follows A's stream again for a new viewer.
 	watch(t, b, "remote").expectInit(20 * time.Second)
+}
+
+// TestClusterNodeLeavesNoGoroutines: a node joins, relays a stream of
+// another node to a viewer, and leaves; every goroutine it started is gone,
+// and so are those the origin started to serve it (once its interest has
+// expired).
+func TestClusterNodeLeavesNoGoroutines(t *testing.T) {
+	nats := startNATS(t)
+	a := clusterNode(t, nats, "node-a", nil)
+	video, audio := testMedia(t)
+	publish(t, a, "leak", video, audio)
+	testHTTP.CloseIdleConnections()
+	baseline := goleak.IgnoreCurrent()
+
+	b := clusterNode(t, nats, "node-b", nil)
+	v := watch(t, b, "leak")
+	v.expectInit(20 * time.Second)
+	if segs, _ := v.collect(time.Second); len(segs) == 0 {
+		t.Fatal("nothing relayed to node B")
+	}
+	var nodes []struct{ ID string }
+	getJSON(t, b.base+"/api/nodes", &nodes)
+	v.c.Close()
+	if err := b.stop(); err != nil {
+		t.Fatal(err)
+	}
+	testHTTP.CloseIdleConnections()
+	// The origin stops feeding the stream three interest periods (6 s)
+	// after the edge's last want.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := goleak.Find(baseline)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines left after node B left: %v", err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }

@@ -9,6 +9,13 @@
 //
 //	go run ./cmd/loadtest -viewers 500 -duration 20s
 //
+// With -cluster N it measures a cluster over NATS instead (cluster.go): a
+// publisher on node 0 (the origin), viewers on the other nodes (edges) and
+// a few on the origin, each node and the NATS server in a process of its
+// own, next to a single non-clustered gateway with as many viewers as an edge.
+//
+//	go run ./cmd/loadtest -cluster 3 -viewers 200 -cluster-scale 4
+//
 // With -soak D it runs a long soak instead (soak.go): viewers with churn,
 // a publisher that republishes every minute, and the gateway's RSS, fds,
 // threads and goroutines sampled every 10 s, with a verdict on growth.
@@ -49,6 +56,7 @@ type config struct {
 	slowRcvbuf           int
 	duration, ramp       time.Duration
 	warmup, recordLen    time.Duration
+	idle                 time.Duration
 	mode                 string
 	url                  string
 	pid                  int
@@ -64,6 +72,7 @@ type config struct {
 	tlsDirect            bool   // the gateway's TLS viewers get direct writes (DirectWriteListener)
 	caFile               string // trust this CA (a gateway given by -url over https)
 	soak                 soakConfig
+	cl                   clusterConfig
 }
 
 // serverCert is the certificate of the servers the tool starts with -tls
@@ -91,6 +100,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&c.duration, "duration", 20*time.Second, "measurement window per phase")
 	fs.DurationVar(&c.ramp, "ramp", 5*time.Second, "ramp-up: viewers join evenly over this time")
 	fs.DurationVar(&c.warmup, "warmup", 3*time.Second, "wait after the ramp before measuring")
+	fs.DurationVar(&c.idle, "idle", 2*time.Second, "how long the servers' CPU is measured before the viewers join (the per-viewer CPU is counted from it)")
 	fs.DurationVar(&c.recordLen, "record", 8*time.Second, "length of the stream recorded for the floor")
 	fs.StringVar(&c.mode, "mode", "both", "both (gateway then floor), gateway, or floor")
 	fs.StringVar(&c.url, "url", "", "an already running gateway, e.g. http://127.0.0.1:8080 (loopback only); default: start one")
@@ -108,6 +118,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&c.tlsDirect, "tls-direct", true, "with -tls: serve the gateway through mseout.DirectWriteListener as cmd/gateway does (false: a plain TLS listener, every TLS viewer written by a writer goroutine; for A/B runs)")
 	fs.StringVar(&c.caFile, "ca", "", "with -url https://...: trust the CA certificates in this PEM file (e.g. a test certificate)")
 	c.soak.addFlags(fs)
+	c.cl.addFlags(fs)
 	serveGW := fs.Bool("serve-gateway", false, "(internal) run a gateway on loopback and print its URL")
 	serveFloor := fs.String("serve-floor", "", "(internal) run the floor server on loopback replaying this recording")
 	certFile := fs.String("tls-cert", "", "(internal) the child server's certificate")
@@ -134,9 +145,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch {
 	case *serveGW:
-		return childServe(ctx, stdout, stderr, childTLS, c.tlsDirect, func() (http.Handler, func(), error) { return newGatewayHandler(c.logLevel, stderr) })
+		return childServe(ctx, stdout, stderr, childTLS, c.tlsDirect, func(base string) (http.Handler, func(), error) {
+			return newGatewayHandler(c.logLevel, stderr, c.cl.node(base))
+		})
+	case c.cl.serveNATS:
+		return childNATS(ctx, stdout, stderr)
 	case *serveFloor != "":
-		return childServe(ctx, stdout, stderr, childTLS, false, func() (http.Handler, func(), error) {
+		return childServe(ctx, stdout, stderr, childTLS, false, func(string) (http.Handler, func(), error) {
 			rec, err := loadRecording(*serveFloor)
 			if err != nil {
 				return nil, nil, err
@@ -162,7 +177,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if c.soak.duration > 0 {
 		return soakMain(ctx, c, stdout, stderr)
 	}
-	rep, err := runLoad(ctx, c, stderr)
+	run := runLoad
+	if c.cl.nodes > 0 {
+		run = runCluster
+	}
+	rep, err := run(ctx, c, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "loadtest: %v\n", err)
 		return 1
@@ -198,10 +217,10 @@ func (c *config) check() error {
 	if c.tls && c.url != "" {
 		return errors.New("-tls serves the gateway the tool starts; for a gateway at -url https://..., trust its certificate with -ca")
 	}
-	if c.duration <= 0 || c.recordLen < time.Second {
-		return errors.New("-duration must be > 0 and -record >= 1s")
+	if c.duration <= 0 || c.recordLen < time.Second || c.idle < 500*time.Millisecond {
+		return errors.New("-duration must be > 0, -record >= 1s and -idle >= 500ms")
 	}
-	return nil
+	return c.cl.check(c)
 }
 
 // setupTLS makes the run's certificate (-tls) or loads the CA to trust (-ca).
@@ -277,6 +296,7 @@ type report struct {
 	Floor     *phaseResult   `json:"floor,omitempty"`
 	Ratio     map[string]any `json:"ratioGatewayToFloor,omitempty"`
 	Publisher *pubStats      `json:"publisher,omitempty"`
+	Cluster   *clusterReport `json:"cluster,omitempty"`
 }
 
 type pubStats struct {

@@ -127,29 +127,40 @@ func ratios(g, f *phaseResult) map[string]any {
 }
 
 func (r *report) writeText(w io.Writer) {
+	if r.Cluster != nil {
+		fmt.Fprintf(w, "loadtest %s: cluster of %d nodes, %d viewers on the edges, %d on the origin, %d stream(s), audio %v, window %.0fs\n",
+			r.Time, r.Cluster.Nodes, r.Viewers, r.Cluster.OriginViewers, r.Streams, r.Audio, r.Duration)
+		if r.Cluster.Single != nil {
+			writePhase(w, "single node (not clustered)", r.Cluster.Single, r.Cluster.SingleViewers, 0)
+		}
+		r.Cluster.writeText(w)
+		return
+	}
 	fmt.Fprintf(w, "loadtest %s: %d viewers on %d stream(s), %d slow (%s), audio %v, window %.0fs\n",
 		r.Time, r.Viewers, r.Streams, r.Slow, r.SlowMode, r.Audio, r.Duration)
 	for _, p := range []struct {
 		name string
 		r    *phaseResult
 	}{{"gateway", r.Gateway}, {"floor", r.Floor}} {
-		if p.r == nil {
-			continue
-		}
-		x := p.r
-		fmt.Fprintf(w, "%s (%s), load %.2f -> %.2f\n", p.name, x.Target, x.LoadAvg[0], x.LoadAvg[1])
-		fmt.Fprintf(w, "  server CPU %.2f%% of a core (idle %.2f%%): %.4f%% per viewer; load tool CPU %.2f%%\n", x.CPUPct, x.CPUIdlePct, x.CPUPerViewerPct, x.ClientCPUPct)
-		fmt.Fprintf(w, "  server RSS %d KiB (base %d KiB): %.1f KiB per viewer\n", x.RSSKiB, x.RSSBaseKiB, x.RSSPerViewerKiB)
-		fmt.Fprintf(w, "  viewers connected %d/%d, errors %d %q\n", x.Connected, r.Viewers, x.Errors, x.ErrorSamples)
-		fmt.Fprintf(w, "  latency ms p50 %.2f p95 %.2f p99 %.2f max %.2f (%d frames, %d unstamped)\n", x.LatencyMs.P50, x.LatencyMs.P95, x.LatencyMs.P99, x.LatencyMs.Max, x.LatencyMs.N, x.UnstampedFrames)
-		fmt.Fprintf(w, "  viewers with p99 < 20 ms: %d; with p99 < 50 ms and no skipped frame: %d\n", x.ViewersP99Under20, x.ViewersP99Under50)
-		fmt.Fprintf(w, "  time to first frame ms p50 %.1f p95 %.1f max %.1f\n", x.TTFFMs.P50, x.TTFFMs.P95, x.TTFFMs.Max)
-		fmt.Fprintf(w, "  frames per viewer %d..%d, skipped %d (%d viewers; %d more missing from the streams themselves), throughput kbit/s min %.0f mean %.0f\n", x.FramesPerViewer[0], x.FramesPerViewer[1], x.SkippedFrames, x.ViewersWithSkips, x.StreamGapFrames, x.ThroughputKbps[0], x.ThroughputKbps[1])
-		if r.Slow > 0 {
-			fmt.Fprintf(w, "  slow viewers closed by the server %d/%d (error message seen by %d), after %v s\n", x.SlowClosed, r.Slow, x.SlowErrorMessages, x.SlowClosedAfterSec)
+		if p.r != nil {
+			writePhase(w, p.name, p.r, r.Viewers, r.Slow)
 		}
 	}
 	if r.Ratio != nil {
 		fmt.Fprintf(w, "gateway / floor: %v\n", r.Ratio)
+	}
+}
+
+func writePhase(w io.Writer, name string, x *phaseResult, viewers, slow int) {
+	fmt.Fprintf(w, "%s (%s), load %.2f -> %.2f\n", name, x.Target, x.LoadAvg[0], x.LoadAvg[1])
+	fmt.Fprintf(w, "  server CPU %.2f%% of a core (idle %.2f%%): %.4f%% per viewer; load tool CPU %.2f%%\n", x.CPUPct, x.CPUIdlePct, x.CPUPerViewerPct, x.ClientCPUPct)
+	fmt.Fprintf(w, "  server RSS %d KiB (base %d KiB): %.1f KiB per viewer\n", x.RSSKiB, x.RSSBaseKiB, x.RSSPerViewerKiB)
+	fmt.Fprintf(w, "  viewers connected %d/%d, errors %d %q\n", x.Connected, viewers, x.Errors, x.ErrorSamples)
+	fmt.Fprintf(w, "  latency ms p50 %.2f p95 %.2f p99 %.2f max %.2f (%d frames, %d unstamped)\n", x.LatencyMs.P50, x.LatencyMs.P95, x.LatencyMs.P99, x.LatencyMs.Max, x.LatencyMs.N, x.UnstampedFrames)
+	fmt.Fprintf(w, "  viewers with p99 < 20 ms: %d; with p99 < 50 ms and no skipped frame: %d\n", x.ViewersP99Under20, x.ViewersP99Under50)
+	fmt.Fprintf(w, "  time to first frame ms p50 %.1f p95 %.1f max %.1f\n", x.TTFFMs.P50, x.TTFFMs.P95, x.TTFFMs.Max)
+	fmt.Fprintf(w, "  frames per viewer %d..%d, skipped %d (%d viewers; %d more missing from the streams themselves), throughput kbit/s min %.0f mean %.0f\n", x.FramesPerViewer[0], x.FramesPerViewer[1], x.SkippedFrames, x.ViewersWithSkips, x.StreamGapFrames, x.ThroughputKbps[0], x.ThroughputKbps[1])
+	if slow > 0 {
+		fmt.Fprintf(w, "  slow viewers closed by the server %d/%d (error message seen by %d), after %v s\n", x.SlowClosed, slow, x.SlowErrorMessages, x.SlowClosedAfterSec)
 	}
 }

@@ -35,9 +35,15 @@ func wsURL(base, stream string) string {
 
 func streamName(i int) string { return fmt.Sprintf("lt%d", i) }
 
+// clusterNode makes a gateway a node of a cluster (-cluster): the NATS
+// server to join, the node's id and its public URL (its own base URL).
+type clusterNode struct {
+	natsURL, nodeID, publicURL string
+}
+
 // newGatewayHandler builds a gateway for loopback with limits raised for
-// load, plus /debug/pprof/.
-func newGatewayHandler(level string, logw io.Writer) (http.Handler, func(), error) {
+// load, plus /debug/pprof/; with node, a node of a cluster.
+func newGatewayHandler(level string, logw io.Writer, node *clusterNode) (http.Handler, func(), error) {
 	cfg := configs.Default()
 	cfg.LogLevel = level
 	cfg.WebRTC.UDPPort = 0
@@ -50,6 +56,11 @@ func newGatewayHandler(level string, logw io.Writer) (http.Handler, func(), erro
 	cfg.Limits.MaxConnsPerIP = 0
 	cfg.Limits.RequestsPerSecondPerIP = 0
 	cfg.Limits.MaxPendingPublishes, cfg.Limits.MaxPendingPublishesPerIP = 1000, 1000
+	if node != nil {
+		cfg.Cluster.NATSURLs = []string{node.natsURL}
+		cfg.Cluster.NodeID = node.nodeID
+		cfg.Cluster.PublicURL = node.publicURL
+	}
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level))
 	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: lv}))
@@ -80,44 +91,74 @@ func withPprof(h http.Handler) http.Handler {
 // mseout.DirectWriteListener as the gateway's own listener does (the floor,
 // and A/B runs, get a plain TLS listener).
 func serveLoopback(h http.Handler, cleanup func(), tlsConfig *tls.Config, direct bool) (string, func(), error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, base, err := listenLoopback(tlsConfig)
 	if err != nil {
 		return "", nil, err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig}
+	return base, serveOn(ln, h, cleanup, tlsConfig, direct), nil
+}
+
+// listenLoopback opens a listener on 127.0.0.1 and names its base URL.
+func listenLoopback(tlsConfig *tls.Config) (net.Listener, string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
 	scheme := "http"
 	if tlsConfig != nil {
 		scheme = "https"
-		if direct {
-			ln = mseout.DirectWriteListener(ln)
-		}
-		go func() { _ = srv.ServeTLS(ln, "", "") }()
-	} else {
-		go func() { _ = srv.Serve(ln) }()
 	}
-	stop := func() {
+	return ln, scheme + "://" + ln.Addr().String(), nil
+}
+
+// serveOn serves h on ln (see serveLoopback) until the returned stop.
+func serveOn(ln net.Listener, h http.Handler, cleanup func(), tlsConfig *tls.Config, direct bool) func() {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if tlsConfig != nil {
+			if direct {
+				ln = mseout.DirectWriteListener(ln)
+			}
+			_ = srv.ServeTLS(ln, "", "")
+			return
+		}
+		_ = srv.Serve(ln)
+	}()
+	return func() {
 		if cleanup != nil {
 			cleanup()
 		}
 		_ = srv.Close()
+		<-done
 	}
-	return scheme + "://" + ln.Addr().String(), stop, nil
 }
 
-// childServe is the child process side of a target: serve, print
-// "LISTEN url", run until stdin closes or a signal.
-func childServe(ctx context.Context, stdout, stderr io.Writer, tlsConfig *tls.Config, direct bool, build func() (http.Handler, func(), error)) int {
-	h, cleanup, err := build()
+// childServe is the child process side of a target: listen, build the
+// server for its base URL, serve, print "LISTEN url", run until stdin
+// closes or a signal.
+func childServe(ctx context.Context, stdout, stderr io.Writer, tlsConfig *tls.Config, direct bool, build func(base string) (http.Handler, func(), error)) int {
+	ln, base, err := listenLoopback(tlsConfig)
 	if err != nil {
 		fmt.Fprintf(stderr, "loadtest: %v\n", err)
 		return 1
 	}
-	base, stop, err := serveLoopback(h, cleanup, tlsConfig, direct)
+	h, cleanup, err := build(base)
 	if err != nil {
+		ln.Close()
 		fmt.Fprintf(stderr, "loadtest: %v\n", err)
 		return 1
 	}
+	stop := serveOn(ln, h, cleanup, tlsConfig, direct)
 	fmt.Fprintf(stdout, "LISTEN %s\n", base)
+	waitParent(ctx)
+	stop()
+	return 0
+}
+
+// waitParent returns when the parent closes the child's stdin, or at a signal.
+func waitParent(ctx context.Context) {
 	eof := make(chan struct{})
 	go func() {
 		_, _ = io.Copy(io.Discard, os.Stdin)
@@ -127,9 +168,10 @@ func childServe(ctx context.Context, stdout, stderr io.Writer, tlsConfig *tls.Co
 	case <-ctx.Done():
 	case <-eof:
 	}
-	stop()
-	return 0
 }
+
+// childEnv is set in a child's environment.
+const childEnv = "MSEWAY_LOADTEST_CHILD"
 
 // startChild re-executes this program in a serve mode and waits for its URL.
 func startChild(ctx context.Context, stderr io.Writer, args ...string) (target, error) {
@@ -138,6 +180,8 @@ func startChild(ctx context.Context, stderr io.Writer, args ...string) (target, 
 		return target{}, err
 	}
 	cmd := exec.Command(exe, args...)
+	// A test binary re-executed as a child runs run() instead of its tests (TestMain).
+	cmd.Env = append(os.Environ(), childEnv+"=1")
 	cmd.Stderr = stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -192,7 +236,7 @@ func startGateway(ctx context.Context, c config, stderr io.Writer) (target, erro
 		if err != nil {
 			return target{}, err
 		}
-		h, cleanup, err := newGatewayHandler(c.logLevel, stderr)
+		h, cleanup, err := newGatewayHandler(c.logLevel, stderr, nil)
 		if err != nil {
 			return target{}, err
 		}

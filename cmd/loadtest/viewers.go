@@ -31,6 +31,7 @@ type viewerResult struct {
 	frames    int           // video frames in the window
 	skipped   int           // video frames missing (decode-time gaps) in the window
 	lat       []uint32      // delivery latency per stamped video frame in the window, microseconds
+	stamps    []int64       // with viewer.keepStamps: the send time of each frame in lat, same order
 	badStamp  int           // video frames without a readable stamp
 	inits     int
 	err       string // a protocol or connection error
@@ -76,11 +77,15 @@ func slowDialer(rcvbuf int) *websocket.Dialer {
 // viewer is one load viewer: it reads every message, but only the first bytes
 // of a media segment (moof + the stamp) are kept; the rest is discarded.
 type viewer struct {
-	url  string
-	res  viewerResult
-	win  *window
-	mu   sync.Mutex
-	conn *websocket.Conn
+	url    string
+	stream int // index of the stream watched (streamName)
+	// keepStamps keeps each frame's send time next to its latency (the
+	// cluster mode matches frames across nodes).
+	keepStamps bool
+	res        viewerResult
+	win        *window
+	mu         sync.Mutex
+	conn       *websocket.Conn
 	// events, when set, hears of every init, eos and video frame as it
 	// arrives, whatever the window (the soak's live counters).
 	events viewerEvents
@@ -233,6 +238,9 @@ func (v *viewer) run(ctx context.Context) {
 			if at, ok := readStamp(msg, sh); ok {
 				d := now.UnixNano() - at
 				r.lat = append(r.lat, uint32(min(max(d/1000, 0), 1<<31)))
+				if v.keepStamps {
+					r.stamps = append(r.stamps, at)
+				}
 			} else {
 				r.badStamp++
 			}

@@ -34,6 +34,10 @@ type Config struct {
 	// over, the source publishes again as soon as that one leaves.
 	Retry  time.Duration
 	Logger *slog.Logger
+	// Publish, when set, publishes instead of Registry.Publish (a cluster
+	// claims the name cluster-wide first; mseout.ErrStreamBusy while another
+	// node publishes it). The publication must belong to Registry.
+	Publish func(stream string, info mseout.PublisherInfo) (*mseout.Publication, error)
 }
 
 // Source is a running local source. It owns one goroutine, from Start to
@@ -115,11 +119,16 @@ func (l *Source) run(ctx context.Context, capture *devices.Capture) {
 			capture.Close()
 		}
 	}()
+	publish := l.cfg.Publish
+	if publish == nil {
+		publish = l.cfg.Registry.Publish
+	}
+	lastErr := ""
 	for ctx.Err() == nil {
 		if l.cfg.OnDemand && !l.waitForViewers(ctx) {
 			return
 		}
-		pub, err := l.cfg.Registry.Publish(l.cfg.Stream, mseout.PublisherInfo{
+		pub, err := publish(l.cfg.Stream, mseout.PublisherInfo{
 			Protocol:        "local",
 			RemoteAddr:      "local:" + deviceLabel(l.cfg.Capture),
 			RequestKeyframe: l.requestKeyframe,
@@ -128,7 +137,14 @@ func (l *Source) run(ctx context.Context, capture *devices.Capture) {
 			return
 		}
 		if err != nil {
-			l.log.Warn("local source cannot publish; retrying", "err", err, "in", l.cfg.Retry)
+			// The same refusal again (another node publishes the name) is
+			// logged once.
+			level := slog.LevelWarn
+			if err.Error() == lastErr {
+				level = slog.LevelDebug
+			}
+			lastErr = err.Error()
+			l.log.Log(ctx, level, "local source cannot publish; retrying", "err", err, "in", l.cfg.Retry)
 			select {
 			case <-ctx.Done():
 				return
@@ -136,6 +152,7 @@ func (l *Source) run(ctx context.Context, capture *devices.Capture) {
 			}
 			continue
 		}
+		lastErr = ""
 		capture = l.serve(ctx, pub, capture)
 		takenOver := false
 		select {

@@ -70,7 +70,7 @@ type clusterGlue struct {
 
 type claimed struct {
 	epoch uint64
-	pub   signaling.Publication
+	pub   closer
 	// announced is the tracks last written to the directory ("" = none).
 	announced string
 }
@@ -153,7 +153,8 @@ func (c clusterStreams) CheckPublish(name string, takeOver bool) error {
 }
 
 // Publish claims name cluster-wide, then makes the publisher its source
-// here. With NATS unreachable the publish goes on locally (logged).
+// here. With NATS unreachable the publish goes on locally (logged) and is
+// claimed once NATS answers again.
 func (c clusterStreams) Publish(name string, info mseout.PublisherInfo) (signaling.Publication, error) {
 	g := c.g
 	if !g.following(name) {
@@ -163,29 +164,111 @@ func (c clusterStreams) Publish(name string, info mseout.PublisherInfo) (signali
 			return nil, err
 		}
 	}
-	epoch, err := g.node.Claim(name, info.TakeOver && g.settings(name).AllowTakeover)
-	switch {
-	case errors.Is(err, cluster.ErrBusy):
-		return nil, mseout.ErrStreamBusy
-	case err != nil:
-		g.log.Warn("cluster: publishing without a cluster-wide claim", "stream", name, "err", err)
-		epoch = 0
+	epoch, err := g.claim(name, info.TakeOver)
+	if err != nil {
+		return nil, err
 	}
 	g.unfollow(name) // a publisher here replaces the relay of another node's
 	pub, err := c.Streams.Publish(name, info)
 	if err != nil {
-		if epoch != 0 {
-			if held, ok := g.node.Held(name); ok && held == epoch {
-				_ = g.node.Withdraw(name)
-			}
-		}
+		g.release(name, epoch)
 		return nil, err
 	}
+	g.track(name, epoch, pub)
+	return &clusterPub{Publication: pub, g: g, name: name}, nil
+}
+
+// publishLocal is how the config's local sources publish in a cluster:
+// their names are claimed cluster-wide like any publisher's, and a name
+// live on another node waits (mseout.ErrStreamBusy; the source retries).
+func (g *clusterGlue) publishLocal(name string, info mseout.PublisherInfo) (*mseout.Publication, error) {
+	if si, ok := g.node.Lookup(name); ok && si.Node != g.node.ID() {
+		return nil, mseout.ErrStreamBusy
+	}
+	if err := g.reg.CheckPublish(name, false); err != nil {
+		return nil, err
+	}
+	epoch, err := g.claim(name, false)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := g.reg.Publish(name, info)
+	if err != nil {
+		g.release(name, epoch)
+		return nil, err
+	}
+	g.track(name, epoch, pub)
+	// The publication's owner is the source; this ends with it.
+	go func() {
+		<-pub.Done()
+		g.ended(name, pub)
+	}()
+	return pub, nil
+}
+
+// publisher is the local sources' Publish (nil without a cluster).
+func (g *clusterGlue) publisher() func(string, mseout.PublisherInfo) (*mseout.Publication, error) {
+	if g == nil {
+		return nil
+	}
+	return g.publishLocal
+}
+
+// claim claims name cluster-wide for a publisher here (a takeover when it
+// may take over and the stream allows it). Epoch 0: NATS did not answer;
+// the publish goes on and reconcile claims it later.
+func (g *clusterGlue) claim(name string, takeOver bool) (uint64, error) {
+	epoch, err := g.node.Claim(name, takeOver && g.settings(name).AllowTakeover)
+	switch {
+	case errors.Is(err, cluster.ErrBusy):
+		return 0, mseout.ErrStreamBusy
+	case err != nil:
+		g.log.Warn("cluster: publishing without a cluster-wide claim for now", "stream", name, "err", err)
+		return 0, nil
+	}
+	return epoch, nil
+}
+
+// release withdraws a claim no publication took.
+func (g *clusterGlue) release(name string, epoch uint64) {
+	if epoch == 0 {
+		return
+	}
+	if held, ok := g.node.Held(name); ok && held == epoch {
+		_ = g.node.Withdraw(name)
+	}
+}
+
+// track records the publication here of a claimed name.
+func (g *clusterGlue) track(name string, epoch uint64, pub closer) {
 	g.mu.Lock()
 	g.claims[name] = claimed{epoch: epoch, pub: pub}
 	g.mu.Unlock()
-	return &clusterPub{Publication: pub, g: g, name: name}, nil
 }
+
+// ended withdraws the claim of pub, once, if it is still the name's
+// publication here. The epoch is the claim's latest: a publish made while
+// NATS was unreachable is claimed later, by reconcile.
+func (g *clusterGlue) ended(name string, pub closer) {
+	g.mu.Lock()
+	c, ok := g.claims[name]
+	mine := ok && c.pub == pub
+	if mine {
+		delete(g.claims, name)
+	}
+	g.mu.Unlock()
+	if mine && c.epoch != 0 {
+		if held, ok := g.node.Held(name); ok && held == c.epoch {
+			if err := g.node.Withdraw(name); err != nil {
+				g.log.Debug("cluster: withdraw", "stream", name, "err", err)
+			}
+		}
+	}
+}
+
+// closer is a publication here, as the cluster ends it (a takeover
+// elsewhere, a conflict after a partition).
+type closer interface{ Close() }
 
 // clusterPub withdraws its claim when it ends.
 type clusterPub struct {
@@ -197,25 +280,7 @@ type clusterPub struct {
 
 func (p *clusterPub) Close() {
 	p.Publication.Close()
-	p.once.Do(func() {
-		g := p.g
-		g.mu.Lock()
-		c, ok := g.claims[p.name]
-		mine := ok && c.pub == p.Publication
-		if mine {
-			delete(g.claims, p.name)
-		}
-		g.mu.Unlock()
-		// The epoch is the claim's latest: a publish made while NATS was
-		// unreachable is claimed later, by reconcile.
-		if mine && c.epoch != 0 {
-			if held, ok := g.node.Held(p.name); ok && held == c.epoch {
-				if err := g.node.Withdraw(p.name); err != nil {
-					g.log.Debug("cluster: withdraw", "stream", p.name, "err", err)
-				}
-			}
-		}
-	})
+	p.once.Do(func() { p.g.ended(p.name, p.Publication) })
 }
 
 // lost: another node took the stream over; the publication here ends (its

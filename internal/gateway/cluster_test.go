@@ -416,3 +416,39 @@ func TestClusterNodeLeavesNoGoroutines(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 }
+
+// TestClusterLocalSource: a local source's name is cluster-wide too. A
+// viewer on A starts A's on-demand test pattern, which A claims; a viewer on
+// B gets A's pattern through the relay (B's own source of that name waits),
+// and a publisher of the name on B gets 409.
+func TestClusterLocalSource(t *testing.T) {
+	nats := startNATS(t)
+	a := clusterNode(t, nats, "node-a", nil)
+	b := clusterNode(t, nats, "node-b", nil)
+	if _, ok := configs.Default().Sources["testpattern"]; !ok {
+		t.Fatal("the default config has no testpattern source")
+	}
+	watch(t, a, "testpattern").expectInit(30 * time.Second)
+	waitFor(t, "node B lists testpattern on node-a", 10*time.Second, func() bool {
+		var l []struct{ Name, Node string }
+		getJSON(t, b.base+"/api/streams", &l)
+		for _, s := range l {
+			if s.Name == "testpattern" && s.Node == "node-a" {
+				return true
+			}
+		}
+		return false
+	})
+	vb := watch(t, b, "testpattern")
+	_, init := vb.expectInit(30 * time.Second)
+	segs, _ := vb.collect(2 * time.Second)
+	if n := checkPlayable(t, "node A's test pattern on node B", init, segs); n < 20 {
+		t.Fatalf("%d video samples in 2 s", n)
+	}
+	if v := hardMetric(t, b, "", "gateway_cluster_streams_followed"); v != 1 {
+		t.Errorf("node B follows %v streams, want 1 (its own source must wait)", v)
+	}
+	if r := do(t, "POST", b.base+"/whip/testpattern", "application/sdp", vp8OnlyOffer(t), nil); r.status != http.StatusConflict {
+		t.Fatalf("a publisher on node B of node A's source: %+v, want 409", r)
+	}
+}

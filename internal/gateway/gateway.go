@@ -416,6 +416,7 @@ func (g *Gateway) startSources() error {
 				VideoBitrate: s.VideoBitrate, AudioBitrate: s.AudioBitrate, KeyframeInterval: s.KeyframeInterval,
 			},
 			Registry: g.registry,
+			Publish:  g.cluster.publisher(),
 			OnDemand: s.OnDemand,
 			Linger:   s.Linger,
 			Logger:   g.log,

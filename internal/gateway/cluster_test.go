@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/internal/testkit/natstest"
+	"github.com/mseway/mseway/internal/testkit/whipclient"
 )
 
 // startNATS runs a nats-server with JetStream for a test cluster.
@@ -450,5 +452,40 @@ func TestClusterLocalSource(t *testing.T) {
 	}
 	if r := do(t, "POST", b.base+"/whip/testpattern", "application/sdp", vp8OnlyOffer(t), nil); r.status != http.StatusConflict {
 		t.Fatalf("a publisher on node B of node A's source: %+v, want 409", r)
+	}
+}
+
+// TestClusterOriginKilled: the origin of a stream is killed (SIGKILL); its
+// entry lapses after the TTL and the viewers on B get eos and wait on the
+// same socket; the publisher republishes on C and they play again.
+func TestClusterOriginKilled(t *testing.T) {
+	nats := startNATS(t)
+	b := clusterNode(t, nats, "node-b", nil)
+	c := clusterNode(t, nats, "node-c", nil)
+	a := startChildGateway(t, nats.ClientURL(), "node-a")
+	video, audio := testMedia(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := whipclient.Publish(ctx, whipclient.Options{URL: a.base + "/whip/crash", Video: video, Audio: audio, FPS: 30, LoopbackOnly: true})
+	if err != nil {
+		t.Fatalf("publish on node A: %v", err)
+	}
+	defer p.Close()
+	v := watch(t, b, "crash")
+	_, init := v.expectInit(30 * time.Second)
+	segs, _ := v.collect(time.Second)
+	checkPlayable(t, "node A's stream on node B", init, segs)
+
+	a.kill()
+	p.Close() // the publisher sees its node gone and moves on
+	v.expectControl("eos", 30*time.Second)
+	publish(t, c, "crash", video, audio)
+	_, init = v.expectInit(30 * time.Second)
+	segs, ctl := v.collect(2 * time.Second)
+	if ctl != nil {
+		t.Fatalf("after the republish on node C: %+v", ctl)
+	}
+	if n := checkPlayable(t, "republished on node C, watched on B", init, segs); n < 20 {
+		t.Fatalf("%d video samples in 2 s", n)
 	}
 }

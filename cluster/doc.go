@@ -7,7 +7,10 @@
 //     the directory reports itself unavailable (ErrUnavailable, Healthy).
 //   - An optional embedded nats-server with JetStream (cluster.embedded):
 //     client port, cluster port and routes, so that three gateways form a
-//     NATS cluster with no other process.
+//     NATS cluster with no other process. Its client port requires the
+//     node's own user/password or token, its route port the route
+//     user/password, and both take TLS (mutual on routes); a port open
+//     beyond loopback without authentication is refused at start.
 //   - The directory: two JetStream key-value buckets, mseway_nodes (node id
 //     -> NodeInfo) and mseway_streams (stream name -> StreamInfo), each entry
 //     renewed every heartbeat and gone after the TTL when its node stops

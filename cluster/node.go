@@ -201,7 +201,7 @@ func Start(ctx context.Context, cfg configs.Cluster, opts Options) (*Node, error
 
 	urls := cfg.NATSURLs
 	if cfg.Embedded.Enabled {
-		emb, err := startEmbedded(ctx, cfg.Embedded, n.id, log.With("component", "nats-server", "node", n.id))
+		emb, err := startEmbedded(ctx, cfg, n.id, log.With("component", "nats-server", "node", n.id))
 		if err != nil {
 			return nil, err
 		}
@@ -285,8 +285,17 @@ func (n *Node) natsOptions() (nats.Options, error) {
 	if c.Token != "" {
 		set = append(set, nats.Token(c.Token))
 	}
+	// The CAs that NATS servers are checked against: the embedded one's
+	// too, for this node's connection to its own server and to its peers'.
+	var cas []string
 	if c.TLSCA != "" {
-		set = append(set, nats.RootCAs(c.TLSCA))
+		cas = append(cas, c.TLSCA)
+	}
+	if n.emb != nil && c.Embedded.TLS() {
+		cas = append(cas, c.Embedded.TLSCA)
+	}
+	if len(cas) > 0 {
+		set = append(set, nats.RootCAs(cas...))
 	}
 	if c.TLSCert != "" {
 		set = append(set, nats.ClientCert(c.TLSCert, c.TLSKey))

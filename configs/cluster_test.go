@@ -37,8 +37,8 @@ func TestEmbeddedNATSSecurity(t *testing.T) {
 		clusterYAML("listen: \"[::1]:4222\""),
 		clusterYAML("listen: 0.0.0.0:4222", `user: gw`, `password: s3cret`),
 		clusterYAML("listen: 0.0.0.0:4222", `token: t0ken`),
-		clusterYAML("cluster_listen: 0.0.0.0:6222\nroute_user: r\nroute_password: rp"),
-		clusterYAML("cluster_listen: 0.0.0.0:6222\ninsecure_routes: true"),
+		clusterYAML("cluster_listen: 0.0.0.0:6222\nroutes: [nats-route://gw-b:6222]\nroute_user: r\nroute_password: rp"),
+		clusterYAML("cluster_listen: 0.0.0.0:6222\nroutes: [nats-route://gw-b:6222]\ninsecure_routes: true"),
 		clusterYAML("cluster_listen: 0.0.0.0:6222\nroutes: [\"nats-route://r:rp@gw-b:6222\"]\nroute_user: r\nroute_password: rp"),
 		clusterYAML("tls_cert: " + cert + "\ntls_key: " + key + "\ntls_ca: " + ca),
 	}
@@ -57,12 +57,13 @@ func TestEmbeddedNATSSecurity(t *testing.T) {
 		{clusterYAML("", `user: gw`), "cluster.password"},
 		{clusterYAML("", `user: gw`, `password: p`, `token: t`), "cluster.user and cluster.token"},
 		// An open route port.
-		{clusterYAML("cluster_listen: 0.0.0.0:6222"), "cluster.embedded.cluster_listen"},
-		{clusterYAML("cluster_listen: 0.0.0.0:6222"), "route_user/route_password"},
-		{clusterYAML("cluster_listen: 0.0.0.0:6222"), "insecure_routes"},
+		{clusterYAML("cluster_listen: 0.0.0.0:6222\nroutes: [nats-route://gw-b:6222]"), "cluster.embedded.cluster_listen"},
+		{clusterYAML("cluster_listen: 0.0.0.0:6222\nroutes: [nats-route://gw-b:6222]"), "route_user/route_password"},
+		{clusterYAML("cluster_listen: 0.0.0.0:6222\nroutes: [nats-route://gw-b:6222]"), "insecure_routes"},
+		{clusterYAML("cluster_listen: 127.0.0.1:6222"), "cluster.embedded.routes is empty"},
 		{clusterYAML("listen: 0.0.0.0:4222\nroutes: [nats-route://gw-b:6222]", `token: t`), "cluster.embedded.routes without cluster_listen"},
-		{clusterYAML("cluster_listen: 127.0.0.1:6222\nroute_user: r"), "route_user and cluster.embedded.route_password"},
-		{clusterYAML("cluster_listen: 127.0.0.1:6222\nroute_password: rp"), "route_user and cluster.embedded.route_password"},
+		{clusterYAML("route_user: r"), "route_user and cluster.embedded.route_password"},
+		{clusterYAML("route_password: rp"), "route_user and cluster.embedded.route_password"},
 		// TLS.
 		{clusterYAML("tls_cert: " + cert + "\ntls_ca: " + ca), "cluster.embedded.tls_cert and cluster.embedded.tls_key"},
 		{clusterYAML("tls_key: " + key), "cluster.embedded.tls_cert and cluster.embedded.tls_key"},
@@ -84,6 +85,10 @@ func TestRouteURLRedacted(t *testing.T) {
 	_, err := Parse("bad.yaml", []byte(clusterYAML("routes: [\"nats://r:hunter2@gw-b:6222\"]")))
 	if err == nil || !strings.Contains(err.Error(), "cluster.embedded.routes[0]") || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("error %v: want cluster.embedded.routes[0], without the password", err)
+	}
+	_, err = Parse("bad.yaml", []byte("cluster:\n  nats_urls: [\"http://u:hunter2@nats:4222\"]\n"))
+	if err == nil || !strings.Contains(err.Error(), "cluster.nats_urls[0]") || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("error %v: want cluster.nats_urls[0], without the password", err)
 	}
 	for in, want := range map[string]string{
 		"nats-route://r:hunter2@gw-b:6222": "nats-route://redacted@gw-b:6222",

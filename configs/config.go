@@ -604,7 +604,7 @@ func (c Cluster) validate() error {
 	for i, u := range c.NATSURLs {
 		p, err := url.Parse(u)
 		if err != nil || p.Host == "" || (p.Scheme != "nats" && p.Scheme != "tls" && p.Scheme != "ws" && p.Scheme != "wss") {
-			return fmt.Errorf("cluster.nats_urls[%d]: %q is not a nats://, tls://, ws:// or wss:// URL", i, u)
+			return fmt.Errorf("cluster.nats_urls[%d]: %q is not a nats://, tls://, ws:// or wss:// URL", i, RedactURL(u))
 		}
 	}
 	if c.PublicURL != "" {
@@ -640,6 +640,10 @@ func (c Cluster) ValidateEmbedded() error {
 	if e.ClusterListen != "" {
 		if _, _, err := net.SplitHostPort(e.ClusterListen); err != nil {
 			return fmt.Errorf("cluster.embedded.cluster_listen: %q is not host:port", e.ClusterListen)
+		}
+		if len(e.Routes) == 0 {
+			// nats-server refuses to start clustered JetStream then.
+			return errors.New("cluster.embedded.cluster_listen is set but cluster.embedded.routes is empty: a clustered JetStream needs routes to its peers")
 		}
 	}
 	for i, r := range e.Routes {

@@ -118,6 +118,17 @@ func (e *Edge) Following(stream string) bool {
 	return e.follows[stream] != nil
 }
 
+// Receiving reports whether a message of stream (live or snapshot) arrived
+// within the last d: its origin is alive and serves it, whatever the
+// directory says for the moment (a NATS server lost, JetStream electing a
+// new leader, an entry that lapsed and will be written again).
+func (e *Edge) Receiving(stream string, d time.Duration) bool {
+	e.mu.Lock()
+	f := e.follows[stream]
+	e.mu.Unlock()
+	return f != nil && time.Since(time.Unix(0, f.lastMsg.Load())) < d
+}
+
 // Close stops following every stream (their Publications are closed:
 // viewers get eos) and returns when every goroutine of the Edge has.
 func (e *Edge) Close() {
@@ -215,6 +226,8 @@ type follower struct {
 	mediaJ  relaywire.Joiner // the media subscription's goroutine only
 	snapJ   relaywire.Joiner // the inbox subscription's goroutine only
 	snapJID uint64           // the request snapJ is joining a reply to
+
+	lastMsg atomic.Int64 // unix ns of the newest message part received
 
 	mu           sync.Mutex
 	closed       bool
@@ -329,6 +342,7 @@ func (f *follower) run() {
 
 // onMedia takes a part of a live message.
 func (f *follower) onMedia(msg *nats.Msg) {
+	f.lastMsg.Store(time.Now().UnixNano())
 	f.e.m.bytesIn.Add(int64(len(msg.Data)))
 	m, ok, err := f.mediaJ.Add(msg.Data)
 	if err != nil {
@@ -350,6 +364,7 @@ func (f *follower) onMedia(msg *nats.Msg) {
 
 // onSnap takes a part of a snapshot reply (subject inbox.<request id>).
 func (f *follower) onSnap(msg *nats.Msg) {
+	f.lastMsg.Store(time.Now().UnixNano())
 	id, err := strconv.ParseUint(strings.TrimPrefix(msg.Subject, f.inbox+"."), 10, 64)
 	if err != nil {
 		return

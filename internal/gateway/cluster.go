@@ -58,7 +58,7 @@ type clusterGlue struct {
 	claims  map[string]claimed  // streams published here, by name
 	follows map[string]*follows // streams followed from other nodes
 
-	// Owned by run: since when NATS has been unreachable (zero: connected),
+	// Owned by run: since when the NATS connection has been down (zero: up),
 	// and whether the followed streams' viewers were sent away for it.
 	downSince time.Time
 	sentAway  bool
@@ -358,6 +358,11 @@ func (g *clusterGlue) reconcile() {
 	for name, f := range g.follows {
 		si, ok := g.node.Lookup(name)
 		switch {
+		case !ok && g.edge.Receiving(name, time.Second):
+			// The entry lapsed while the origin still sends: the
+			// directory is catching up (a NATS server lost, a new
+			// JetStream leader); the origin writes it again. An origin
+			// that ends the stream says so through the relay.
 		case !ok || si.Node == self || si.Node != f.origin:
 			stop = append(stop, f.stop) // gone, here, or moved: follow anew below
 			delete(g.follows, name)
@@ -513,18 +518,21 @@ func (g *clusterGlue) announce(local []mseout.StreamInfo) {
 	}
 }
 
-// connected tracks the NATS connection for reconcile: while it is down the
-// directory's view is stale, so nothing new is followed; once it has been
-// down for lostGrace, the followed streams' viewers are sent away to
-// another node (their relays are stopped: nothing would reach them). Local
-// publishes and their viewers are not touched.
+// connected tracks the NATS connection for reconcile. While it is down,
+// or while the directory is out of sync (a NATS server lost, JetStream
+// electing new leaders), the directory's view is stale: nothing new is
+// followed or claimed, and what is followed goes on (media flows over the
+// connection alone). Once the connection itself has been down for
+// lostGrace, the followed streams' viewers are sent away to another node
+// (their relays are stopped: nothing would reach them). Local publishes
+// and their viewers are not touched.
 func (g *clusterGlue) connected(now time.Time) bool {
-	if g.node.Healthy() {
+	if g.node.Conn().IsConnected() {
 		if !g.downSince.IsZero() {
-			g.log.Info("cluster: connection back; following streams of other nodes again", "down_for", now.Sub(g.downSince).Round(time.Millisecond))
+			g.log.Info("cluster: NATS connection back", "down_for", now.Sub(g.downSince).Round(time.Millisecond))
 			g.downSince, g.sentAway = time.Time{}, false
 		}
-		return true
+		return g.node.Healthy()
 	}
 	if g.downSince.IsZero() {
 		g.downSince = now
@@ -540,8 +548,9 @@ func (g *clusterGlue) connected(now time.Time) bool {
 	g.mu.Unlock()
 	sent := 0
 	for name, f := range lost {
-		f.stop()
+		// goaway first: the relay's end would tell the viewers eos.
 		sent += g.reg.Goaway(name, "this node lost its connection to the cluster")
+		f.stop()
 	}
 	g.viewersSentAway.Add(int64(sent))
 	g.log.Warn("cluster: NATS unreachable; viewers of streams of other nodes sent away, local streams go on",

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -488,4 +490,81 @@ func TestClusterOriginKilled(t *testing.T) {
 	if n := checkPlayable(t, "republished on node C, watched on B", init, segs); n < 20 {
 		t.Fatalf("%d video samples in 2 s", n)
 	}
+}
+
+// TestClusterNATSServerLost: the gateways use a NATS cluster of three
+// servers; the server an edge or the origin is connected to dies mid-stream.
+// The node reconnects to another server and the edge's viewer plays on
+// (at most a skip to the next keyframe), without goaway or eos.
+func TestClusterNATSServerLost(t *testing.T) {
+	var ports [3]int
+	var routes []*url.URL
+	for i := range ports {
+		ports[i] = freePortNum(t)
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])})
+	}
+	var servers []*server.Server
+	var urls []string
+	for i, name := range []string{"n1", "n2", "n3"} {
+		s := natstest.Start(t, server.Options{ServerName: name, JetStream: true,
+			Cluster: server.ClusterOpts{Name: "test", Host: "127.0.0.1", Port: ports[i]}, Routes: routes})
+		servers = append(servers, s)
+		urls = append(urls, s.ClientURL())
+	}
+	edit := func(c *configs.Config) { c.Cluster.NATSURLs = urls }
+	a := clusterNode(t, servers[0], "node-a", edit)
+	b := clusterNode(t, servers[0], "node-b", edit)
+	video, audio := testMedia(t)
+	publish(t, a, "steady", video, audio)
+	v := watch(t, b, "steady")
+	_, init := v.expectInit(60 * time.Second)
+	segs, _ := v.collect(time.Second)
+	before := checkPlayable(t, "before the loss", init, segs)
+
+	// Kill the server that carries the most of the gateways' connections.
+	victim := servers[0]
+	for _, s := range servers {
+		if s.NumClients() > victim.NumClients() {
+			victim = s
+		}
+	}
+	if victim.NumClients() == 0 {
+		t.Fatal("no NATS server has a client")
+	}
+	t.Logf("killing NATS server %s (%d clients)", victim.Name(), victim.NumClients())
+	victim.Shutdown()
+	victim.WaitForShutdown()
+
+	// Media keeps arriving: over 8 s, at least 4 s of video. (after
+	// continues segs: the same socket, nothing read in between.)
+	after := segs
+	deadline := time.Now().Add(8 * time.Second)
+	for time.Now().Before(deadline) {
+		s, ctl := v.collect(time.Until(deadline))
+		after = append(after, s...)
+		if ctl != nil && ctl.Type != "init" {
+			t.Fatalf("viewer on node B after the NATS server died: %+v", ctl)
+		}
+		if ctl != nil { // a new init after a skip: its binary segment follows
+			m, err := v.c.Next(5 * time.Second)
+			if err != nil || m.Binary == nil {
+				t.Fatalf("init without its segment: %v", err)
+			}
+			init, after, before = m.Binary, nil, 0
+		}
+	}
+	if n := checkPlayable(t, "after the NATS server died", init, after); n-before < 120 {
+		t.Fatalf("%d video samples in 8 s after the loss, want 120 or more", n)
+	}
+	watch(t, b, "steady").expectInit(20 * time.Second)
+}
+
+func freePortNum(t *testing.T) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(freeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(p)
+	return n
 }

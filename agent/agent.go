@@ -28,8 +28,12 @@ import (
 
 // Config says where the capture agent publishes.
 type Config struct {
-	URL   string // WHIP endpoint, e.g. http://gateway:8080/whip/cam1
-	Token string // bearer token, optional
+	URL string // WHIP endpoint, e.g. http://gateway:8080/whip/cam1
+	// Fallbacks are other WHIP endpoints of the same stream (the other nodes
+	// of a cluster). After a failed publish or a lost connection the agent
+	// moves on to the next endpoint of URL, Fallbacks..., in turn.
+	Fallbacks []string
+	Token     string // bearer token, optional
 	// Wait keeps retrying when the very first publish fails (an agent started
 	// before its gateway). Without it the first failure is returned.
 	Wait bool
@@ -61,9 +65,10 @@ type Stats struct {
 // Agent publishes a Capture over WHIP and keeps publishing: when the
 // connection drops or the gateway restarts it reconnects with backoff.
 type Agent struct {
-	cfg Config
-	cap *devices.Capture
-	log *slog.Logger
+	cfg       Config
+	cap       *devices.Capture
+	log       *slog.Logger
+	endpoints []string // URL, then Fallbacks
 
 	sessions, attempts, plis, deletes atomic.Int64
 	iceRestarts                       atomic.Int64
@@ -76,9 +81,11 @@ type Agent struct {
 
 // New returns an agent for c. Run it with Run.
 func New(c *devices.Capture, cfg Config) (*Agent, error) {
-	u, err := url.Parse(cfg.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("WHIP URL %q: want http(s)://host[:port]/whip/STREAM", cfg.URL)
+	endpoints := append([]string{cfg.URL}, cfg.Fallbacks...)
+	for _, e := range endpoints {
+		if err := CheckURL(e); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 500 * time.Millisecond
@@ -95,7 +102,16 @@ func New(c *devices.Capture, cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Agent{cfg: cfg, cap: c, log: cfg.Logger, connected: make(chan struct{})}, nil
+	return &Agent{cfg: cfg, cap: c, log: cfg.Logger, endpoints: endpoints, connected: make(chan struct{})}, nil
+}
+
+// CheckURL checks a WHIP endpoint: http(s)://host[:port]/whip/STREAM.
+func CheckURL(endpoint string) error {
+	u, err := url.Parse(endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("WHIP URL %q: want http(s)://host[:port]/whip/STREAM", endpoint)
+	}
+	return nil
 }
 
 // Stats returns the agent's counters.
@@ -116,18 +132,24 @@ func (a *Agent) Connected() <-chan struct{} { return a.connected }
 func (a *Agent) Run(ctx context.Context) error {
 	backoff := a.cfg.MinBackoff
 	first := true
+	at := 0 // the endpoint tried next
 	for {
+		endpoint := a.endpoints[at]
 		a.attempts.Add(1)
-		a.log.Info("publishing", "url", a.cfg.URL)
-		s, err := a.dial(ctx)
+		a.log.Info("publishing", "url", redactURL(endpoint))
+		s, err := a.dial(ctx, endpoint)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if first && !a.cfg.Wait {
-				return fmt.Errorf("publish to %s: %w", a.cfg.URL, err)
+			if first && !a.cfg.Wait && len(a.endpoints) == 1 {
+				return fmt.Errorf("publish to %s: %w", redactURL(endpoint), err)
 			}
-			a.log.Warn("publish failed; retrying", "err", err, "in", backoff.Round(time.Millisecond))
+			at = (at + 1) % len(a.endpoints)
+			if at == 0 && first && !a.cfg.Wait {
+				return fmt.Errorf("publish to every endpoint failed, the last %s: %w", redactURL(endpoint), err)
+			}
+			a.log.Warn("publish failed; retrying", "err", err, "next", redactURL(a.endpoints[at]), "in", backoff.Round(time.Millisecond))
 		} else {
 			first = false
 			a.sessions.Add(1)
@@ -160,10 +182,16 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.current.Store(nil)
 			a.cap.SetSink(nil)
 			s.close(true) // the gateway may still be there (takeover): say goodbye
-			a.log.Warn("connection lost; reconnecting", "reason", reason, "after", time.Since(began).Round(time.Millisecond))
 			if time.Since(began) > 30*time.Second {
 				backoff = a.cfg.MinBackoff
 			}
+			if len(a.endpoints) > 1 {
+				// Its node may be gone: the next one takes the stream over
+				// at once (the name is cluster-wide).
+				at = (at + 1) % len(a.endpoints)
+				backoff = a.cfg.MinBackoff
+			}
+			a.log.Warn("connection lost; reconnecting", "reason", reason, "after", time.Since(began).Round(time.Millisecond), "next", redactURL(a.endpoints[at]))
 		}
 		// Jitter so a fleet of agents does not reconnect in lockstep.
 		wait := backoff/2 + rand.N(backoff/2+1)
@@ -288,7 +316,7 @@ func (a *Agent) newAPI() (*webrtc.API, error) {
 }
 
 // dial makes one publish: offer, POST, answer, and waits for the connection.
-func (a *Agent) dial(ctx context.Context) (*whipSession, error) {
+func (a *Agent) dial(ctx context.Context, endpoint string) (*whipSession, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.ConnectTimeout)
 	defer cancel()
 	api, err := a.newAPI()
@@ -300,7 +328,7 @@ func (a *Agent) dial(ctx context.Context) (*whipSession, error) {
 		return nil, err
 	}
 	s := &whipSession{a: a, pc: pc, ended: make(chan struct{}),
-		wc: &whip.Client{Endpoint: a.cfg.URL, Token: a.cfg.Token, HTTP: &http.Client{Timeout: a.cfg.ConnectTimeout}}}
+		wc: &whip.Client{Endpoint: endpoint, Token: a.cfg.Token, HTTP: &http.Client{Timeout: a.cfg.ConnectTimeout}}}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	fail := func(err error) (*whipSession, error) {
 		s.close(true)
@@ -445,4 +473,15 @@ func (s *whipSession) close(sendDelete bool) int {
 		s.wg.Wait()
 	})
 	return s.status
+}
+
+// redactURL is endpoint for logs: without userinfo or query (a token may
+// ride in either).
+func redactURL(endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User, u.RawQuery = nil, ""
+	return u.String()
 }

@@ -22,6 +22,8 @@ func runCapture(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs := flag.NewFlagSet("gateway capture", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	whipURL := fs.String("url", "", "WHIP endpoint to publish to, e.g. http://gateway:8080/whip/cam1 (required)")
+	var fallbacks urlsFlag
+	fs.Var(&fallbacks, "fallback", "another WHIP endpoint of the stream, e.g. another node of a cluster (repeat the flag); after a failed publish or a lost connection the agent moves on to the next one")
 	token := fs.String("token", "", "bearer token for the gateway's publish auth (or env MSEWAY_TOKEN)")
 	video := fs.String("video", devices.Camera, "video device: camera, screen, videotest, a name/label from -list, or none")
 	audio := fs.String("audio", devices.Microphone, "audio device: microphone, audiotest, a name/label from -list, or none")
@@ -73,6 +75,12 @@ Flags:
 		fmt.Fprintf(stderr, "gateway capture: -url %q: want http(s)://HOST[:PORT]/whip/STREAM\n", *whipURL)
 		return 2
 	}
+	for _, f := range fallbacks {
+		if err := agent.CheckURL(f); err != nil {
+			fmt.Fprintf(stderr, "gateway capture: -fallback: %v\n", err)
+			return 2
+		}
+	}
 	if *width <= 0 || *height <= 0 || *fps <= 0 {
 		fmt.Fprintf(stderr, "gateway capture: -width %d -height %d -fps %d: each must be positive\n", *width, *height, *fps)
 		return 2
@@ -105,7 +113,7 @@ Flags:
 	}
 	defer capture.Close()
 	ag, err := agent.New(capture, agent.Config{
-		URL: *whipURL, Token: *token, Wait: *wait, LoopbackOnly: *loopback,
+		URL: *whipURL, Fallbacks: fallbacks, Token: *token, Wait: *wait, LoopbackOnly: *loopback,
 		ConnectTimeout: *connectTimeout, MaxBackoff: *maxBackoff, Logger: log,
 	})
 	if err != nil {
@@ -135,6 +143,16 @@ func vp9EncoderName() string {
 		return "none (build with -tags vpx)"
 	}
 	return devices.VP9Encoder
+}
+
+// urlsFlag collects a repeated URL flag.
+type urlsFlag []string
+
+func (u *urlsFlag) String() string { return strings.Join(*u, ",") }
+
+func (u *urlsFlag) Set(s string) error {
+	*u = append(*u, s)
+	return nil
 }
 
 // bitsFlag is a bit rate flag accepting k and M suffixes.

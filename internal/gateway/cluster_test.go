@@ -15,9 +15,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/goleak"
 
+	"github.com/mseway/mseway/agent"
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/internal/testkit/natstest"
-	"github.com/mseway/mseway/internal/testkit/whipclient"
 )
 
 // startNATS runs a nats-server with JetStream for a test cluster.
@@ -457,38 +457,51 @@ func TestClusterLocalSource(t *testing.T) {
 	}
 }
 
-// TestClusterOriginKilled: the origin of a stream is killed (SIGKILL); its
+// TestClusterOriginKilled: the origin of a stream is killed (SIGKILL). Its
 // entry lapses after the TTL and the viewers on B get eos and wait on the
-// same socket; the publisher republishes on C and they play again.
+// same socket. The publisher, a capture agent given node C as a fallback,
+// publishes there by itself, and the viewers on B play again.
 func TestClusterOriginKilled(t *testing.T) {
 	nats := startNATS(t)
 	b := clusterNode(t, nats, "node-b", nil)
 	c := clusterNode(t, nats, "node-c", nil)
 	a := startChildGateway(t, nats.ClientURL(), "node-a")
-	video, audio := testMedia(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	p, err := whipclient.Publish(ctx, whipclient.Options{URL: a.base + "/whip/crash", Video: video, Audio: audio, FPS: 30, LoopbackOnly: true})
+	ag, err := agent.New(testCapture(t, time.Second), agent.Config{
+		URL: a.base + "/whip/crash", Fallbacks: []string{c.base + "/whip/crash"},
+		LoopbackOnly: true, MinBackoff: 200 * time.Millisecond, MaxBackoff: time.Second, Logger: testLogger(),
+	})
 	if err != nil {
-		t.Fatalf("publish on node A: %v", err)
+		t.Fatal(err)
 	}
-	defer p.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- ag.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	})
 	v := watch(t, b, "crash")
 	_, init := v.expectInit(30 * time.Second)
-	segs, _ := v.collect(time.Second)
+	segs, _ := v.collect(2 * time.Second)
 	checkPlayable(t, "node A's stream on node B", init, segs)
 
 	a.kill()
-	p.Close() // the publisher sees its node gone and moves on
 	v.expectControl("eos", 30*time.Second)
-	publish(t, c, "crash", video, audio)
 	_, init = v.expectInit(30 * time.Second)
-	segs, ctl := v.collect(2 * time.Second)
-	if ctl != nil {
-		t.Fatalf("after the republish on node C: %+v", ctl)
+	if !c.g.Live("crash") {
+		t.Fatal("the stream came back, but not from node C")
 	}
-	if n := checkPlayable(t, "republished on node C, watched on B", init, segs); n < 20 {
-		t.Fatalf("%d video samples in 2 s", n)
+	segs, ctl := v.collect(3 * time.Second)
+	if ctl != nil {
+		t.Fatalf("after the agent moved to node C: %+v", ctl)
+	}
+	if n := checkPlayable(t, "republished on node C by the agent, watched on B", init, segs); n < 20 {
+		t.Fatalf("%d video samples in 3 s", n)
+	}
+	if st := ag.Stats(); st.Sessions != 2 {
+		t.Errorf("agent sessions %d, want 2 (node A, then node C)", st.Sessions)
 	}
 }
 

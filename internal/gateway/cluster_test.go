@@ -581,3 +581,59 @@ func freePortNum(t *testing.T) int {
 	n, _ := strconv.Atoi(p)
 	return n
 }
+
+// TestClusterBrowserPublisherMoves: publish.html in Chromium publishes to
+// node A, which is killed (SIGKILL). The page publishes the same capture to
+// another node of the list it read from /api/nodes by itself (409 while A's
+// claim lapses), and a viewer on node B plays it again.
+func TestClusterBrowserPublisherMoves(t *testing.T) {
+	nats := startNATS(t)
+	b := clusterNodeAt(t, nats, "node-b", nil)
+	clusterNodeAt(t, nats, "node-c", nil)
+	a := startChildGateway(t, nats.ClientURL(), "node-a")
+	browser := newBrowser(t)
+	pub := newTab(t, browser, a.base+"/publish.html?stream=moving&autostart=1&width=640&height=360")
+	pubDebug := `JSON.stringify({state: document.body.dataset.state, error: String(window.publisher && window.publisher.error),
+	  server: window.publisher && String(window.publisher.server), nodes: window.publisher && window.publisher.nodes,
+	  failovers: window.publisher && window.publisher.failovers})`
+	waitJS(t, pub, "publisher connected to node A, knowing two other nodes",
+		`document.body.dataset.state === 'connected' && window.publisher.nodes.length === 2`, 45*time.Second, pubDebug)
+	v := watch(t, b, "moving")
+	_, init := v.expectInit(30 * time.Second)
+	segs, _ := v.collect(2 * time.Second)
+	checkPlayable(t, "the browser's publish on node A, watched on B", init, segs)
+
+	a.kill()
+	// eos once A's entry lapses, then the init of the publish on its new node.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		m, err := v.c.Next(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("viewer on B after node A died: %v; publisher %s", err, evalJS[string](t, pub, pubDebug))
+		}
+		if m.Control == nil {
+			continue
+		}
+		if m.Control.Type == "init" {
+			break
+		}
+		if m.Control.Type != "eos" && m.Control.Type != "waiting" {
+			t.Fatalf("viewer on B after node A died: %+v", m.Control)
+		}
+	}
+	m, err := v.c.Next(10 * time.Second)
+	if err != nil || m.Binary == nil {
+		t.Fatalf("init text without its segment: %v", err)
+	}
+	segs, ctl := v.collect(2 * time.Second)
+	if ctl != nil {
+		t.Fatalf("after the publisher moved: %+v", ctl)
+	}
+	checkPlayable(t, "the browser's publish after it moved", m.Binary, segs)
+	waitJS(t, pub, "publisher connected again", `document.body.dataset.state === 'connected'`, 30*time.Second, pubDebug)
+	server := evalJS[string](t, pub, `String(window.publisher.server)`)
+	if strings.HasPrefix(server, a.base) || evalJS[int](t, pub, `window.publisher.failovers`) < 1 {
+		t.Fatalf("publisher after node A died: %s", evalJS[string](t, pub, pubDebug))
+	}
+	t.Logf("the publisher moved to %s", server)
+}

@@ -203,6 +203,8 @@ export class Publisher extends EventTarget {
     this._pattern = null;
     this._gen = 0;
     this._pollTimer = null;
+    this.nodes = [];      // in a cluster: the other nodes' base URLs (GET /api/nodes)
+    this.failovers = 0;   // publishes moved to another node after a loss
   }
 
   _set(state, error) {
@@ -306,25 +308,35 @@ export class Publisher extends EventTarget {
    */
   async start(opts = {}) {
     if (this.state === 'starting' || this.state === 'connecting' || this.state === 'connected') return;
+    return this._start(opts, false);
+  }
+
+  /** start(), or with reuseMedia a republish of the media already captured (to another node). */
+  async _start(opts, reuseMedia) {
     const o = Object.assign({ source: 'camera', codec: 'h264', keepResolution: true, maxBitrate: 0 }, this.opts, opts);
     this.opts = o;
     const gen = ++this._gen;
     const live = () => gen === this._gen;
     this.error = null;
-    this.warning = null;
+    this.lastServerError = null;
+    if (!reuseMedia) this.warning = null;
     this.resource = null;
     this.viewers = null;
     this.codec = null;
-    this._stopTracks();
+    reuseMedia = reuseMedia && !!this.stream;
+    if (!reuseMedia) this._stopTracks();
     this._set('starting', null);
     try {
       if (!validStreamName(this.streamName)) throw new Error(`invalid stream name "${this.streamName}"`);
-      const stream = await this._getMedia(o);
-      if (!live()) { if (!o.stream) stream.getTracks().forEach((t) => t.stop()); return; }
-      this.stream = stream;
-      this.source = o.stream ? 'stream' : o.source;
-      this.muted = { video: false, audio: false };
-      this.dispatchEvent(new CustomEvent('media'));
+      let stream = this.stream;
+      if (!reuseMedia) {
+        stream = await this._getMedia(o);
+        if (!live()) { if (!o.stream) stream.getTracks().forEach((t) => t.stop()); return; }
+        this.stream = stream;
+        this.source = o.stream ? 'stream' : o.source;
+        this.muted = { video: false, audio: false };
+        this.dispatchEvent(new CustomEvent('media'));
+      }
 
       const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
       this.pc = pc;
@@ -358,14 +370,53 @@ export class Publisher extends EventTarget {
         this.warn(`The gateway chose ${this.codec} (${want.name} was preferred).`);
       }
       if (this.signal === 'whip') this._startViewerPolling();
+      this._refreshNodes();
       if (pc.connectionState === 'connected') this._set('connected');
       else this._changed();
     } catch (e) {
       if (!live()) return;
       console.warn('publish failed:', e.message || e);
+      if (reuseMedia && this._moveOn(e.message || String(e), e.busy)) return;
       this._teardown();
       this._set('failed', e.message || String(e));
     }
+  }
+
+  /** In a cluster: the other nodes that serve this stream, from GET /api/nodes?stream=. */
+  async _refreshNodes() {
+    try {
+      const url = new URL(`/api/nodes?stream=${encodeURIComponent(this.streamName)}`, this.server).href;
+      const res = await fetch(url, { headers: this._headers({}), cache: 'no-store' });
+      if (!res.ok) return;
+      const list = await res.json();
+      if (!Array.isArray(list)) return;
+      this.nodes = list.filter((n) => n && !n.self && typeof n.url === 'string' && /^https?:\/\//.test(n.url)).map((n) => n.url);
+    } catch { /* not a cluster, or an older gateway */ }
+  }
+
+  /**
+   * The publish was lost without a word from the gateway (its node died, or the
+   * network to it): publish the same media to the next node of the cluster, if
+   * any, and keep trying for a while (a dead node's claim on the name lapses after
+   * a few seconds: 409 meanwhile). Returns false when there is nowhere to go.
+   */
+  _moveOn(why, busy) {
+    if (!this.nodes.length || !this.stream) return false;
+    this._moveTries = (this._moveTries || 0) + 1;
+    if (this._moveTries > 20) { this._moveTries = 0; return false; }
+    if (!busy) {
+      const cur = this.server.origin;
+      const ring = [cur, ...this.nodes.filter((u) => new URL(u).origin !== cur)];
+      this.server = new URL(ring[1 % ring.length]);
+    }
+    this._teardown({ keepMedia: true });
+    this.failovers++;
+    this.error = null;
+    this.warning = `Lost the gateway (${why}); publishing to ${this.server.host}…`;
+    this._set('connecting');
+    const gen = this._gen;
+    setTimeout(() => { if (gen === this._gen) this._start({}, true); }, 300 + Math.random() * 700);
+    return true;
   }
 
   async _negotiateWHIP(pc, live) {
@@ -379,7 +430,11 @@ export class Publisher extends EventTarget {
       throw new Error(`Cannot reach the gateway (${e.message || e}).`);
     }
     if (!live()) return;
-    if (res.status !== 201) throw new Error(await responseError(res));
+    if (res.status !== 201) {
+      const err = new Error(await responseError(res));
+      err.busy = res.status === 409;
+      throw err;
+    }
     const loc = res.headers.get('Location');
     this.etag = res.headers.get('ETag');
     this.iceRestarts = 0;
@@ -429,7 +484,11 @@ export class Publisher extends EventTarget {
               break;
             case 'error':
               this.lastServerError = String(m.message || 'error');
-              if (!answered) reject(new Error(`Gateway: ${this.lastServerError}`));
+              if (!answered) {
+                const err = new Error(`Gateway: ${this.lastServerError}`);
+                err.busy = /already has a publisher/.test(this.lastServerError);
+                reject(err);
+              }
               else if (this._wsRestart) this._wsRestart.reject(new Error(`Gateway: ${this.lastServerError}`));
               break;
             default:
@@ -448,6 +507,7 @@ export class Publisher extends EventTarget {
         }
         // Closing the signaling socket ends the publish on the server.
         if (live() && (this.state === 'connected' || this.state === 'connecting')) {
+          if (!this.lastServerError && this._moveOn('signaling connection closed')) return;
           this._teardown({ keepMedia: true });
           this._set('failed', this.lastServerError ? `Publish ended: ${this.lastServerError}` : 'The gateway closed the signaling connection (restart or network loss).');
         }
@@ -560,6 +620,7 @@ export class Publisher extends EventTarget {
     if (pc !== this.pc) return;
     switch (pc.connectionState) {
       case 'connected':
+        this._moveTries = 0;
         this._set('connected');
         break;
       case 'disconnected':
@@ -571,6 +632,7 @@ export class Publisher extends EventTarget {
         break;
       case 'failed':
         this._delete();
+        if (this._moveOn('ICE/DTLS failed')) break;
         this._teardown({ keepMedia: true });
         this._set('failed', 'Connection to the gateway failed (ICE/DTLS): check network and firewall.');
         break;

@@ -216,6 +216,13 @@ func TestClusterBrowser(t *testing.T) {
 	waitPlaying(t, tab, 45*time.Second)
 	x, y := waitAdvance(t, tab, "playback on node B of a stream of node A", 2, 30*time.Second)
 	checkProgress(t, "relayed", x, y, 20)
+
+	// B's index page names the stream's node.
+	index := newTab(t, browser, b.base+"/")
+	waitJS(t, index, "the index page shows the node", `(() => {
+	  const row = document.querySelector('tr[data-stream="browsed"]');
+	  return !!row && /node\s*node-a/.test(row.textContent);
+	})()`, 20*time.Second, `document.querySelector('#streams').textContent`)
 }
 
 // clusterNodeAt is clusterNode with a public_url browsers can reach: its own

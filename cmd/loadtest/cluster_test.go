@@ -46,7 +46,7 @@ func TestClusterSmall(t *testing.T) {
 		t.Fatalf("last line is not the JSON report: %v\n%s", err, lines[len(lines)-1])
 	}
 	cr := rep.Cluster
-	if cr == nil || cr.Nodes != 3 || cr.Single == nil || cr.SingleViewers != 3 || len(cr.Phases) != 1 || len(cr.Targets) != 4 {
+	if cr == nil || cr.Nodes != 3 || cr.Single == nil || cr.SingleViewers != 3 || len(cr.Phases) != 1 || len(cr.Targets) != 5 {
 		t.Fatalf("cluster report incomplete: %+v\n%s", cr, out.String())
 	}
 	if rep.Publisher == nil || rep.Publisher.Frames < 60 {
@@ -91,8 +91,8 @@ func TestClusterSmall(t *testing.T) {
 		if n.Relay[`messages_total{dir="in"}`] < 15 || n.Relay["followed_streams"] != 1 {
 			t.Errorf("%s: relay %v", n.Node, n.Relay)
 		}
-		if n.ColdTTFFMs <= 0 || n.HopMs == nil || n.HopMs.N == 0 || n.AddedP99Ms == nil {
-			t.Errorf("%s: cold TTFF %v, hop %+v, added p99 %v", n.Node, n.ColdTTFFMs, n.HopMs, n.AddedP99Ms)
+		if n.ColdTTFFMs <= 0 || n.HopMs == nil || n.HopMs.N == 0 || n.OverOriginMs == nil || n.OverOriginMs.N == 0 || n.AddedP99Ms == nil {
+			t.Errorf("%s: cold TTFF %v, hop %+v, over origin %+v, added p99 %v", n.Node, n.ColdTTFFMs, n.HopMs, n.OverOriginMs, n.AddedP99Ms)
 		}
 	}
 }

@@ -103,7 +103,11 @@ func startCluster(cfg configs.Cluster, settings func(string) configs.Stream, reg
 	}
 	g.edge = relay.NewEdge(node.Conn(), reg, relay.EdgeOptions{Metrics: g.metrics, Logger: log})
 	go g.run()
-	log.Info("cluster joined", "node", node.ID(), "nats", cfg.NATSURLs, "embedded", cfg.Embedded.Enabled)
+	urls := make([]string, len(cfg.NATSURLs))
+	for i, u := range cfg.NATSURLs {
+		urls[i] = configs.RedactURL(u) // a URL may carry user:password@
+	}
+	log.Info("cluster joined", "node", node.ID(), "nats", urls, "embedded", cfg.Embedded.Enabled)
 	return g, nil
 }
 

@@ -112,3 +112,22 @@ func TestIsLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestClusterRelayLimits(t *testing.T) {
+	relay := func(line string) string { return "cluster:\n  relay:\n    " + line + "\n" }
+	for _, y := range []string{relay("interest_period: 500ms"), relay("queue_messages: 16"), relay("gop_bytes: 1048576")} {
+		if _, err := Parse("good.yaml", []byte(y)); err != nil {
+			t.Errorf("%s: %v", y, err)
+		}
+	}
+	checkErrors(t, []badConfig{
+		{relay("interest_period: 10ms"), "cluster.relay.interest_period"},
+		{relay("interest_period: 1h"), "cluster.relay.interest_period"},
+		{relay("snapshot_timeout: 0s"), "cluster.relay.snapshot_timeout"},
+		{relay("gop_bytes: 1000"), "cluster.relay.gop_bytes"},
+		{relay("queue_bytes: 99999999999"), "cluster.relay.queue_bytes"},
+		{relay("queue_messages: 0"), "cluster.relay.queue_messages"},
+		{relay("pending_bytes: -1"), "cluster.relay.pending_bytes"},
+		{relay("bogus: 1"), "bogus"},
+	})
+}

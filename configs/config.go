@@ -247,6 +247,28 @@ type Cluster struct {
 	TTL       time.Duration `yaml:"ttl"`
 	// Embedded runs a NATS server with JetStream inside this gateway.
 	Embedded EmbeddedNATS `yaml:"embedded"`
+	// Relay tunes the media between nodes.
+	Relay Relay `yaml:"relay"`
+}
+
+// Relay tunes the media relay between the nodes of a cluster (docs/CLUSTER.md,
+// "Relay"). Give every node the same interest_period.
+type Relay struct {
+	// InterestPeriod: an edge says it wants a stream this often; an origin
+	// stops relaying a stream nobody wanted for 3 periods.
+	InterestPeriod time.Duration `yaml:"interest_period"`
+	// SnapshotTimeout: an edge joining a stream asks the origin again for
+	// the init and GOP when no answer came within it.
+	SnapshotTimeout time.Duration `yaml:"snapshot_timeout"`
+	// GOPBytes bounds the GOP an origin keeps per stream for joining edges.
+	GOPBytes int `yaml:"gop_bytes"`
+	// QueueBytes and QueueMessages bound an origin's publish queue per
+	// stream (what does not fit is dropped: edges skip to a keyframe).
+	QueueBytes    int `yaml:"queue_bytes"`
+	QueueMessages int `yaml:"queue_messages"`
+	// PendingBytes bounds the live messages an edge buffers per stream
+	// while it waits for a snapshot.
+	PendingBytes int `yaml:"pending_bytes"`
 }
 
 // EmbeddedNATS is an in-process NATS server for small clusters.
@@ -622,8 +644,30 @@ func (c Cluster) validate() error {
 	if c.Heartbeat <= 0 || c.TTL < 2*c.Heartbeat || c.TTL > 5*time.Minute {
 		return fmt.Errorf("cluster.heartbeat %v and ttl %v: want heartbeat > 0 and 2*heartbeat <= ttl <= 5m", c.Heartbeat, c.TTL)
 	}
+	if err := c.Relay.validate(); err != nil {
+		return err
+	}
 	if c.Embedded.Enabled {
 		return c.ValidateEmbedded()
+	}
+	return nil
+}
+
+func (r Relay) validate() error {
+	const mib = 1 << 20
+	switch {
+	case r.InterestPeriod < 250*time.Millisecond || r.InterestPeriod > 30*time.Second:
+		return fmt.Errorf("cluster.relay.interest_period %v: want 250ms to 30s", r.InterestPeriod)
+	case r.SnapshotTimeout < 100*time.Millisecond || r.SnapshotTimeout > 30*time.Second:
+		return fmt.Errorf("cluster.relay.snapshot_timeout %v: want 100ms to 30s", r.SnapshotTimeout)
+	case r.GOPBytes < mib || r.GOPBytes > 1024*mib:
+		return fmt.Errorf("cluster.relay.gop_bytes %d: want 1 MiB to 1 GiB", r.GOPBytes)
+	case r.QueueBytes < mib || r.QueueBytes > 1024*mib:
+		return fmt.Errorf("cluster.relay.queue_bytes %d: want 1 MiB to 1 GiB", r.QueueBytes)
+	case r.QueueMessages < 16 || r.QueueMessages > 1_000_000:
+		return fmt.Errorf("cluster.relay.queue_messages %d: want 16 to 1000000", r.QueueMessages)
+	case r.PendingBytes < mib || r.PendingBytes > 1024*mib:
+		return fmt.Errorf("cluster.relay.pending_bytes %d: want 1 MiB to 1 GiB", r.PendingBytes)
 	}
 	return nil
 }

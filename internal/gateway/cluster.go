@@ -95,13 +95,20 @@ func startCluster(cfg configs.Cluster, settings func(string) configs.Stream, reg
 	}
 	g.node = node
 	g.metrics = &relay.Metrics{}
-	g.origin, err = relay.NewOrigin(node.Conn(), reg, relay.OriginOptions{RequestKeyframe: reg.RequestKeyframe, Metrics: g.metrics, Logger: log})
+	rc := cfg.Relay
+	g.origin, err = relay.NewOrigin(node.Conn(), reg, relay.OriginOptions{
+		Period: rc.InterestPeriod, GOPBytes: rc.GOPBytes, QueueBytes: rc.QueueBytes, QueueMessages: rc.QueueMessages,
+		RequestKeyframe: reg.RequestKeyframe, Metrics: g.metrics, Logger: log,
+	})
 	if err != nil {
 		_ = node.Close(context.Background())
 		g.cancel()
 		return nil, fmt.Errorf("cluster relay: %w", err)
 	}
-	g.edge = relay.NewEdge(node.Conn(), reg, relay.EdgeOptions{Metrics: g.metrics, Logger: log})
+	g.edge = relay.NewEdge(node.Conn(), reg, relay.EdgeOptions{
+		Period: rc.InterestPeriod, SnapshotTimeout: rc.SnapshotTimeout, PendingBytes: rc.PendingBytes,
+		Metrics: g.metrics, Logger: log,
+	})
 	go g.run()
 	urls := make([]string, len(cfg.NATSURLs))
 	for i, u := range cfg.NATSURLs {

@@ -612,14 +612,20 @@ func runClusterPhase(ctx context.Context, c config, nodes []target, nats target,
 	}
 	m = meters()
 	self := startCPU(os.Getpid())
+	// The profiles end with ctx at the latest, and are waited for on every return.
 	profErr := make(chan error, len(profiles))
 	nprof := 0
+	defer func() {
+		for range nprof {
+			<-profErr
+		}
+	}()
 	for i, p := range profiles {
 		if p == "" {
 			continue
 		}
 		nprof++
-		go func() { profErr <- fetchProfile(nodes[i].base, p, c.duration) }()
+		go func() { profErr <- fetchProfile(ctx, nodes[i].base, p, c.duration) }()
 	}
 	if !sleep(ctx, time.Until(win.end)) {
 		return nil, ctx.Err()
@@ -636,7 +642,7 @@ func runClusterPhase(ctx context.Context, c config, nodes []target, nats target,
 		relay1[i], _ = relayMetrics(client, n.base)
 	}
 	var perr error
-	for range nprof {
+	for ; nprof > 0; nprof-- {
 		perr = errors.Join(perr, <-profErr)
 	}
 	if perr != nil {

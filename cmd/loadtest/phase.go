@@ -53,12 +53,13 @@ func runPhase(ctx context.Context, c config, tg target, profile string) (*phaseR
 	if profile != "" {
 		go func() {
 			defer close(profDone)
-			profErr = fetchProfile(tg.base, profile, c.duration)
+			profErr = fetchProfile(ctx, tg.base, profile, c.duration)
 		}()
 	} else {
 		close(profDone)
 	}
 	if !sleep(ctx, time.Until(win.end)) {
+		<-profDone // it ends with ctx
 		return nil, ctx.Err()
 	}
 	res.CPUPct = cpu.percent()

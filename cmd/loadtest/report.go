@@ -64,7 +64,7 @@ func statsUS(a []uint32) latStats {
 	return latStats{P50: ms(pct(a, .5)), P95: ms(pct(a, .95)), P99: ms(pct(a, .99)), Max: ms(pct(a, 1)), N: len(a)}
 }
 
-func fetchProfile(base, path string, d time.Duration) error {
+func fetchProfile(ctx context.Context, base, path string, d time.Duration) error {
 	secs := max(int(d.Seconds())-1, 1)
 	client := &http.Client{Timeout: d + 30*time.Second}
 	if clientTLS != nil {
@@ -72,7 +72,11 @@ func fetchProfile(base, path string, d time.Duration) error {
 		tr.TLSClientConfig = clientTLS.Clone()
 		client.Transport = tr
 	}
-	resp, err := client.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

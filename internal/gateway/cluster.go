@@ -53,6 +53,9 @@ type clusterGlue struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
+	// kick wakes run at once: a viewer arrived (a first viewer of a stream
+	// of another node should not wait for the next tick).
+	kick chan struct{}
 
 	mu      sync.Mutex
 	claims  map[string]claimed  // streams published here, by name
@@ -86,7 +89,7 @@ func startCluster(cfg configs.Cluster, settings func(string) configs.Stream, reg
 	if !cfg.Enabled() {
 		return nil, nil
 	}
-	g := &clusterGlue{reg: reg, log: log, settings: settings, claims: map[string]claimed{}, follows: map[string]*follows{}, done: make(chan struct{})}
+	g := &clusterGlue{reg: reg, log: log, settings: settings, claims: map[string]claimed{}, follows: map[string]*follows{}, done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	node, err := cluster.Start(g.ctx, cfg, cluster.Options{Logger: log, OnLost: g.lost, Load: g.load})
 	if err != nil {
@@ -312,6 +315,19 @@ func (g *clusterGlue) lost(stream string, epoch uint64) {
 	}
 }
 
+// viewerJoined wakes the reconcile loop when a viewer arrives for a stream
+// with no publisher here: if another node publishes it, following starts
+// now rather than at the next tick (the first viewer's time to first frame).
+func (g *clusterGlue) viewerJoined(stream string) {
+	if g == nil || g.following(stream) || !g.remoteLive(stream) {
+		return
+	}
+	select {
+	case g.kick <- struct{}{}:
+	default:
+	}
+}
+
 func (g *clusterGlue) following(name string) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -342,6 +358,7 @@ func (g *clusterGlue) run() {
 			return
 		case <-changed:
 		case <-tick.C:
+		case <-g.kick:
 		}
 	}
 }

@@ -122,17 +122,20 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 	}
 	acc := &access{authz: authz, hooks: hooks, log: log}
 	origins := httpapi.NewOrigins(cfg.Auth.AllowedOrigins)
+	// set below; the registry asks it where viewers go on shutdown, and
+	// emit tells it of viewers arriving.
+	var glue *clusterGlue
 	emit := func(typ, stream string, data map[string]any) {
 		switch typ {
 		case "viewer.joined":
 			hooks.ViewerJoined(stream)
+			glue.viewerJoined(stream)
 		case "viewer.left":
 			hooks.ViewerLeft(stream)
 		default:
 			hooks.Emit(webhooks.Event{Type: typ, Stream: stream, Data: data})
 		}
 	}
-	var glue *clusterGlue // set below; the registry asks it where viewers go on shutdown
 	registry = mseout.NewRegistry(mseout.Options{
 		GoawayURL:  func(stream string) string { return glue.goawayURL(stream) },
 		RemoteLive: func(stream string) bool { return glue.remoteLive(stream) },

@@ -34,6 +34,8 @@ type Config struct {
 	TLSCert  string `yaml:"tls_cert"`
 	TLSKey   string `yaml:"tls_key"`
 	LogLevel string `yaml:"log_level"`
+	// LogFormat is text (slog's key=value lines) or json.
+	LogFormat string `yaml:"log_format"`
 	// DrainDelay is how long a stopping gateway keeps serving with /readyz
 	// answering 503 before it sends viewers goaway and closes (a load
 	// balancer's health check notices in that time).
@@ -56,6 +58,25 @@ type Config struct {
 	// straight into a stream of this gateway, by stream name.
 	Sources    map[string]Source `yaml:"-"`
 	RawSources yaml.Node         `yaml:"sources"`
+	// Admin is the operator listener: off unless Admin.Listen is set.
+	Admin Admin `yaml:"admin"`
+	// Metrics shapes the Prometheus metrics of /metrics.
+	Metrics Metrics `yaml:"metrics"`
+}
+
+// Admin is the operator listener: /metrics, /debug/pprof/ and /readyz,
+// without access control (bind it to loopback or a private network).
+type Admin struct {
+	// Listen is its host:port, e.g. 127.0.0.1:9090; empty = off, and
+	// /metrics stays on the main listener (for the admin grant).
+	Listen string `yaml:"listen"`
+}
+
+// Metrics shapes the Prometheus metrics.
+type Metrics struct {
+	// PerStream adds series labelled by stream name for the live streams
+	// (at most limits.max_streams of them).
+	PerStream bool `yaml:"per_stream"`
 }
 
 // Source is a local capture source: a device or a test pattern captured,
@@ -498,6 +519,15 @@ func (c *Config) validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen: %q is not host:port: %w", c.Listen, err)
 	}
+	if a := c.Admin.Listen; a != "" {
+		_, port, err := net.SplitHostPort(a)
+		if err != nil {
+			return fmt.Errorf("admin.listen: %q is not host:port: %w", a, err)
+		}
+		if _, lport, _ := net.SplitHostPort(c.Listen); port == lport && port != "0" {
+			return fmt.Errorf("admin.listen: %q has the port of listen (%q): the admin listener needs a port of its own", a, c.Listen)
+		}
+	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("tls_cert and tls_key must be set together")
 	}
@@ -508,6 +538,11 @@ func (c *Config) validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("log_level: %q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log_format: %q is not text or json", c.LogFormat)
 	}
 	w := c.WebRTC
 	if _, err := w.DenyRemote(); err != nil {

@@ -49,6 +49,8 @@ func TestErrorsNameFileAndKey(t *testing.T) {
 		{"webrtc:\n  udp_port: abc", "cannot unmarshal"},
 		{"listen: nonsense", "listen"},
 		{"log_level: loud", "log_level"},
+		{"log_format: xml", `log_format: "xml" is not text or json`},
+		{"log_format: JSON", "log_format"},
 		{"webrtc:\n  nat_1to1_ips: [not-an-ip]", "webrtc.nat_1to1_ips[0]"},
 		{"webrtc:\n  ice_servers: [{urls: [http://x]}]", "webrtc.ice_servers[0].urls[0]"},
 		{"limits:\n  max_streams: 0", "limits.max_streams"},
@@ -129,5 +131,18 @@ func TestDenyRemoteNetworks(t *testing.T) {
 	}
 	if _, err := Parse("t", []byte("webrtc:\n  deny_remote_networks: [lan]\n")); err == nil || !strings.Contains(err.Error(), "deny_remote_networks[0]") {
 		t.Fatalf("a bad entry: %v", err)
+	}
+}
+
+func TestLogFormat(t *testing.T) {
+	if f := Default().LogFormat; f != "text" {
+		t.Fatalf("default log_format %q, want text", f)
+	}
+	c, err := Parse("json.yaml", []byte("log_format: json\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LogFormat != "json" {
+		t.Fatalf("log_format %q, want json", c.LogFormat)
 	}
 }

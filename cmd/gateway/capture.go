@@ -42,6 +42,7 @@ func runCapture(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	connectTimeout := fs.Duration("connect-timeout", 10*time.Second, "limit for one publish attempt (HTTP, ICE, DTLS)")
 	maxBackoff := fs.Duration("max-backoff", 10*time.Second, "longest wait between reconnects")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text or json")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: gateway capture -url http://HOST:8080/whip/STREAM [flags]
        gateway capture -list
@@ -65,6 +66,11 @@ Flags:
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		fmt.Fprintf(stderr, "gateway capture: -log-level %q: want debug, info, warn or error\n", *logLevel)
+		return 2
+	}
+	log, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway capture: -log-format %q: want text or json\n", *logFormat)
 		return 2
 	}
 	if *whipURL == "" {
@@ -104,7 +110,6 @@ Flags:
 	if *token == "" {
 		*token = lookupEnv("MSEWAY_TOKEN")
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = log
 	capture, err := devices.Open(cfg)
 	if err != nil {

@@ -41,6 +41,7 @@ func TestCaptureErrors(t *testing.T) {
 		{[]string{"capture", "-url", dead, "-keyint", "-1s"}, 2, "keyframe interval"},
 		{[]string{"capture", "-url", dead, "-video", "none", "-audio", "none"}, 2, "nothing to capture"},
 		{[]string{"capture", "-url", dead, "-log-level", "loud"}, 2, "-log-level"},
+		{[]string{"capture", "-url", dead, "-log-format", "xml"}, 2, `-log-format "xml": want text or json`},
 		{[]string{"capture", "-url", dead, "-codec", "vp8"}, 2, "the gateway never accepts VP8"},
 		{[]string{"capture", "-url", dead, "-codec", "av1"}, 2, `video codec "av1": want h264 or vp9`},
 		{[]string{"capture", "-url", dead, "extra"}, 2, "unexpected argument"},

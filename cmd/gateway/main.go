@@ -2,6 +2,8 @@
 // or WebSocket signaling and serves them to MSE players over WebSocket.
 //
 //	gateway [serve] [-config FILE] [-listen ADDR]
+//	gateway -check-config FILE   (validate a config and exit)
+//	gateway -version             (print the build and exit)
 //	gateway capture -url http://HOST:8080/whip/STREAM [flags]   (headless capture agent)
 package main
 
@@ -27,19 +29,38 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// run dispatches to a subcommand: serve (the default) or capture.
+// run dispatches to a subcommand: serve (the default) or capture. Both end
+// on SIGINT or SIGTERM.
 func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	if len(args) > 0 {
 		switch args[0] {
 		case "serve":
-			return runServe(args[1:], stdout, stderr)
+			return runServe(ctx, stop, args[1:], stdout, stderr)
 		case "capture":
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
 			return runCapture(ctx, args[1:], stdout, stderr)
 		}
 	}
-	return runServe(args, stdout, stderr)
+	return runServe(ctx, stop, args, stdout, stderr)
+}
+
+// newLogger is the process's logger: format "text" (slog's key=value
+// lines) or "json" (one object per line), at level ("debug", "info",
+// "warn" or "error").
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
 }
 
 func lookupEnv(name string) string { return os.Getenv(name) }
@@ -61,12 +82,17 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer, name string) 
 	return -1
 }
 
-func runServe(args []string, stdout, stderr io.Writer) int {
+// runServe is `gateway [serve]`: it serves until ctx is done, then drains
+// and closes. stopSignals is called when the drain begins, so that a
+// second signal ends the process at once.
+func runServe(ctx context.Context, stopSignals func(), args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "YAML config file (default: the embedded config; see -print-config)")
 	listen := fs.String("listen", "", "HTTP listen address, overrides the config (e.g. :8080)")
 	printConfig := fs.Bool("print-config", false, "print the embedded default config and exit")
+	checkConfig := fs.String("check-config", "", "load and validate this config file as a start would (without binding ports or starting anything), print ok and exit 0, or the reason and exit 1")
+	version := fs.Bool("version", false, "print the build (module version, VCS revision, Go version, cgo and capture encoders) and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: gateway [serve] [flags]\n       gateway capture -url URL [flags]  (capture agent; gateway capture -h)\n\nServes WHIP/WebSocket publishers to MSE viewers over WebSocket.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -74,28 +100,30 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args, stderr, "gateway"); code >= 0 {
 		return code
 	}
-	if *printConfig {
+	switch {
+	case *version:
+		fmt.Fprint(stdout, buildInfo())
+		return 0
+	case *printConfig:
 		_, _ = stdout.Write(configs.DefaultYAML())
 		return 0
+	case *checkConfig != "":
+		return runCheckConfig(*checkConfig, *listen, stdout, stderr)
 	}
-	cfg := configs.Default()
-	if *configPath != "" {
-		var err error
-		if cfg, err = configs.Load(*configPath); err != nil {
-			fmt.Fprintf(stderr, "gateway: %v\n", err)
-			return 1
-		}
+	cfg, code := loadConfig(*configPath, *listen, stderr)
+	if cfg == nil {
+		return code
 	}
-	if *listen != "" {
-		if _, _, err := net.SplitHostPort(*listen); err != nil {
-			fmt.Fprintf(stderr, "gateway: -listen %q: %v\n", *listen, err)
-			return 2
-		}
-		cfg.Listen = *listen
+	log, err := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil { // validated by configs
+		fmt.Fprintf(stderr, "gateway: %v\n", err)
+		return 1
 	}
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// The checks of -check-config; its warnings are logged by New.
+	if _, err := gateway.Check(cfg); err != nil {
+		fmt.Fprintf(stderr, "gateway: %v\n", err)
+		return 1
+	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -118,8 +146,6 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  local source %q: %s://%s/watch.html?stream=%s\n", name, scheme, browseAddr(ln.Addr()), name)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(ln) }()
 	select {
@@ -131,7 +157,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case <-ctx.Done():
 	}
-	stop() // a second signal ends the process at once
+	stopSignals() // a second signal ends the process at once
 	log.Info("shutting down: viewers get goaway and reconnect; a second signal exits at once")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainDelay+10*time.Second)
 	defer cancel()
@@ -139,6 +165,49 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		log.Warn("shutdown", "err", err)
 	}
 	<-errc
+	return 0
+}
+
+// loadConfig loads the config file (the embedded default when path is
+// empty) and applies -listen. On failure it prints the reason and returns
+// a nil config and the exit code.
+func loadConfig(path, listen string, stderr io.Writer) (*configs.Config, int) {
+	cfg := configs.Default()
+	if path != "" {
+		var err error
+		if cfg, err = configs.Load(path); err != nil {
+			fmt.Fprintf(stderr, "gateway: %v\n", err)
+			return nil, 1
+		}
+	}
+	if listen != "" {
+		if _, _, err := net.SplitHostPort(listen); err != nil {
+			fmt.Fprintf(stderr, "gateway: -listen %q: %v\n", listen, err)
+			return nil, 2
+		}
+		cfg.Listen = listen
+	}
+	return cfg, 0
+}
+
+// runCheckConfig is `gateway -check-config FILE`: the checks of a start
+// (the config's keys and values, then the files it names and the local
+// sources, see gateway.Check) without binding a port or starting anything.
+// It prints ok (and warnings, on stderr) and returns 0, or the reason and 1.
+func runCheckConfig(path, listen string, stdout, stderr io.Writer) int {
+	cfg, _ := loadConfig(path, listen, stderr)
+	if cfg == nil {
+		return 1
+	}
+	warnings, err := gateway.Check(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway: config %s: %v\n", path, err)
+		return 1
+	}
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "gateway: config %s: warning: %s\n", path, w)
+	}
+	fmt.Fprintln(stdout, "ok")
 	return 0
 }
 

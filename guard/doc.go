@@ -13,7 +13,7 @@
 //
 // It also says how many connections the process can afford when none is
 // configured (FileLimit, DefaultMaxConns), and exports its counters as
-// Prometheus text (WriteMetrics).
+// a Prometheus collector (Collector).
 //
 // The connections the Listener hands out keep the socket reachable
 // (syscall.Conn), so the viewer fan-out's non-blocking writes and the TLS

@@ -1,14 +1,14 @@
 package guard
 
 import (
-	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options configure a Guard. Zero values mean "no limit", except MaxConns
@@ -135,13 +135,29 @@ func (g *Guard) OpenConns() int {
 	return g.open
 }
 
-// WriteMetrics writes the guard's metrics in the Prometheus text format.
-func (g *Guard) WriteMetrics(w io.Writer) {
-	fmt.Fprintf(w, "# HELP gateway_connections_open Client TCP connections open (accepted and not refused).\n# TYPE gateway_connections_open gauge\ngateway_connections_open %d\n", g.OpenConns())
-	fmt.Fprintf(w, "# HELP gateway_connections_refused_total Connections closed as soon as accepted, by the limit they were over.\n# TYPE gateway_connections_refused_total counter\n")
-	fmt.Fprintf(w, "gateway_connections_refused_total{reason=\"max_conns\"} %d\n", g.refusedMax.Load())
-	fmt.Fprintf(w, "gateway_connections_refused_total{reason=\"max_conns_per_ip\"} %d\n", g.refusedPerIP.Load())
-	fmt.Fprintf(w, "# HELP gateway_requests_limited_total Requests answered 429 for being over their address's request rate.\n# TYPE gateway_requests_limited_total counter\ngateway_requests_limited_total %d\n", g.limited.Load())
+var (
+	descConnsOpen    = prometheus.NewDesc("gateway_connections_open", "Client TCP connections open (accepted and not refused).", nil, nil)
+	descConnsRefused = prometheus.NewDesc("gateway_connections_refused_total", "Connections closed as soon as accepted, by the limit they were over.", []string{"reason"}, nil)
+	descLimited      = prometheus.NewDesc("gateway_requests_limited_total", "Requests answered 429 for being over their address's request rate.", nil, nil)
+)
+
+// Collector returns the guard's Prometheus collector (read when scraped).
+func (g *Guard) Collector() prometheus.Collector { return guardCollector{g} }
+
+type guardCollector struct{ g *Guard }
+
+func (c guardCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descConnsOpen
+	ch <- descConnsRefused
+	ch <- descLimited
+}
+
+func (c guardCollector) Collect(ch chan<- prometheus.Metric) {
+	g := c.g
+	ch <- prometheus.MustNewConstMetric(descConnsOpen, prometheus.GaugeValue, float64(g.OpenConns()))
+	ch <- prometheus.MustNewConstMetric(descConnsRefused, prometheus.CounterValue, float64(g.refusedMax.Load()), "max_conns")
+	ch <- prometheus.MustNewConstMetric(descConnsRefused, prometheus.CounterValue, float64(g.refusedPerIP.Load()), "max_conns_per_ip")
+	ch <- prometheus.MustNewConstMetric(descLimited, prometheus.CounterValue, float64(g.limited.Load()))
 }
 
 // DefaultMaxConns is the cap on open connections when none is configured:

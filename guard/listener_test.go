@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mseway/mseway/internal/testkit/promtext"
 )
 
 // hijackServer serves the hijacking handler over g's listener on loopback:
@@ -139,14 +141,13 @@ func waitOpen(t *testing.T, g *Guard, n int) {
 
 func metric(t *testing.T, g *Guard, line string) {
 	t.Helper()
-	var b strings.Builder
-	g.WriteMetrics(&b)
-	for l := range strings.SplitSeq(b.String(), "\n") {
+	text := promtext.Text(t, g.Collector())
+	for l := range strings.SplitSeq(text, "\n") {
 		if l == line {
 			return
 		}
 	}
-	t.Errorf("metrics lack %q:\n%s", line, b.String())
+	t.Errorf("metrics lack %q:\n%s", line, text)
 }
 
 func TestPerIPCap(t *testing.T) {

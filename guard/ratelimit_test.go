@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mseway/mseway/httpapi"
+	"github.com/mseway/mseway/internal/testkit/promtext"
 )
 
 // served runs one request from remote (with X-Forwarded-For xff, if set)
@@ -154,10 +155,8 @@ func TestMiddlewareWithoutRate(t *testing.T) {
 			t.Fatalf("%d, saw %q", w.Code, saw)
 		}
 	}
-	var b strings.Builder
-	g.WriteMetrics(&b)
-	if !strings.Contains(b.String(), "gateway_requests_limited_total 0\n") {
-		t.Errorf("metrics:\n%s", b.String())
+	if text := promtext.Text(t, g.Collector()); !strings.Contains(text, "gateway_requests_limited_total 0\n") {
+		t.Errorf("metrics:\n%s", text)
 	}
 }
 

@@ -1,7 +1,6 @@
 package mseout_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/aes"
@@ -13,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -23,26 +21,18 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/internal/testkit/promtext"
 	"github.com/mseway/mseway/mseout"
 )
 
-// metric returns a counter of r's Prometheus text.
+// metric returns a sample of r's metrics (with per-stream series).
 func metric(t testing.TB, r *mseout.Registry, name string) int64 {
 	t.Helper()
-	var b bytes.Buffer
-	r.WriteMetrics(&b)
-	sc := bufio.NewScanner(&b)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
+	v, ok := promtext.Value(promtext.Text(t, r.Collector(true)), name)
+	if !ok {
+		t.Fatalf("no metric %s", name)
 	}
-	t.Fatalf("no metric %s", name)
-	return 0
+	return int64(v)
 }
 
 // The gateway frames messages itself; a standard client must read every

@@ -88,6 +88,9 @@ type hub struct {
 	fps               float64
 	bitrate           int
 	lastSegmentAtTime time.Time
+
+	// for the per-stream metrics: since the hub was made
+	segments, segmentBytes int64
 }
 
 func newHub(r *Registry, name string, s configs.Stream) *hub {
@@ -295,6 +298,8 @@ func (p *Publication) share(seg *segMsg, hasVideo bool) (ok, swept, askKeyframe 
 		h.winFrames++
 	}
 	h.winBytes += seg.size
+	h.segments++
+	h.segmentBytes += int64(seg.size)
 	if d := now.Sub(h.winStart); d >= 2*time.Second {
 		h.fps = float64(h.winFrames) / d.Seconds()
 		h.bitrate = int(float64(h.winBytes*8) / d.Seconds())

@@ -2,13 +2,10 @@ package mseout
 
 import (
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/mseway/mseway/configs"
@@ -68,25 +65,6 @@ type Registry struct {
 	refuseLog ratelog.Limiter
 }
 
-// metrics are the registry's counters, exported by WriteMetrics.
-type metrics struct {
-	publishes     atomic.Int64
-	viewersJoined atomic.Int64
-	segments      atomic.Int64
-	segmentBytes  atomic.Int64
-	messagesSent  atomic.Int64
-	writes        atomic.Int64
-	directWrites  atomic.Int64
-	statsIgnored  atomic.Int64
-
-	viewersRefusedPerIP atomic.Int64
-	disconnects         [numLeaveReasons]atomic.Int64 // by leaveReason
-	bytesSent           atomic.Int64
-	viewerSkips         atomic.Int64
-	viewersDropped      atomic.Int64
-	keyframeAsks        atomic.Int64
-}
-
 // NewRegistry returns an empty registry.
 func NewRegistry(opts Options) *Registry {
 	if opts.Logger == nil {
@@ -102,7 +80,9 @@ func NewRegistry(opts Options) *Registry {
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = 20 * time.Second
 	}
-	return &Registry{opts: opts, log: opts.Logger, hubs: make(map[string]*hub)}
+	r := &Registry{opts: opts, log: opts.Logger, hubs: make(map[string]*hub)}
+	r.metrics.initHistograms()
+	return r
 }
 
 // PublisherInfo describes a publisher to the registry.
@@ -370,47 +350,6 @@ func (r *Registry) Close() {
 		r.changed(name) // watchers see the registry closed
 	}
 	r.wg.Wait()
-}
-
-// WriteMetrics writes the registry's metrics in the Prometheus text format.
-func (r *Registry) WriteMetrics(w io.Writer) {
-	r.mu.Lock()
-	streams, viewers := len(r.hubs), r.viewers
-	r.mu.Unlock()
-	live := 0
-	for _, s := range r.Streams() {
-		if s.Live {
-			live++
-		}
-	}
-	m := &r.metrics
-	for _, g := range []struct {
-		name, help, typ string
-		v               int64
-	}{
-		{"gateway_streams", "Streams with a publisher or viewers.", "gauge", int64(streams)},
-		{"gateway_streams_live", "Streams with a publisher.", "gauge", int64(live)},
-		{"gateway_viewers", "Connected viewers.", "gauge", int64(viewers)},
-		{"gateway_publishes_total", "Publishes started.", "counter", m.publishes.Load()},
-		{"gateway_viewers_joined_total", "Viewers that joined.", "counter", m.viewersJoined.Load()},
-		{"gateway_segments_total", "Media segments produced (once per stream).", "counter", m.segments.Load()},
-		{"gateway_segment_bytes_total", "Bytes of media segments produced.", "counter", m.segmentBytes.Load()},
-		{"gateway_viewer_messages_total", "WebSocket messages written to viewers.", "counter", m.messagesSent.Load()},
-		{"gateway_viewer_writes_total", "Socket writes to viewers (one writev may carry several messages).", "counter", m.writes.Load()},
-		{"gateway_viewers_refused_per_ip_total", "Viewers refused because their address had limits.max_viewers_per_ip sockets open.", "counter", m.viewersRefusedPerIP.Load()},
-		{"gateway_viewer_stats_ignored_total", "Viewer stats messages ignored: faster than one per 250 ms, or with numbers no player measures.", "counter", m.statsIgnored.Load()},
-		{"gateway_viewer_direct_writes_total", "Writes to viewers made by the fan-out itself without blocking (the rest went through a viewer's writer goroutine).", "counter", m.directWrites.Load()},
-		{"gateway_viewer_bytes_total", "Bytes written to viewers.", "counter", m.bytesSent.Load()},
-		{"gateway_viewer_skips_total", "Times a viewer fell behind and skipped to the next keyframe.", "counter", m.viewerSkips.Load()},
-		{"gateway_viewers_dropped_total", "Viewers disconnected for being too far behind.", "counter", m.viewersDropped.Load()},
-		{"gateway_keyframe_requests_total", "Keyframe requests made to publishers by the fan-out.", "counter", m.keyframeAsks.Load()},
-	} {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", g.name, g.help, g.name, g.typ, g.name, g.v)
-	}
-	fmt.Fprintf(w, "# HELP gateway_viewer_disconnects_total Viewers that left, by why.\n# TYPE gateway_viewer_disconnects_total counter\n")
-	for i := range numLeaveReasons {
-		fmt.Fprintf(w, "gateway_viewer_disconnects_total{reason=%q} %d\n", leaveReason(i).String(), m.disconnects[i].Load())
-	}
 }
 
 // RequestKeyframe asks the publisher of stream name for a keyframe (through

@@ -74,6 +74,7 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 	if err != nil {
 		return // Upgrade has written the HTTP error
 	}
+	joined := time.Now()
 	conn.SetReadLimit(maxViewerMsg)
 	remote := req.RemoteAddr
 	if client := httpapi.ClientIP(req); client != remoteIP(remote) {
@@ -95,7 +96,7 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 	h := r.hubLocked(name)
 	r.mu.Unlock()
 
-	v := &viewer{h: h, conn: conn, remote: remote, out: newTransport(conn.NetConn())}
+	v := &viewer{h: h, conn: conn, remote: remote, joined: joined, out: newTransport(conn.NetConn())}
 	r.wg.Add(1) // done when the viewer and its writer are gone
 	if refuse := h.addViewer(v); refuse != "" {
 		r.wg.Done()
@@ -281,7 +282,7 @@ func (v *viewer) readLoop() (string, leaveReason) {
 			// averages of /api/streams (two latencies of 1e308 sum to +Inf).
 			lastStats = time.Now()
 			st := msg.ViewerStats
-			v.stats.Store(&st)
+			v.h.r.metrics.observeStats(&st, v.stats.Swap(&st))
 		}
 		// Unknown message types are ignored so clients can be newer than the server.
 	}

@@ -37,6 +37,7 @@ type viewer struct {
 	h      *hub
 	conn   *websocket.Conn
 	remote string
+	joined time.Time // the WebSocket upgrade, for the TTFF histogram
 
 	mu          sync.Mutex
 	queue       []item
@@ -57,6 +58,7 @@ type viewer struct {
 	stats       atomic.Pointer[ViewerStats]
 	closeReason string
 	leave       leaveReason // why the viewer is leaving, when the gateway knows first
+	mediaTaken  bool        // a media segment was taken for writing (TTFF observed)
 
 	// Direct writes (flushDirect): the fan-out writes to the connection
 	// itself, without blocking, when nobody else is writing and the
@@ -244,8 +246,9 @@ func (v *viewer) pushControl(frame []byte, final bool) {
 // takeLocked moves what is to be written (a partial direct write's rest,
 // keep-alive, pong, the queue, a close echo) into v.bufs and marks the
 // socket owned. v.mu must be held; the caller writes v.bufs, then calls
-// doneWriting. final: the connection is closed after this write.
-func (v *viewer) takeLocked(control bool) (final bool, bytes, msgs int64) {
+// doneWriting. final: the connection is closed after this write; first: it
+// carries the viewer's first media segment (for the TTFF histogram).
+func (v *viewer) takeLocked(control bool) (final bool, bytes, msgs int64, first bool) {
 	v.writing = true
 	closed := false // an item brought its own close frame
 	bufs := v.bufs[:0]
@@ -272,6 +275,9 @@ func (v *viewer) takeLocked(control bool) (final bool, bytes, msgs int64) {
 		msgs += int64(it.msgs)
 		final = final || it.final
 		closed = closed || it.closes
+		if it.keyframe && !v.mediaTaken { // a viewer's first segment is a keyframe
+			v.mediaTaken, first = true, true
+		}
 	}
 	switch {
 	case final && !closed:
@@ -287,7 +293,7 @@ func (v *viewer) takeLocked(control bool) (final bool, bytes, msgs int64) {
 	v.queue = v.queue[:0]
 	v.queuedBytes = 0
 	v.bufs = bufs
-	return final, bytes, msgs
+	return final, bytes, msgs, first
 }
 
 // doneWriting releases the socket and v.bufs; if more is waiting, the writer

@@ -8,11 +8,14 @@ import (
 	"github.com/mseway/mseway/contain"
 )
 
-func (v *viewer) count(bytes, msgs int64) {
+func (v *viewer) count(bytes, msgs int64, first bool) {
 	m := &v.h.r.metrics
 	m.writes.Add(1)
 	m.messagesSent.Add(msgs)
 	m.bytesSent.Add(bytes)
+	if first { // once per viewer
+		m.ttff.Observe(time.Since(v.joined).Seconds())
+	}
 }
 
 // flushDirect writes the viewer's queue from the fan-out goroutine with one
@@ -29,7 +32,7 @@ func (v *viewer) flushDirect() {
 		v.mu.Unlock()
 		return
 	}
-	_, bytes, msgs := v.takeLocked(false)
+	_, bytes, msgs, first := v.takeLocked(false)
 	v.mu.Unlock()
 	n, err := v.out.tryWrite(v.bufs)
 	if err != nil {
@@ -40,7 +43,7 @@ func (v *viewer) flushDirect() {
 		v.doneWriting(nil)
 		return
 	}
-	v.count(bytes, msgs)
+	v.count(bytes, msgs, first)
 	v.h.r.metrics.directWrites.Add(1)
 	v.doneWriting(consume(v.bufs, n))
 }
@@ -76,7 +79,7 @@ func (v *viewer) writeLoop() {
 			v.mu.Unlock()
 			return
 		}
-		final, bytes, msgs := v.takeLocked(true)
+		final, bytes, msgs, first := v.takeLocked(true)
 		v.mu.Unlock()
 
 		// The deadline bounds each write to between 3/4 and all of wt; it is
@@ -93,7 +96,7 @@ func (v *viewer) writeLoop() {
 			err = nc.SetWriteDeadline(time.Time{})
 		}
 		if err == nil && len(v.bufs) > 0 {
-			v.count(bytes, msgs)
+			v.count(bytes, msgs, first)
 		}
 		if err != nil || final {
 			v.conn.Close() // the read loop ends and cleans up

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"errors"
-	"io"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -146,9 +145,6 @@ func (e *Edge) Close() {
 	}
 	e.wg.Wait()
 }
-
-// WriteMetrics writes the Edge's Metrics in the Prometheus text format.
-func (e *Edge) WriteMetrics(w io.Writer) { e.m.WriteMetrics(w) }
 
 func (e *Edge) release(f *follower) {
 	e.mu.Lock()

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"errors"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -155,9 +154,6 @@ func (o *Origin) Close() {
 	}
 	o.wg.Wait()
 }
-
-// WriteMetrics writes the Origin's Metrics in the Prometheus text format.
-func (o *Origin) WriteMetrics(w io.Writer) { o.m.WriteMetrics(w) }
 
 // Relaying returns the streams being relayed (attached, some edge wants
 // them), sorted.

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/internal/testkit/promtext"
 	"github.com/mseway/mseway/mseout"
 	"github.com/mseway/mseway/relaywire"
 )
@@ -400,8 +401,7 @@ func TestMetrics(t *testing.T) {
 	var m Metrics
 	m.messagesOut.Add(3)
 	m.gaps.Add(1)
-	var b strings.Builder
-	m.WriteMetrics(&b)
+	text := promtext.Text(t, &m)
 	for _, want := range []string{
 		`gateway_relay_messages_total{dir="out"} 3`,
 		`gateway_relay_messages_total{dir="in"} 0`,
@@ -411,11 +411,11 @@ func TestMetrics(t *testing.T) {
 		"gateway_relay_dropped_total 0",
 		"gateway_relay_followed_streams 0",
 	} {
-		if !strings.Contains(b.String(), want+"\n") {
-			t.Errorf("no %q in\n%s", want, b.String())
+		if !strings.Contains(text, want+"\n") {
+			t.Errorf("no %q in\n%s", want, text)
 		}
 	}
-	if n := strings.Count(b.String(), "# TYPE gateway_relay_messages_total"); n != 1 {
+	if n := strings.Count(text, "# TYPE gateway_relay_messages_total"); n != 1 {
 		t.Errorf("%d TYPE lines for one family", n)
 	}
 }

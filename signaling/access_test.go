@@ -10,6 +10,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mseway/mseway/httpapi"
+	"github.com/mseway/mseway/internal/testkit/promtext"
 )
 
 // openAuth is an open gateway's answer: anyone may publish, without a
@@ -44,10 +45,10 @@ func TestPendingPublishes(t *testing.T) {
 	}
 	status, h, body := ts.do(t, "POST", "/whip/third", "application/sdp", offerSDP(t), auth)
 	jsonError(t, "third pending publish from one address", status, h, body, 429, "waiting to connect")
-	var m strings.Builder
-	ts.srv.WriteMetrics(&m)
-	if !strings.Contains(m.String(), `gateway_publish_refused_total{status="429"} 1`) {
-		t.Errorf("the refusal is not counted:\n%s", m.String())
+	if m := promtext.Text(t, ts.srv.Collector(true)); !strings.Contains(m, `gateway_publish_refused_total{status="429"} 1`) {
+		t.Errorf("the refusal is not counted:\n%s", m)
+	} else if !strings.Contains(m, `gateway_webrtc_sessions{state="connecting"} 2`) || !strings.Contains(m, `gateway_webrtc_sessions{state="connected"} 1`) {
+		t.Errorf("sessions by state:\n%s", m)
 	}
 
 	// Once connected, the pending one takes over (it has a credential).

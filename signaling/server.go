@@ -11,11 +11,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,6 +77,7 @@ type Server struct {
 	logLimit ratelog.Limiter
 
 	mu           sync.Mutex
+	ended        ingestTotals // the counters of the sessions that ended
 	sessions     map[string]*publish
 	pending      int            // sessions not yet connected
 	pendingPerIP map[string]int // of those, by client address
@@ -239,18 +238,6 @@ func (s *Server) warn(log *slog.Logger, msg string, args ...any) {
 	}
 }
 
-// WriteMetrics exports the refusals of the publishers' endpoints.
-func (s *Server) WriteMetrics(w io.Writer) {
-	fmt.Fprintf(w, "# HELP gateway_publish_refused_total Publisher requests (WHIP, WS signaling) refused, by HTTP status (ws: an error on the publish socket).\n# TYPE gateway_publish_refused_total counter\n")
-	var keys []string
-	s.refused.Range(func(k, _ any) bool { keys = append(keys, k.(string)); return true })
-	sort.Strings(keys)
-	for _, k := range keys {
-		v, _ := s.refused.Load(k)
-		fmt.Fprintf(w, "gateway_publish_refused_total{status=%q} %d\n", k, v.(*atomic.Int64).Load())
-	}
-}
-
 // checkStream validates the stream name and the right to publish it;
 // credential reports that a credential granted it.
 func (s *Server) checkStream(r *http.Request) (name string, credential bool, err error) {
@@ -362,8 +349,10 @@ func (s *Server) own(p *publish, log *slog.Logger) {
 			p.pub.Close()
 		}
 		_ = p.sess.Close()
+		st, plis := p.sess.Stats(), p.sess.KeyframeRequests() // final: the session is closed
 		s.mu.Lock()
 		delete(s.sessions, p.id)
+		s.ended.add(st, plis)
 		if pending {
 			s.releasePendingLocked(p.ip)
 		}

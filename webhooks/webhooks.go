@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mseway/mseway/configs"
 )
 
@@ -347,28 +349,41 @@ func (s *Sender) close(ctx context.Context) {
 	}
 }
 
-// WriteMetrics writes the delivery counters in the Prometheus text format:
+var (
+	descDeliveries = prometheus.NewDesc("gateway_webhook_deliveries_total",
+		"Webhook messages by receiver (index in the config) and result: ok (2xx), failed (given up), retried (retries made), dropped (discarded unsent: queue full or closing).",
+		[]string{"receiver", "result"}, nil)
+	descQueueLength = prometheus.NewDesc("gateway_webhook_queue_length", "Webhook messages waiting to be sent, by receiver.", []string{"receiver"}, nil)
+)
+
+// Collector returns the Prometheus collector of the delivery counters:
 // gateway_webhook_deliveries_total{receiver="<index>",result=...} where ok
 // counts messages delivered (2xx), failed those given up (a refusing status,
 // or retries exhausted), retried the retries made, dropped those discarded
 // unsent (queue full, or still queued when Close's ctx ended); and
-// gateway_webhook_queue_length{receiver="<index>"}.
-func (s *Sender) WriteMetrics(w io.Writer) {
-	if s == nil {
+// gateway_webhook_queue_length{receiver="<index>"}. A nil Sender (no
+// webhooks) collects nothing.
+func (s *Sender) Collector() prometheus.Collector { return senderCollector{s} }
+
+type senderCollector struct{ s *Sender }
+
+func (c senderCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descDeliveries
+	ch <- descQueueLength
+}
+
+func (c senderCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.s == nil {
 		return
 	}
-	fmt.Fprintf(w, "# HELP gateway_webhook_deliveries_total Webhook messages by receiver (index in the config) and result: ok (2xx), failed (given up), retried (retries made), dropped (discarded unsent: queue full or closing).\n# TYPE gateway_webhook_deliveries_total counter\n")
-	for _, r := range s.receivers {
-		for _, c := range []struct {
+	for _, r := range c.s.receivers {
+		for _, x := range []struct {
 			result string
 			v      *atomic.Int64
 		}{{"ok", &r.ok}, {"failed", &r.failed}, {"dropped", &r.dropped}, {"retried", &r.retried}} {
-			fmt.Fprintf(w, "gateway_webhook_deliveries_total{receiver=%q,result=%q} %d\n", r.label, c.result, c.v.Load())
+			ch <- prometheus.MustNewConstMetric(descDeliveries, prometheus.CounterValue, float64(x.v.Load()), r.label, x.result)
 		}
-	}
-	fmt.Fprintf(w, "# HELP gateway_webhook_queue_length Webhook messages waiting to be sent, by receiver.\n# TYPE gateway_webhook_queue_length gauge\n")
-	for _, r := range s.receivers {
-		fmt.Fprintf(w, "gateway_webhook_queue_length{receiver=%q} %d\n", r.label, r.queueLen())
+		ch <- prometheus.MustNewConstMetric(descQueueLength, prometheus.GaugeValue, float64(r.queueLen()), r.label)
 	}
 }
 

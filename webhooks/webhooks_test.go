@@ -18,8 +18,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mseway/mseway/configs"
 	"go.uber.org/goleak"
+
+	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/internal/testkit/promtext"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -645,16 +647,14 @@ func TestCloseHangingReceiver(t *testing.T) {
 	goleak.VerifyNone(t) // the Sender's goroutines (and its connections') ended
 }
 
-func TestWriteMetrics(t *testing.T) {
+func TestCollector(t *testing.T) {
 	ok := newReceiver(t, testPlain, nil)
 	bad := newReceiver(t, testPlain, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusForbidden) })
 	s := newSender(t, []configs.Webhook{{URL: ok.srv.URL, Secret: testPlain}, {URL: bad.srv.URL, Secret: testPlain}}, fast())
 	s.Emit(Event{Type: EventPublishStarted})
 	s.Emit(Event{Type: EventPublishEnded})
 	waitFor(t, "outcomes", func() bool { return s.receivers[0].ok.Load() == 2 && s.receivers[1].failed.Load() == 2 })
-	var b bytes.Buffer
-	s.WriteMetrics(&b)
-	out := b.String()
+	out := promtext.Text(t, s.Collector())
 	for _, want := range []string{
 		"# TYPE gateway_webhook_deliveries_total counter\n",
 		`gateway_webhook_deliveries_total{receiver="0",result="ok"} 2` + "\n",
@@ -682,11 +682,10 @@ func TestNilSender(t *testing.T) {
 	s.Emit(Event{Type: EventPublishStarted})
 	s.ViewerJoined("a")
 	s.ViewerLeft("a")
-	var b bytes.Buffer
-	s.WriteMetrics(&b)
+	out := promtext.Text(t, s.Collector())
 	s.Close(context.Background())
-	if b.Len() != 0 {
-		t.Fatalf("nil Sender wrote metrics %q", b.String())
+	if out != "" {
+		t.Fatalf("nil Sender wrote metrics %q", out)
 	}
 }
 

@@ -265,7 +265,7 @@ sources: {}
 	pub.Close()
 	wsPub.Close()
 	time.Sleep(300 * time.Millisecond) // webhooks and their retries
-	hooksFail.Store(false)                // the drain delivers the rest at once
+	hooksFail.Store(false)             // the drain delivers the rest at once
 	cancel()
 	select {
 	case code := <-exit:

@@ -130,9 +130,20 @@ func runServe(ctx context.Context, stopSignals func(), args []string, stdout, st
 		fmt.Fprintf(stderr, "gateway: listen %s: %v\n", cfg.Listen, err)
 		return 1
 	}
+	var adminLn net.Listener // the operator listener: /metrics, /debug/pprof/, /readyz
+	if cfg.Admin.Listen != "" {
+		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			ln.Close()
+			fmt.Fprintf(stderr, "gateway: admin.listen %s: %v\n", cfg.Admin.Listen, err)
+			return 1
+		}
+	}
 	g, err := gateway.New(cfg, log, gateway.Options{})
 	if err != nil {
 		ln.Close()
+		if adminLn != nil {
+			adminLn.Close()
+		}
 		fmt.Fprintf(stderr, "gateway: %v\n", err)
 		return 1
 	}
@@ -145,13 +156,36 @@ func runServe(ctx context.Context, stopSignals func(), args []string, stdout, st
 	for _, name := range sortedKeys(cfg.Sources) {
 		fmt.Fprintf(stdout, "  local source %q: %s://%s/watch.html?stream=%s\n", name, scheme, browseAddr(ln.Addr()), name)
 	}
+	if adminLn != nil {
+		fmt.Fprintf(stdout, "  admin (metrics, pprof, readyz): http://%s/metrics\n", browseAddr(adminLn.Addr()))
+	}
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2) // the main listener's, and the admin listener's
 	go func() { errc <- g.Serve(ln) }()
+	serving := 1
+	if adminLn != nil {
+		serving++
+		go func() {
+			if err := g.ServeAdmin(adminLn); err != nil {
+				errc <- fmt.Errorf("admin listener: %w", err)
+				return
+			}
+			errc <- nil
+		}()
+	}
 	select {
 	case err := <-errc:
+		serving--
 		if err != nil {
 			log.Error("server failed", "err", err)
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = g.Close(sctx) // stops the other listener too
+		for ; serving > 0; serving-- {
+			<-errc
+		}
+		if err != nil {
 			return 1
 		}
 		return 0
@@ -164,7 +198,9 @@ func runServe(ctx context.Context, stopSignals func(), args []string, stdout, st
 	if err := g.Close(sctx); err != nil {
 		log.Warn("shutdown", "err", err)
 	}
-	<-errc
+	for ; serving > 0; serving-- {
+		<-errc
+	}
 	return 0
 }
 

@@ -3,7 +3,6 @@ package gateway
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -135,16 +134,6 @@ func (a *access) streamsFor(r *http.Request, all []mseout.StreamInfo) ([]mseout.
 
 func (a *access) request(r *http.Request, action auth.Action, stream string) auth.Request {
 	return auth.Request{Action: action, Stream: stream, Token: httpapi.Token(r), RemoteIP: httpapi.ClientIP(r), Protocol: "http", UserAgent: r.UserAgent()}
-}
-
-// writeMetrics exports the refusals by action and status.
-func (a *access) writeMetrics(w io.Writer) {
-	fmt.Fprintf(w, "# HELP gateway_auth_refused_total Requests refused by access control, by action and HTTP status.\n# TYPE gateway_auth_refused_total counter\n")
-	a.refused.Range(func(k, v any) bool {
-		action, status, _ := strings.Cut(k.(string), "/")
-		fmt.Fprintf(w, "gateway_auth_refused_total{action=%q,status=%q} %d\n", action, status, v.(*atomic.Int64).Load())
-		return true
-	})
 }
 
 // securityHeaders sets what every answer carries: no Referer leaves a page

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
 	"slices"
@@ -633,37 +632,6 @@ func (g *clusterGlue) claimUnclaimed() {
 			}
 		}
 	}
-}
-
-// writeMetrics exports the node's view of the cluster.
-func (g *clusterGlue) writeMetrics(w io.Writer) {
-	up := 0
-	if g.node.Healthy() {
-		up = 1
-	}
-	g.mu.Lock()
-	followed, unclaimed := len(g.follows), 0
-	for _, c := range g.claims {
-		if c.epoch == 0 {
-			unclaimed++
-		}
-	}
-	g.mu.Unlock()
-	gauge := func(name, help string, v int) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v)
-	}
-	counter := func(name, help string, v int64) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
-	}
-	gauge("gateway_cluster_connected", "1 while this node's NATS connection and directory are up.", up)
-	gauge("gateway_cluster_nodes", "Live nodes in the directory (this one included).", len(g.node.Nodes()))
-	gauge("gateway_cluster_streams", "Live streams in the directory.", len(g.node.Streams()))
-	gauge("gateway_cluster_streams_followed", "Streams of other nodes this node relays to its viewers.", followed)
-	gauge("gateway_cluster_streams_unclaimed", "Streams published here while NATS was unreachable, not yet claimed cluster-wide.", unclaimed)
-	counter("gateway_cluster_viewers_sent_away_total", "Viewers of streams of other nodes sent away because this node lost NATS.", g.viewersSentAway.Load())
-	counter("gateway_cluster_publishes_taken_over_total", "Publishes here ended by a takeover on another node.", g.takenOver.Load())
-	counter("gateway_cluster_publishes_conflicted_total", "Publishes made here while NATS was unreachable, ended because the name was live on another node.", g.conflicts.Load())
-	g.metrics.WriteMetrics(w)
 }
 
 // state is the node's cluster state for /readyz.

@@ -9,24 +9,20 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"net/netip"
-	"runtime"
-	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mseway/mseway/auth"
 	"github.com/mseway/mseway/configs"
-	"github.com/mseway/mseway/contain"
 	"github.com/mseway/mseway/devices"
 	"github.com/mseway/mseway/guard"
 	"github.com/mseway/mseway/httpapi"
@@ -72,6 +68,8 @@ type Gateway struct {
 	cluster  *clusterGlue // nil on a single node
 	origins  *httpapi.Origins
 	srv      *http.Server
+	admin    *http.Server         // the operator listener's (admin.listen); ServeAdmin serves it
+	metrics  *prometheus.Registry // this gateway's collectors (metrics.go)
 	started  time.Time
 	draining atomic.Bool // Close has begun: /readyz answers 503
 	sources  []*sources.Source
@@ -196,6 +194,17 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		g.closeParts(context.Background())
 		return nil, err
 	}
+	if g.metrics, err = g.newMetrics(); err != nil {
+		g.closeParts(context.Background())
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	g.admin = &http.Server{
+		Handler:           securityHeaders(g.AdminHandler()),
+		ReadHeaderTimeout: headerTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 	rt := opts.RequestTimeout
 	if rt <= 0 {
 		rt = requestTimeout
@@ -275,40 +284,21 @@ func (g *Gateway) Handler() http.Handler {
 	// A page on another (allowed) origin sends its token in Authorization:
 	// its browser asks first.
 	mux.HandleFunc("OPTIONS /api/nodes", preflight(g.origins))
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		body := map[string]string{"status": "ready"}
-		if c := g.cluster.state(); c != "" {
-			body["cluster"] = c // local streams work either way: still ready
-		}
-		if g.draining.Load() {
-			body["status"] = "draining"
-			httpapi.WriteJSON(w, http.StatusServiceUnavailable, body)
-			return
-		}
-		httpapi.WriteJSON(w, http.StatusOK, body)
-	})
+	mux.HandleFunc("GET /readyz", g.readyz)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime": time.Since(g.started).Round(time.Second).String()})
 	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		if err := g.access.admin(r); err != nil {
-			httpapi.Fail(w, err)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		g.registry.WriteMetrics(w)
-		fmt.Fprintf(w, "# HELP gateway_publishers Live publish sessions over WebRTC.\n# TYPE gateway_publishers gauge\ngateway_publishers %d\n", g.sig.Publishing())
-		fmt.Fprintf(w, "# HELP gateway_publishers_pending Publishes negotiated and not yet connected.\n# TYPE gateway_publishers_pending gauge\ngateway_publishers_pending %d\n", g.sig.Pending())
-		g.sig.WriteMetrics(w)
-		g.guard.WriteMetrics(w)
-		g.access.writeMetrics(w)
-		g.access.hooks.WriteMetrics(w)
-		if g.cluster != nil {
-			g.cluster.writeMetrics(w)
-		}
-		writePanicMetrics(w)
-		fmt.Fprintf(w, "# HELP go_goroutines Goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
-	})
+	if g.cfg.Admin.Listen == "" {
+		// Without an operator listener, /metrics is here, for admin.
+		metrics := metricsHandler(g.metrics, g.log)
+		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+			if err := g.access.admin(r); err != nil {
+				httpapi.Fail(w, err)
+				return
+			}
+			metrics.ServeHTTP(w, r)
+		})
+	}
 	static := web.Handler(web.Options{FrameAncestors: g.cfg.Web.FrameAncestors, TestPages: g.cfg.Web.TestPages})
 	mux.Handle("GET /", static)
 	return securityHeaders(jsonErrors(mux))
@@ -322,16 +312,6 @@ func preflight(origins *httpapi.Origins) http.HandlerFunc {
 		w.Header().Set("Access-Control-Allow-Headers", "Authorization")
 		w.Header().Set("Access-Control-Max-Age", "600")
 		w.WriteHeader(http.StatusNoContent)
-	}
-}
-
-// writePanicMetrics exports the panics contained (a viewer or stream closed
-// instead of the process), by where they happened.
-func writePanicMetrics(w io.Writer) {
-	fmt.Fprintf(w, "# HELP gateway_panics_contained_total Panics stopped in one viewer's or stream's goroutine (that viewer or stream was closed).\n# TYPE gateway_panics_contained_total counter\n")
-	counts := contain.Counts()
-	for _, where := range slices.Sorted(maps.Keys(counts)) {
-		fmt.Fprintf(w, "gateway_panics_contained_total{where=%q} %d\n", where, counts[where])
 	}
 }
 
@@ -462,6 +442,9 @@ func (g *Gateway) Close(ctx context.Context) error {
 	g.closeSources()
 	g.sig.Close()
 	err := g.srv.Shutdown(ctx)
+	if aerr := g.admin.Shutdown(ctx); err == nil {
+		err = aerr
+	}
 	if cerr := g.closeParts(ctx); err == nil {
 		err = cerr
 	}

@@ -100,6 +100,9 @@ func runServe(ctx context.Context, stopSignals func(), args []string, stdout, st
 	if code := parseFlags(fs, args, stderr, "gateway"); code >= 0 {
 		return code
 	}
+	// SIGHUP is to reload the config (issue 15, not built yet): until it
+	// is, `systemctl reload` must not end the process, Go's default.
+	signal.Ignore(syscall.SIGHUP)
 	switch {
 	case *version:
 		fmt.Fprint(stdout, buildInfo())

@@ -3,6 +3,7 @@ package mseout
 import (
 	"encoding/json"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -78,8 +79,12 @@ type hub struct {
 	viewers  map[*viewer]struct{}
 	outputs  []*attached // attached with Registry.Attach
 
-	lastKeyframe    time.Time
-	lastKeyframeAsk time.Time
+	lastKeyframe time.Time
+	// keyframeInterval is the time between the last two keyframes (0:
+	// fewer than two yet); reset with each publication.
+	keyframeInterval time.Duration
+	prevKeyframe     time.Time // this publication's newest keyframe, for keyframeInterval
+	lastKeyframeAsk  time.Time
 
 	// rates for the API, over windows of about two seconds
 	winStart          time.Time
@@ -103,6 +108,7 @@ func (h *hub) setPublisher(p *Publication) *Publication {
 	defer h.mu.Unlock()
 	old := h.pub
 	h.pub = p
+	h.keyframeInterval, h.prevKeyframe = 0, time.Time{} // the new publisher's own, from its second keyframe
 	h.gop, h.gopBytes = nil, 0
 	h.fps, h.bitrate, h.winFrames, h.winBytes = 0, 0, 0, 0
 	h.winStart = time.Now()
@@ -277,6 +283,10 @@ func (p *Publication) share(seg *segMsg, hasVideo bool) (ok, swept, askKeyframe 
 		return false, false, false
 	}
 	if seg.keyframe {
+		if !h.prevKeyframe.IsZero() {
+			h.keyframeInterval = now.Sub(h.prevKeyframe)
+		}
+		h.prevKeyframe = now
 		h.lastKeyframe = now
 		clear(h.gop)
 		h.gop, h.gopBytes = h.gop[:0], 0
@@ -397,6 +407,7 @@ func (h *hub) info() StreamInfo {
 	si := StreamInfo{Name: h.name, Live: h.pub != nil, Viewers: len(h.viewers), Tracks: []TrackInfo{}}
 	if h.pub != nil {
 		si.Publisher = &PublisherJSON{Protocol: h.pub.info.Protocol, RemoteAddr: h.pub.info.RemoteAddr, Since: h.pub.since}
+		si.KeyframeInterval = h.keyframeInterval.Seconds()
 		si.Bitrate = h.bitrate
 		if time.Since(h.lastSegmentAtTime) > 5*time.Second {
 			si.Bitrate = 0
@@ -415,12 +426,14 @@ func (h *hub) info() StreamInfo {
 		}
 	}
 	var sum ViewerStatsSummary
+	var lat []float64
 	for v := range h.viewers {
 		st := v.stats.Load()
 		if st == nil {
 			continue
 		}
 		sum.Reporting++
+		lat = append(lat, st.Latency)
 		sum.LatencyAvg += st.Latency
 		sum.LatencyMax = max(sum.LatencyMax, st.Latency)
 		sum.BufferedAvg += st.Buffered
@@ -428,6 +441,8 @@ func (h *hub) info() StreamInfo {
 		sum.DroppedFrames += st.DroppedFrames
 	}
 	if sum.Reporting > 0 {
+		slices.Sort(lat)
+		sum.LatencyP50, sum.LatencyP95 = lat[(len(lat)-1)/2], lat[(len(lat)*95+99)/100-1]
 		sum.LatencyAvg /= float64(sum.Reporting)
 		sum.BufferedAvg /= float64(sum.Reporting)
 		si.ViewerStats = &sum

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mseway/mseway/configs"
@@ -53,12 +54,14 @@ type Registry struct {
 	opts Options
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	hubs     map[string]*hub
-	closed   bool
-	viewers  int                                   // all viewers, all streams
-	perIP    map[string]int                        // viewers by client address
-	watchers map[string]map[chan struct{}]struct{} // Watch: per stream name
+	mu   sync.Mutex
+	hubs map[string]*hub
+	// viewerIDs numbers viewers for the admin API.
+	viewerIDs atomic.Uint64
+	closed    bool
+	viewers   int                                   // all viewers, all streams
+	perIP     map[string]int                        // viewers by client address
+	watchers  map[string]map[chan struct{}]struct{} // Watch: per stream name
 
 	wg        sync.WaitGroup // viewers being served (and their writers), publications' sweepers
 	metrics   metrics
@@ -256,12 +259,15 @@ func (r *Registry) removeIfIdle(h *hub) {
 
 // StreamInfo is one entry of GET /api/streams.
 type StreamInfo struct {
-	Name      string         `json:"name"`
-	Live      bool           `json:"live"`
-	Tracks    []TrackInfo    `json:"tracks"`
-	Viewers   int            `json:"viewers"`
-	Bitrate   int            `json:"bitrate"` // bits/s of media sent to each viewer
-	Publisher *PublisherJSON `json:"publisher"`
+	Name    string      `json:"name"`
+	Live    bool        `json:"live"`
+	Tracks  []TrackInfo `json:"tracks"`
+	Viewers int         `json:"viewers"`
+	Bitrate int         `json:"bitrate"` // bits/s of media sent to each viewer
+	// KeyframeInterval is the time between the last two keyframes, in
+	// seconds (0 before two).
+	KeyframeInterval float64        `json:"keyframeInterval,omitempty"`
+	Publisher        *PublisherJSON `json:"publisher"`
 	// ViewerStats aggregates the stats messages viewers sent (PROTOCOL.md).
 	ViewerStats *ViewerStatsSummary `json:"viewerStats,omitempty"`
 	// Node is the cluster node the stream is published on (in a cluster).
@@ -292,6 +298,8 @@ type ViewerStatsSummary struct {
 	Reporting     int     `json:"reporting"`
 	LatencyAvg    float64 `json:"latencyAvg"`
 	LatencyMax    float64 `json:"latencyMax"`
+	LatencyP50    float64 `json:"latencyP50"`
+	LatencyP95    float64 `json:"latencyP95"`
 	BufferedAvg   float64 `json:"bufferedAvg"`
 	DecodedFrames int64   `json:"decodedFrames"`
 	DroppedFrames int64   `json:"droppedFrames"`

@@ -533,3 +533,61 @@ func testGoawayOneStream(t *testing.T, mode netMode) {
 		t.Fatalf("publish after a goaway: %v", err)
 	}
 }
+
+// The admin API: viewers listed with ids, one disconnected by id, the
+// publication ended (its Done closes, viewers get eos).
+func TestAdminViewersAndEnd(t *testing.T) { eachMode(t, testAdminViewersAndEnd) }
+
+func testAdminViewersAndEnd(t *testing.T, mode netMode) {
+	r, base := newServerOn(t, mode, nil)
+	pub, err := r.Publish("s", mseout.PublisherInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := dial(t, base+"s")
+	b := dial(t, base+"s")
+	var list []mseout.ViewerInfo
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var ok bool
+		list, ok = r.Viewers("s")
+		if ok && len(list) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("viewers: %+v", list)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if list[0].ID == list[1].ID || list[0].Remote == "" || list[0].Since.IsZero() {
+		t.Fatalf("viewer list %+v", list)
+	}
+	if _, ok := r.Viewers("nothing"); ok {
+		t.Fatal("viewers of an unknown stream")
+	}
+	if r.DisconnectViewer("s", list[1].ID+100) || r.DisconnectViewer("nothing", list[0].ID) {
+		t.Fatal("disconnected a viewer that does not exist")
+	}
+	// a joined first (lower id).
+	if !r.DisconnectViewer("s", list[0].ID) {
+		t.Fatal("DisconnectViewer: not found")
+	}
+	if ctl := expectText(t, a, "error"); !strings.Contains(ctl.Message, "operator") {
+		t.Fatalf("disconnected viewer got %q", ctl.Message)
+	}
+	if _, err := a.Next(5 * time.Second); err == nil || errors.Is(err, viewerclient.ErrTimeout) {
+		t.Fatalf("not closed after the error: %v", err)
+	}
+	if !r.EndPublish("s") {
+		t.Fatal("EndPublish: no publication")
+	}
+	select {
+	case <-pub.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the publication's Done did not close")
+	}
+	expectText(t, b, "eos")
+	if r.EndPublish("s") || r.EndPublish("nothing") {
+		t.Fatal("EndPublish without a publication")
+	}
+}

@@ -96,7 +96,7 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 	h := r.hubLocked(name)
 	r.mu.Unlock()
 
-	v := &viewer{h: h, conn: conn, remote: remote, joined: joined, out: newTransport(conn.NetConn())}
+	v := &viewer{h: h, conn: conn, remote: remote, id: r.viewerIDs.Add(1), joined: joined, out: newTransport(conn.NetConn())}
 	r.wg.Add(1) // done when the viewer and its writer are gone
 	if refuse := h.addViewer(v); refuse != "" {
 		r.wg.Done()

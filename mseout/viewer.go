@@ -37,6 +37,7 @@ type viewer struct {
 	h      *hub
 	conn   *websocket.Conn
 	remote string
+	id     uint64    // unique in the registry, for the admin API
 	joined time.Time // the WebSocket upgrade, for the TTFF histogram
 
 	mu          sync.Mutex
@@ -189,12 +190,13 @@ const (
 	leaveProtocol     // the viewer sent what the protocol does not allow
 	leaveShutdown     // goaway: the gateway stops
 	leavePanic        // a contained panic
+	leaveOperator     // an operator ended it (admin API)
 	numLeaveReasons
 )
 
 func (l leaveReason) String() string {
 	return [...]string{"unknown", "viewer_closed", "read_timeout", "connection_lost", "write_timeout", "write_error",
-		"too_far_behind", "protocol_error", "shutdown", "panic"}[l]
+		"too_far_behind", "protocol_error", "shutdown", "panic", "operator"}[l]
 }
 
 // setLeave records why the viewer is leaving; the first reason stands. v.mu

@@ -284,6 +284,7 @@ func (g *Gateway) Handler() http.Handler {
 	// A page on another (allowed) origin sends its token in Authorization:
 	// its browser asks first.
 	mux.HandleFunc("OPTIONS /api/nodes", preflight(g.origins))
+	g.registerOperator(mux)
 	mux.HandleFunc("GET /readyz", g.readyz)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime": time.Since(g.started).Round(time.Second).String()})

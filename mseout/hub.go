@@ -216,7 +216,7 @@ func (p *Publication) Close() {
 		o.out.WriteEnd()
 	}
 	h.mu.Unlock()
-	h.r.log.Info("publish ended", "stream", h.name, "remote", p.info.RemoteAddr, "duration", time.Since(p.since).Round(time.Millisecond))
+	h.r.log.Info("publish ended", "stream", h.name, "session", p.info.Session, "remote", p.info.RemoteAddr, "duration", time.Since(p.since).Round(time.Millisecond))
 	h.r.changed(h.name)
 	h.r.removeIfIdle(h)
 }

@@ -92,6 +92,9 @@ func NewRegistry(opts Options) *Registry {
 type PublisherInfo struct {
 	Protocol   string // "whip", "ws", "local"
 	RemoteAddr string
+	// Session names the publisher's session in logs ("": none), never a
+	// capability (signaling gives the first 8 hex digits of its id).
+	Session string
 	// RequestKeyframe asks the publisher for a keyframe. It must not block and
 	// must throttle itself. May be nil.
 	RequestKeyframe func()
@@ -173,7 +176,7 @@ func (r *Registry) Publish(name string, info PublisherInfo) (*Publication, error
 		r.event("publish.takeover", name, map[string]any{"old_remote": old.info.RemoteAddr, "new_remote": info.RemoteAddr, "protocol": info.Protocol})
 	}
 	r.metrics.publishes.Add(1)
-	r.log.Info("publish started", "stream", name, "protocol", info.Protocol, "remote", info.RemoteAddr)
+	r.log.Info("publish started", "stream", name, "session", info.Session, "protocol", info.Protocol, "remote", info.RemoteAddr)
 	return p, nil
 }
 

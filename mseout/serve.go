@@ -106,7 +106,7 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 	}
 	r.metrics.viewersJoined.Add(1)
 	r.event("viewer.joined", name, nil)
-	r.log.Info("viewer joined", "stream", name, "remote", remote)
+	r.log.Info("viewer joined", "stream", name, "viewer", v.id, "remote", remote)
 	start := time.Now()
 
 	v.mu.Lock()
@@ -129,7 +129,7 @@ func (r *Registry) ServeViewer(w http.ResponseWriter, req *http.Request, name st
 	}
 	r.metrics.disconnects[leave].Add(1)
 	r.event("viewer.left", name, nil)
-	r.log.Info("viewer left", "stream", name, "remote", remote, "watched", time.Since(start).Round(time.Millisecond), "reason", reason)
+	r.log.Info("viewer left", "stream", name, "viewer", v.id, "remote", remote, "watched", time.Since(start).Round(time.Millisecond), "reason", reason)
 }
 
 // attach counts a viewer against the global and per-address limits.

@@ -299,7 +299,10 @@ func (s *Server) startPublish(ctx context.Context, r *http.Request, stream strin
 	if offerCands > maxRemoteCandidates {
 		return nil, "", errorf(http.StatusBadRequest, fmt.Sprintf("the offer has %d ICE candidates; at most %d are taken", offerCands, maxRemoteCandidates))
 	}
-	log := s.log.With("stream", stream, "remote", remote, "protocol", protocol)
+	// The session id is the WHIP resource's capability (PATCH and DELETE
+	// need nothing else): logs carry its first 8 hex digits only.
+	id := newID()
+	log := s.log.With("stream", stream, "session", id[:8], "remote", remote, "protocol", protocol)
 	if ip != remoteIP(remote) {
 		log = log.With("client", ip)
 	}
@@ -318,7 +321,7 @@ func (s *Server) startPublish(ctx context.Context, r *http.Request, stream strin
 		return nil, "", mapPublishError(err)
 	}
 	p := &publish{
-		id: newID(), stream: stream, protocol: protocol, remote: remote, ip: ip, cred: cred,
+		id: id, stream: stream, protocol: protocol, remote: remote, ip: ip, cred: cred,
 		sess: sess, live: make(chan struct{}), stop: make(chan struct{}), ended: make(chan struct{}),
 		ufrag: sdpfrag.FromSDP(offer).Ufrag, etag: newETag(), cands: offerCands,
 	}
@@ -409,7 +412,7 @@ func (s *Server) own(p *publish, log *slog.Logger) {
 // take over, the gateway is stopping).
 func (s *Server) goLive(p *publish, log *slog.Logger) string {
 	pub, err := s.opts.Streams.Publish(p.stream, mseout.PublisherInfo{
-		Protocol: p.protocol, RemoteAddr: p.remote, RequestKeyframe: p.sess.RequestKeyframe, TakeOver: p.cred,
+		Protocol: p.protocol, RemoteAddr: p.remote, Session: p.id[:8], RequestKeyframe: p.sess.RequestKeyframe, TakeOver: p.cred,
 	})
 	if err != nil {
 		s.warn(log, "publish refused at connect", "err", err)

@@ -156,12 +156,15 @@ func testPingPong(t *testing.T, mode netMode) {
 func BenchmarkFanout(b *testing.B) {
 	for _, mode := range []netMode{plainTCP, tlsDirect} {
 		for _, n := range []int{10, 100, 500} {
-			b.Run(fmt.Sprintf("%s/viewers=%d", mode, n), func(b *testing.B) { benchFanout(b, mode, n) })
+			b.Run(fmt.Sprintf("%s/viewers=%d", mode, n), func(b *testing.B) { benchFanout(b, mode, n, 0) })
 		}
 	}
 }
 
-func benchFanout(b *testing.B, mode netMode, n int) {
+// benchFanout measures the fan-out to n viewers; with scrapeEvery, a
+// goroutine gathers the registry's metrics that often meanwhile (as a
+// Prometheus scrape does).
+func benchFanout(b *testing.B, mode netMode, n int, scrapeEvery time.Duration) {
 	cfg := configs.Default()
 	cfg.Limits.MaxViewersPerStream = 100000
 	cfg.Limits.MaxViewers = 100000
@@ -232,6 +235,27 @@ func benchFanout(b *testing.B, mode netMode, n int) {
 		time.Sleep(time.Millisecond)
 	}
 	time.Sleep(10 * time.Millisecond)
+	if scrapeEvery > 0 {
+		stop := make(chan struct{})
+		scraped := make(chan struct{})
+		go func() {
+			defer close(scraped)
+			tick := time.NewTicker(scrapeEvery)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					if _, err := promtext.Format(r.Collector(true)); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}
+		}()
+		defer func() { close(stop); <-scraped }()
+	}
 	data := string(bytes.Repeat([]byte{'x'}, 10000))
 	base := got.Load()
 	b.ReportAllocs()

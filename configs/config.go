@@ -30,9 +30,12 @@ func DefaultYAML() []byte { return bytes.Clone(defaultYAML) }
 
 // Config is the whole gateway configuration.
 type Config struct {
-	Listen   string `yaml:"listen"`
-	TLSCert  string `yaml:"tls_cert"`
-	TLSKey   string `yaml:"tls_key"`
+	Listen  string `yaml:"listen"`
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// TLS holds the rest of the HTTPS settings: reloading tls_cert/tls_key,
+	// the HTTP -> HTTPS redirect listener, automatic certificates (ACME).
+	TLS      TLS    `yaml:"tls"`
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is text (slog's key=value lines) or json.
 	LogFormat string `yaml:"log_format"`
@@ -62,6 +65,15 @@ type Config struct {
 	Admin Admin `yaml:"admin"`
 	// Metrics shapes the Prometheus metrics of /metrics.
 	Metrics Metrics `yaml:"metrics"`
+}
+
+// TLS holds the HTTPS settings beyond tls_cert and tls_key (which stay at
+// the top level).
+type TLS struct {
+	// ReloadInterval is how often tls_cert and tls_key are looked at (their
+	// modification time and size) and re-read when either changed; 0 = only
+	// on SIGHUP.
+	ReloadInterval time.Duration `yaml:"reload_interval"`
 }
 
 // Admin is the operator listener: /metrics, /debug/pprof/ and /readyz,
@@ -531,6 +543,9 @@ func (c *Config) validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("tls_cert and tls_key must be set together")
 	}
+	if err := c.TLS.validate(c); err != nil {
+		return err
+	}
 	if c.DrainDelay < 0 || c.DrainDelay > 5*time.Minute {
 		return fmt.Errorf("drain_delay: %v is not between 0 and 5m", c.DrainDelay)
 	}
@@ -653,6 +668,13 @@ func (c *Config) validate() error {
 		if fa == "" || strings.ContainsAny(fa, ";,\r\n\"") {
 			return fmt.Errorf("web.frame_ancestors[%d]: %q is not a CSP source ('self', 'none', https://host, *)", i, fa)
 		}
+	}
+	return nil
+}
+
+func (t TLS) validate(c *Config) error {
+	if t.ReloadInterval != 0 && (t.ReloadInterval < 100*time.Millisecond || t.ReloadInterval > time.Hour) {
+		return fmt.Errorf("tls.reload_interval: %v is not 0 (only on SIGHUP) or between 100ms and 1h", t.ReloadInterval)
 	}
 	return nil
 }

@@ -69,6 +69,7 @@ type Gateway struct {
 	origins  *httpapi.Origins
 	srv      *http.Server
 	admin    *http.Server         // the operator listener's (admin.listen); ServeAdmin serves it
+	certs    *certReloader        // tls_cert/tls_key, re-read when they change; nil without them
 	metrics  *prometheus.Registry // this gateway's collectors (metrics.go)
 	started  time.Time
 	draining atomic.Bool // Close has begun: /readyz answers 503
@@ -218,31 +219,42 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if cfg.TLSCert != "" {
-		tc, err := ServerTLS(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
+		// Read here, at start, so a bad pair stops the gateway with its
+		// name; afterwards a bad new pair is refused and the old one stays.
+		if g.certs, err = newCertReloader(cfg.TLSCert, cfg.TLSKey, log); err != nil {
 			g.closeParts(context.Background())
 			return nil, err
 		}
+		tc := baseTLS()
+		tc.GetCertificate = g.certs.GetCertificate
 		g.srv.TLSConfig = tc
+		g.certs.start(cfg.TLS.ReloadInterval)
 	}
 	return g, nil
 }
 
-// ServerTLS is the gateway's TLS config for a certificate and key file. The
-// files are read here, at start, so a bad one stops the gateway with its
-// name instead of failing every handshake later.
+// ServerTLS is the gateway's TLS config for a certificate and key file,
+// read once (the gateway itself re-reads its files when they change). The
+// files are read here, so a bad one fails with its name instead of failing
+// every handshake later.
 func ServerTLS(certFile, keyFile string) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("tls_cert %s / tls_key %s: %w", certFile, keyFile, err)
 	}
+	tc := baseTLS()
+	tc.Certificates = []tls.Certificate{cert}
+	return tc, nil
+}
+
+// baseTLS is the gateway's TLS config without its certificate.
+func baseTLS() *tls.Config {
 	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
+		MinVersion: tls.VersionTLS12,
 		// Full 16 KiB records from the first byte: a viewer's join burst is
 		// sealed and sent in as few records (and syscalls) as it can be.
 		DynamicRecordSizingDisabled: true,
-	}, nil
+	}
 }
 
 // Handler returns the gateway's HTTP handler.
@@ -465,6 +477,7 @@ func (g *Gateway) closeParts(ctx context.Context) error {
 	g.access.hooks.Close(ctx)
 	g.access.authz.Close()
 	g.guard.Close()
+	g.certs.Close()
 	return g.engine.Close()
 }
 

@@ -39,7 +39,21 @@ func (c *Cert) ClientConfig() *tls.Config {
 }
 
 // Write makes a CA and a leaf for loopback names and writes them into dir.
-func Write(dir string) (*Cert, error) {
+func Write(dir string) (*Cert, error) { return WriteWith(dir, Options{}) }
+
+// Options vary the leaf that WriteWith makes.
+type Options struct {
+	// Serial is the leaf's serial number; 0 = 2.
+	Serial int64
+	// Expired makes a leaf whose validity ended an hour ago.
+	Expired bool
+}
+
+// WriteWith is Write with a leaf shaped by o (each call makes a new CA too).
+func WriteWith(dir string, o Options) (*Cert, error) {
+	if o.Serial == 0 {
+		o.Serial = 2
+	}
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -66,11 +80,15 @@ func Write(dir string) (*Cert, error) {
 	if err != nil {
 		return nil, err
 	}
+	notBefore, notAfter := now.Add(-time.Hour), now.Add(7*24*time.Hour)
+	if o.Expired {
+		notBefore, notAfter = now.Add(-48*time.Hour), now.Add(-time.Hour)
+	}
 	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
+		SerialNumber: big.NewInt(o.Serial),
 		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(7 * 24 * time.Hour),
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		// Client auth too: the same leaf serves as a client certificate
 		// in mutual TLS tests.

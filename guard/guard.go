@@ -34,23 +34,25 @@ type Options struct {
 
 // Guard applies the door limits. Its methods are safe for concurrent use.
 type Guard struct {
-	log      *slog.Logger
-	now      func() time.Time
-	trusted  []netip.Prefix
+	log     *slog.Logger
+	now     func() time.Time
+	trusted []netip.Prefix
+
+	mu       sync.Mutex
 	maxConns int // <= 0: no cap
 	maxPerIP int // <= 0: no cap
+	open     int
+	perIP    map[netip.Addr]int // untrusted peers with connections open
 
-	mu    sync.Mutex
-	open  int
-	perIP map[netip.Addr]int // untrusted peers with connections open
-
-	lims *limiters // nil: no request rate limit
+	lims atomic.Pointer[limiters] // nil: no request rate limit
 
 	refusedMax, refusedPerIP, limited atomic.Int64
 	connLog, reqLog                   throttledLog
 
+	goMu      sync.Mutex // guards stop, done and closed
 	stop      chan struct{}
 	done      chan struct{}
+	closed    bool
 	closeOnce sync.Once
 }
 
@@ -89,30 +91,66 @@ func New(opts Options) *Guard {
 		}
 		g.trusted = append(g.trusted, p.Masked())
 	}
-	if opts.RequestsPerSecondPerIP > 0 {
-		burst := opts.RequestBurstPerIP
-		if burst < 1 {
-			burst = int(min(math.Ceil(opts.RequestsPerSecondPerIP), math.MaxInt32))
-		}
-		g.lims = newLimiters(opts.RequestsPerSecondPerIP, burst, maxLimiters)
+	g.setRate(opts.RequestsPerSecondPerIP, opts.RequestBurstPerIP)
+	return g
+}
+
+// SetLimits replaces the connection caps and the request rate with those
+// of opts (a config reload; its other fields are ignored, and MaxConns 0
+// is DefaultMaxConns as in New). Connections already open stay when they
+// are over the new caps. A new rate starts every address with a full
+// bucket.
+func (g *Guard) SetLimits(opts Options) {
+	maxConns := opts.MaxConns
+	if maxConns == 0 {
+		soft, _ := FileLimit()
+		maxConns = DefaultMaxConns(soft)
+	}
+	g.mu.Lock()
+	g.maxConns, g.maxPerIP = maxConns, opts.MaxConnsPerIP
+	g.mu.Unlock()
+	g.setRate(opts.RequestsPerSecondPerIP, opts.RequestBurstPerIP)
+}
+
+// setRate sets the request rate (0 = none) and starts the sweeper when a
+// rate needs it and it is not running.
+func (g *Guard) setRate(perSec float64, burst int) {
+	if perSec <= 0 {
+		g.lims.Store(nil)
+		return
+	}
+	if burst < 1 {
+		burst = int(min(math.Ceil(perSec), math.MaxInt32))
+	}
+	g.lims.Store(newLimiters(perSec, burst, maxLimiters))
+	g.goMu.Lock()
+	defer g.goMu.Unlock()
+	if g.stop == nil && !g.closed {
 		g.stop = make(chan struct{})
 		g.done = make(chan struct{})
 		go g.sweeper(sweepEvery)
 	}
-	return g
 }
 
 // MaxConns is the cap on open connections in effect (0 = none): the
 // configured one, or DefaultMaxConns when it was 0.
-func (g *Guard) MaxConns() int { return max(g.maxConns, 0) }
+func (g *Guard) MaxConns() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return max(g.maxConns, 0)
+}
 
 // Close stops the goroutine that forgets idle addresses. The Guard still
 // works after it (the limiter map stays bounded).
 func (g *Guard) Close() {
 	g.closeOnce.Do(func() {
-		if g.stop != nil {
-			close(g.stop)
-			<-g.done
+		g.goMu.Lock()
+		g.closed = true
+		stop, done := g.stop, g.done
+		g.goMu.Unlock()
+		if stop != nil {
+			close(stop)
+			<-done
 		}
 	})
 }

@@ -44,17 +44,18 @@ func (l *listener) Accept() (net.Conn, error) {
 // returns nil when it is over a cap.
 func (g *Guard) admit(c net.Conn) net.Conn {
 	peer := peerAddr(c.RemoteAddr())
-	perIP := g.maxPerIP > 0 && peer.IsValid() && !g.isTrusted(peer)
+	countIP := peer.IsValid() && !g.isTrusted(peer)
 	if peer.IsValid() {
 		peer = httpapi.AddrGroup(peer) // an IPv6 client counts by its /64
 	}
-	reason := ""
+	reason, limit := "", 0
 	g.mu.Lock()
+	perIP := countIP && g.maxPerIP > 0
 	switch {
 	case g.maxConns > 0 && g.open >= g.maxConns:
-		reason = "max_conns"
+		reason, limit = "max_conns", g.maxConns
 	case perIP && g.perIP[peer] >= g.maxPerIP:
-		reason = "max_conns_per_ip"
+		reason, limit = "max_conns_per_ip", g.maxPerIP
 	default:
 		g.open++
 		if perIP {
@@ -63,7 +64,7 @@ func (g *Guard) admit(c net.Conn) net.Conn {
 	}
 	g.mu.Unlock()
 	if reason != "" {
-		g.refuse(c, peer, reason)
+		g.refuse(c, peer, reason, limit)
 		return nil
 	}
 	base := &conn{Conn: c, g: g}
@@ -76,13 +77,11 @@ func (g *Guard) admit(c net.Conn) net.Conn {
 	return base
 }
 
-func (g *Guard) refuse(c net.Conn, peer netip.Addr, reason string) {
-	limit := g.maxConns
+func (g *Guard) refuse(c net.Conn, peer netip.Addr, reason string, limit int) {
 	if reason == "max_conns" {
 		g.refusedMax.Add(1)
 	} else {
 		g.refusedPerIP.Add(1)
-		limit = g.maxPerIP
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetLinger(0)

@@ -23,8 +23,8 @@ func (g *Guard) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a := g.clientAddr(r)
 		ip := addrString(a, r)
-		if a.IsValid() && g.lims != nil {
-			if ok, wait := g.lims.allow(a, g.now()); !ok {
+		if lims := g.lims.Load(); a.IsValid() && lims != nil {
+			if ok, wait := lims.allow(a, g.now()); !ok {
 				g.limited.Add(1)
 				secs := retryAfter(wait)
 				g.reqLog.log(g, "guard: request rate limited", "client", ip, "method", r.Method, "path", r.URL.Path, "retry_after_s", secs)
@@ -134,7 +134,9 @@ func (g *Guard) sweeper(every time.Duration) {
 		case <-g.stop:
 			return
 		case <-t.C:
-			g.lims.sweep(g.now())
+			if lims := g.lims.Load(); lims != nil {
+				lims.sweep(g.now())
+			}
 		}
 	}
 }

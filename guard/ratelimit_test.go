@@ -146,7 +146,7 @@ func TestMiddlewareBehindTrustedProxy(t *testing.T) {
 func TestMiddlewareWithoutRate(t *testing.T) {
 	g := New(Options{})
 	defer g.Close()
-	if g.lims != nil || g.stop != nil {
+	if g.lims.Load() != nil || g.stop != nil {
 		t.Fatal("limiters or sweeper without a rate")
 	}
 	mw := g.Middleware(echoIP)
@@ -163,8 +163,8 @@ func TestMiddlewareWithoutRate(t *testing.T) {
 func TestBurstDefaultsToRate(t *testing.T) {
 	g := New(Options{RequestsPerSecondPerIP: 2.5})
 	defer g.Close()
-	if g.lims.burst != 3 {
-		t.Errorf("burst %d, want 3", g.lims.burst)
+	if b := g.lims.Load().burst; b != 3 {
+		t.Errorf("burst %d, want 3", b)
 	}
 }
 
@@ -231,10 +231,10 @@ func TestSweeperRunsAndStops(t *testing.T) {
 	defer func() { sweepEvery = old }()
 	clk := newClock()
 	g := New(Options{RequestsPerSecondPerIP: 10, RequestBurstPerIP: 1, Now: clk.Now})
-	g.lims.allow(netip.MustParseAddr("192.0.2.1"), clk.Now())
+	g.lims.Load().allow(netip.MustParseAddr("192.0.2.1"), clk.Now())
 	clk.Add(2 * limiterIdle)
 	deadline := time.Now().Add(5 * time.Second)
-	for g.lims.size() != 0 {
+	for g.lims.Load().size() != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the sweeper did not forget an idle address")
 		}

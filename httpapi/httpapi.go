@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 
 	"github.com/mseway/mseway/configs"
 )
@@ -123,7 +124,7 @@ func ClientIP(r *http.Request) string {
 // list every origin is allowed (tokens decide); with one, only the listed
 // origins and the gateway's own. A nil *Origins allows every origin.
 type Origins struct {
-	allowed map[string]bool
+	allowed atomic.Pointer[map[string]bool] // nil: every origin (NewLiveOrigins with no list)
 	also    func(origin string) bool
 }
 
@@ -142,21 +143,46 @@ func NewOrigins(list []string) *Origins {
 	if len(list) == 0 {
 		return nil
 	}
-	o := &Origins{allowed: make(map[string]bool, len(list))}
-	for _, s := range list {
-		o.allowed[strings.ToLower(s)] = true
-	}
+	o := &Origins{}
+	o.Set(list)
 	return o
 }
+
+// NewLiveOrigins is NewOrigins for a policy that Set changes later (a
+// config reload): never nil, it allows every origin while its list is
+// empty.
+func NewLiveOrigins(list []string) *Origins {
+	o := &Origins{}
+	o.Set(list)
+	return o
+}
+
+// Set replaces the list; an empty one allows every origin. Safe while
+// requests are being decided.
+func (o *Origins) Set(list []string) {
+	if len(list) == 0 {
+		o.allowed.Store(nil)
+		return
+	}
+	m := make(map[string]bool, len(list))
+	for _, s := range list {
+		m[strings.ToLower(s)] = true
+	}
+	o.allowed.Store(&m)
+}
+
+// open reports whether every origin is allowed.
+func (o *Origins) open() bool { return o == nil || o.allowed.Load() == nil }
 
 // Allowed reports whether r may be answered: no Origin header (not a
 // browser, or a same-origin GET), the gateway's own origin, or a listed one.
 func (o *Origins) Allowed(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
-	if o == nil || origin == "" {
+	if origin == "" || o == nil {
 		return true
 	}
-	if o.allowed[strings.ToLower(origin)] || (o.also != nil && o.also(origin)) {
+	allowed := o.allowed.Load()
+	if allowed == nil || (*allowed)[strings.ToLower(origin)] || (o.also != nil && o.also(origin)) {
 		return true
 	}
 	u, err := url.Parse(origin)
@@ -166,7 +192,7 @@ func (o *Origins) Allowed(r *http.Request) bool {
 // AllowOrigin is the Access-Control-Allow-Origin value for r: "*" with no
 // list, r's origin when it is allowed, "" (send none) otherwise.
 func (o *Origins) AllowOrigin(r *http.Request) string {
-	if o == nil {
+	if o.open() {
 		return "*"
 	}
 	origin := r.Header.Get("Origin")
@@ -182,7 +208,7 @@ func (o *Origins) SetCORS(w http.ResponseWriter, r *http.Request) {
 	if v := o.AllowOrigin(r); v != "" {
 		w.Header().Set("Access-Control-Allow-Origin", v)
 	}
-	if o != nil {
+	if !o.open() {
 		w.Header().Add("Vary", "Origin")
 	}
 }

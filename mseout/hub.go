@@ -349,7 +349,7 @@ func (h *hub) addViewer(v *viewer) string {
 		h.mu.Unlock()
 		return "stream not found: " + h.name
 	}
-	if len(h.viewers) >= h.r.opts.Limits.MaxViewersPerStream {
+	if len(h.viewers) >= h.r.limits().MaxViewersPerStream {
 		h.mu.Unlock()
 		return "too many viewers on this stream"
 	}

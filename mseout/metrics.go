@@ -232,7 +232,7 @@ func (c *registryCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.perStream {
 		// Bounded: a stream is live only under limits.max_streams.
-		for _, s := range live[:min(len(live), max(r.opts.Limits.MaxStreams, 1))] {
+		for _, s := range live[:min(len(live), max(r.limits().MaxStreams, 1))] {
 			gauge(descStreamViewers, s.viewers, s.name)
 			ch <- prometheus.MustNewConstMetric(descStreamSegs, prometheus.CounterValue, float64(s.segments), s.name)
 			ch <- prometheus.MustNewConstMetric(descStreamBytes, prometheus.CounterValue, float64(s.segBytes), s.name)

@@ -63,7 +63,8 @@ type Registry struct {
 	perIP     map[string]int                        // viewers by client address
 	watchers  map[string]map[chan struct{}]struct{} // Watch: per stream name
 
-	wg        sync.WaitGroup // viewers being served (and their writers), publications' sweepers
+	wg        sync.WaitGroup                 // viewers being served (and their writers), publications' sweepers
+	lims      atomic.Pointer[configs.Limits] // Options.Limits, then SetLimits'
 	metrics   metrics
 	refuseLog ratelog.Limiter
 }
@@ -84,9 +85,19 @@ func NewRegistry(opts Options) *Registry {
 		opts.KeepAlive = 20 * time.Second
 	}
 	r := &Registry{opts: opts, log: opts.Logger, hubs: make(map[string]*hub)}
+	lims := opts.Limits
+	r.lims.Store(&lims)
 	r.metrics.initHistograms()
 	return r
 }
+
+// SetLimits replaces the limits (a config reload). Viewers and streams
+// already admitted stay when they are over the new ones; the next viewer or
+// publish is decided by them.
+func (r *Registry) SetLimits(l configs.Limits) { r.lims.Store(&l) }
+
+// limits are the limits in effect.
+func (r *Registry) limits() *configs.Limits { return r.lims.Load() }
 
 // PublisherInfo describes a publisher to the registry.
 type PublisherInfo struct {
@@ -127,7 +138,7 @@ func (r *Registry) checkPublishLocked(name string, takeOver bool) error {
 			return ErrStreamBusy
 		}
 	}
-	if !live && r.liveCountLocked() >= r.opts.Limits.MaxStreams {
+	if !live && r.liveCountLocked() >= r.limits().MaxStreams {
 		return ErrTooManyStreams
 	}
 	return nil

@@ -139,14 +139,14 @@ func (r *Registry) attach(name, ip string) string {
 	if r.closed {
 		return ErrClosed.Error()
 	}
-	if r.viewers >= r.opts.Limits.MaxViewers {
+	if r.viewers >= r.limits().MaxViewers {
 		return "too many viewers"
 	}
-	if max := r.opts.Limits.MaxViewersPerIP; max > 0 && r.perIP[ip] >= max {
+	if max := r.limits().MaxViewersPerIP; max > 0 && r.perIP[ip] >= max {
 		r.metrics.viewersRefusedPerIP.Add(1)
 		return "too many viewers from your address"
 	}
-	if _, ok := r.hubs[name]; !ok && len(r.hubs) >= 2*r.opts.Limits.MaxStreams {
+	if _, ok := r.hubs[name]; !ok && len(r.hubs) >= 2*r.limits().MaxStreams {
 		return "too many streams"
 	}
 	r.viewers++

@@ -313,7 +313,7 @@ func buildAsDockerfile(t *testing.T, stage dockerStage) string {
 
 // checkStaticBinary runs the static binary: -check-config on
 // deploy/gateway.yaml, then a gateway on loopback that serves, ignores
-// SIGHUP, logs JSON, and exits 0 on SIGTERM.
+// SIGHUP (a reload of the same config), logs JSON, and exits 0 on SIGTERM.
 func checkStaticBinary(t *testing.T, bin string) {
 	if out, err := exec.Command(bin, "-check-config", filepath.Join(repo, "deploy", "gateway.yaml")).CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "ok" {
 		t.Fatalf("-check-config deploy/gateway.yaml: %v: %s", err, out)

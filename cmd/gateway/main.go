@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -100,8 +101,8 @@ func runServe(ctx context.Context, stopSignals func(), args []string, stdout, st
 	if code := parseFlags(fs, args, stderr, "gateway"); code >= 0 {
 		return code
 	}
-	// SIGHUP is to reload the config (issue 15, not built yet): until it
-	// is, `systemctl reload` must not end the process, Go's default.
+	// SIGHUP reloads the config once the gateway serves (below); until
+	// then it must not end the process, Go's default.
 	signal.Ignore(syscall.SIGHUP)
 	switch {
 	case *version:
@@ -163,6 +164,12 @@ func runServe(ctx context.Context, stopSignals func(), args []string, stdout, st
 		fmt.Fprintf(stdout, "  admin (metrics, pprof, readyz): http://%s/metrics\n", browseAddr(adminLn.Addr()))
 	}
 
+	// SIGHUP: the config file is read again, checked as a start would, and
+	// what can change live is applied (gateway.Reload).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	errc := make(chan error, 2) // the main listener's, and the admin listener's
 	go func() { errc <- g.Serve(ln) }()
 	serving := 1
@@ -176,23 +183,19 @@ func runServe(ctx context.Context, stopSignals func(), args []string, stdout, st
 			errc <- nil
 		}()
 	}
-	select {
-	case err := <-errc:
-		serving--
-		if err != nil {
-			log.Error("server failed", "err", err)
+	for waiting := true; waiting; {
+		select {
+		case <-hup:
+			if next := reloadConfig(g, *configPath, *listen, log); next != nil {
+				cfg = next
+			}
+			continue
+		case <-ctx.Done():
+			waiting = false
+			continue
+		case err := <-errc:
+			return stopServing(g, err, serving-1, errc, log)
 		}
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = g.Close(sctx) // stops the other listener too
-		for ; serving > 0; serving-- {
-			<-errc
-		}
-		if err != nil {
-			return 1
-		}
-		return 0
-	case <-ctx.Done():
 	}
 	stopSignals() // a second signal ends the process at once
 	log.Info("shutting down: viewers get goaway and reconnect; a second signal exits at once")
@@ -205,6 +208,50 @@ func runServe(ctx context.Context, stopSignals func(), args []string, stdout, st
 		<-errc
 	}
 	return 0
+}
+
+// stopServing closes the gateway after a listener failed (err) or stopped,
+// waits for the other listeners (serving of them) and returns the exit code.
+func stopServing(g *gateway.Gateway, err error, serving int, errc <-chan error, log *slog.Logger) int {
+	if err != nil {
+		log.Error("server failed", "err", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = g.Close(sctx) // stops the other listener too
+	for ; serving > 0; serving-- {
+		<-errc
+	}
+	if err != nil {
+		return 1
+	}
+	return 0
+}
+
+// reloadConfig is SIGHUP: it reads the config file again (the embedded
+// default when there is none; -listen applies as at start), checks it as a
+// start would and applies it (gateway.Reload). A config that fails is
+// logged with the file and the reason, and nothing changes. It returns the
+// config read, or nil.
+func reloadConfig(g *gateway.Gateway, path, listen string, log *slog.Logger) *configs.Config {
+	file := path
+	if file == "" {
+		file = "(embedded default)"
+	}
+	var why strings.Builder
+	cfg, _ := loadConfig(path, listen, &why)
+	var err error
+	if cfg == nil {
+		err = errors.New(strings.TrimSpace(strings.TrimPrefix(why.String(), "gateway: ")))
+	} else if _, err = gateway.Check(cfg); err == nil {
+		_, err = g.Reload(cfg)
+	}
+	if err != nil {
+		log.Error("SIGHUP: config reload refused, nothing changed", "file", file, "reason", err.Error())
+		return nil
+	}
+	log.Info("SIGHUP: config reloaded", "file", file)
+	return cfg
 }
 
 // loadConfig loads the config file (the embedded default when path is

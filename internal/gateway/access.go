@@ -19,13 +19,25 @@ import (
 // access applies the auth package's decisions at every door of the
 // gateway, logs and counts refusals, and reports them to the webhooks.
 type access struct {
-	authz *auth.Authorizer
+	az    atomic.Pointer[auth.Authorizer] // swapped by a config reload
 	hooks *webhooks.Sender
 	log   *slog.Logger
 
 	refused  sync.Map // "action/status" -> *atomic.Int64
 	logLimit ratelog.Limiter
 }
+
+func newAccess(authz *auth.Authorizer, hooks *webhooks.Sender, log *slog.Logger) *access {
+	a := &access{hooks: hooks, log: log}
+	a.az.Store(authz)
+	return a
+}
+
+// authz is the Authorizer in effect.
+func (a *access) authz() *auth.Authorizer { return a.az.Load() }
+
+// swap puts authz in effect and returns the one it replaces.
+func (a *access) swap(authz *auth.Authorizer) *auth.Authorizer { return a.az.Swap(authz) }
 
 // protocolOf names the door a request came through, for the auth hook.
 func protocolOf(r *http.Request) string {
@@ -45,7 +57,7 @@ func protocolOf(r *http.Request) string {
 // line a second), counted and sent to the webhooks.
 func (a *access) check(r *http.Request, action auth.Action, stream string) (auth.Decision, error) {
 	ip := httpapi.ClientIP(r)
-	d, err := a.authz.Check(r.Context(), auth.Request{
+	d, err := a.authz().Check(r.Context(), auth.Request{
 		Action: action, Stream: stream, Token: httpapi.Token(r), RemoteIP: ip,
 		Protocol: protocolOf(r), UserAgent: r.UserAgent(),
 	})
@@ -97,15 +109,15 @@ func (a *access) admin(r *http.Request) error {
 // view none and has no valid credential gets its 401 (or the hook's 503).
 func (a *access) streamsFor(r *http.Request, all []mseout.StreamInfo) ([]mseout.StreamInfo, error) {
 	ctx := r.Context()
-	if _, err := a.authz.Check(ctx, a.request(r, auth.Admin, "")); err == nil {
+	if _, err := a.authz().Check(ctx, a.request(r, auth.Admin, "")); err == nil {
 		return all, nil
 	} else if he, ok := errors.AsType[*httpapi.Error](err); ok && he.Status == http.StatusServiceUnavailable {
 		return nil, err // the hook is down
 	}
 	out := make([]mseout.StreamInfo, 0, len(all))
 	for _, s := range all {
-		if !a.authz.Open(auth.View) {
-			if _, err := a.authz.Check(ctx, a.request(r, auth.View, s.Name)); err != nil {
+		if !a.authz().Open(auth.View) {
+			if _, err := a.authz().Check(ctx, a.request(r, auth.View, s.Name)); err != nil {
 				if he, ok := errors.AsType[*httpapi.Error](err); ok && he.Status == http.StatusServiceUnavailable {
 					return nil, err // the hook is down: one timeout, not one per stream
 				}
@@ -120,10 +132,10 @@ func (a *access) streamsFor(r *http.Request, all []mseout.StreamInfo) ([]mseout.
 		s.ViewerStats = nil
 		out = append(out, s)
 	}
-	if len(out) == 0 && !a.authz.Open(auth.View) {
+	if len(out) == 0 && !a.authz().Open(auth.View) {
 		// "" names no stream: a valid credential without a view grant
 		// gets 403 here (an empty list is its answer); none gets 401.
-		if _, err := a.authz.Check(ctx, a.request(r, auth.View, "")); err != nil {
+		if _, err := a.authz().Check(ctx, a.request(r, auth.View, "")); err != nil {
 			if he, ok := errors.AsType[*httpapi.Error](err); !ok || he.Status != http.StatusForbidden {
 				return nil, err
 			}

@@ -37,7 +37,7 @@ func TestStreamListWithTheHookDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer authz.Close()
-	a := &access{authz: authz, log: slog.New(slog.DiscardHandler)}
+	a := newAccess(authz, nil, slog.New(slog.DiscardHandler))
 	all := []mseout.StreamInfo{{Name: "a"}, {Name: "b"}, {Name: "c"}, {Name: "d"}}
 	req := httptest.NewRequest("GET", "/api/streams", nil)
 	req.Header.Set("Authorization", "Bearer whatever")

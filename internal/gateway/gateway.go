@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -58,7 +59,9 @@ const (
 
 // Gateway is a running gateway.
 type Gateway struct {
-	cfg      *configs.Config
+	cfg      *configs.Config                 // as started; see live
+	live     *atomic.Pointer[configs.Config] // in effect: cfg, then what Reload applied
+	reloadMu sync.Mutex                      // one Reload at a time
 	log      *slog.Logger
 	engine   *peer.Engine
 	registry *mseout.Registry
@@ -119,8 +122,13 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		_ = engine.Close()
 		return nil, err
 	}
-	acc := &access{authz: authz, hooks: hooks, log: log}
-	origins := httpapi.NewOrigins(cfg.Auth.AllowedOrigins)
+	acc := newAccess(authz, hooks, log)
+	origins := httpapi.NewLiveOrigins(cfg.Auth.AllowedOrigins)
+	live := new(atomic.Pointer[configs.Config])
+	live.Store(cfg)
+	// Stream settings are looked up when a stream's hub is made: after a
+	// reload, new streams get the new ones.
+	settings := func(name string) configs.Stream { return live.Load().StreamSettings(name) }
 	// set below; the registry asks it where viewers go on shutdown, and
 	// emit tells it of viewers arriving.
 	var glue *clusterGlue
@@ -138,14 +146,14 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 	registry = mseout.NewRegistry(mseout.Options{
 		GoawayURL:  func(stream string) string { return glue.goawayURL(stream) },
 		RemoteLive: func(stream string) bool { return glue.remoteLive(stream) },
-		Settings:   cfg.StreamSettings,
+		Settings:   settings,
 		Limits:     cfg.Limits,
 		Authorize:  acc.view,
 		Origins:    origins,
 		Events:     emit,
 		Logger:     log,
 	})
-	glue, err = startCluster(cfg.Cluster, cfg.StreamSettings, registry, log)
+	glue, err = startCluster(cfg.Cluster, settings, registry, log)
 	if err != nil {
 		registry.Close()
 		hooks.Close(context.Background())
@@ -185,7 +193,7 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 	}
 	log.Info("connection limits", "max_conns", maxConns, "max_conns_per_ip", cfg.Limits.MaxConnsPerIP,
 		"open_files_soft", soft, "open_files_hard", hard)
-	g := &Gateway{cfg: cfg, log: log, engine: engine, registry: registry, sig: sig, access: acc, origins: origins, cluster: glue, started: time.Now(),
+	g := &Gateway{cfg: cfg, live: live, log: log, engine: engine, registry: registry, sig: sig, access: acc, origins: origins, cluster: glue, started: time.Now(),
 		guard: guard.New(guard.Options{
 			MaxConns: maxConns, MaxConnsPerIP: cfg.Limits.MaxConnsPerIP,
 			RequestsPerSecondPerIP: cfg.Limits.RequestsPerSecondPerIP, RequestBurstPerIP: cfg.Limits.RequestBurstPerIP,
@@ -444,7 +452,7 @@ func (g *Gateway) closeSources() {
 // and the ICE port is released.
 func (g *Gateway) Close(ctx context.Context) error {
 	g.draining.Store(true)
-	if d := g.cfg.DrainDelay; d > 0 {
+	if d := g.live.Load().DrainDelay; d > 0 {
 		g.log.Info("draining: /readyz answers 503", "for", d)
 		select {
 		case <-time.After(d):
@@ -475,7 +483,7 @@ func (g *Gateway) closeParts(ctx context.Context) error {
 		g.log.Warn("cluster: leaving", "err", err)
 	}
 	g.access.hooks.Close(ctx)
-	g.access.authz.Close()
+	g.access.authz().Close()
 	g.guard.Close()
 	g.certs.Close()
 	return g.engine.Close()

@@ -6,8 +6,10 @@ import (
 	"crypto/x509"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -169,5 +171,28 @@ func TestCertificateSwap(t *testing.T) {
 	waitFor(t, "the first serial again", 5*time.Second, func() bool { return servedSerial(t, addr, pool) == "1001" })
 	if segs, stop := v.collect(500 * time.Millisecond); len(segs) == 0 || stop != nil {
 		t.Fatalf("viewer after the swaps: %d segments, %+v", len(segs), stop)
+	}
+
+	// A config reload (SIGHUP) re-reads the pair at once, before the poll
+	// would; one naming a file that does not load is refused whole.
+	installPair(t, second.CertFile, second.KeyFile, certFile, keyFile)
+	changed, err := gw.g.Reload(cfg)
+	if err != nil || !slices.Contains(changed, "tls_cert") {
+		t.Fatalf("reload: %v, changed %v", err, changed)
+	}
+	if got := servedSerial(t, addr, pool); got != "2002" {
+		t.Fatalf("after a reload: serial %s, want 2002", got)
+	}
+	missing := *cfg
+	missing.TLSCert = filepath.Join(dir, "missing.crt")
+	missing.Auth.ViewToken = "a-token-that-must-not-apply"
+	if _, err := gw.g.Reload(&missing); err == nil || !strings.Contains(err.Error(), "missing.crt") {
+		t.Fatalf("reload naming a missing certificate: %v", err)
+	}
+	if got := servedSerial(t, addr, pool); got != "2002" {
+		t.Fatalf("after a refused reload: serial %s, want 2002", got)
+	}
+	if _, code := dialViewer(t, gw, "swap", ""); code != http.StatusSwitchingProtocols {
+		t.Fatalf("a refused reload's view token applied: a viewer without one gets %d", code)
 	}
 }

@@ -74,7 +74,19 @@ type TLS struct {
 	// modification time and size) and re-read when either changed; 0 = only
 	// on SIGHUP.
 	ReloadInterval time.Duration `yaml:"reload_interval"`
+	// RedirectHTTP is the address of a plain-HTTP listener (e.g. ":80")
+	// that answers every request with 308 to https on the same host and
+	// path (and the ACME HTTP-01 challenges when ACMEDomains is set); empty
+	// = none. It needs TLS on the main listener.
+	RedirectHTTP string `yaml:"redirect_http"`
+	// HTTPSPort is the port the redirects name; 0 = the main listener's
+	// (left out of the URL when 443). Set it when clients reach the main
+	// listener on another port (a port forward, 443 -> 8443).
+	HTTPSPort int `yaml:"https_port"`
 }
+
+// TLSEnabled reports whether the main listener serves TLS.
+func (c *Config) TLSEnabled() bool { return c.TLSCert != "" }
 
 // Admin is the operator listener: /metrics, /debug/pprof/ and /readyz,
 // without access control (bind it to loopback or a private network).
@@ -675,6 +687,21 @@ func (c *Config) validate() error {
 func (t TLS) validate(c *Config) error {
 	if t.ReloadInterval != 0 && (t.ReloadInterval < 100*time.Millisecond || t.ReloadInterval > time.Hour) {
 		return fmt.Errorf("tls.reload_interval: %v is not 0 (only on SIGHUP) or between 100ms and 1h", t.ReloadInterval)
+	}
+	if t.RedirectHTTP != "" {
+		_, port, err := net.SplitHostPort(t.RedirectHTTP)
+		if err != nil {
+			return fmt.Errorf("tls.redirect_http: %q is not host:port: %w", t.RedirectHTTP, err)
+		}
+		if !c.TLSEnabled() {
+			return errors.New("tls.redirect_http: the main listener serves no TLS (set tls_cert and tls_key, or tls.acme_domains): the redirects would lead nowhere")
+		}
+		if _, lport, _ := net.SplitHostPort(c.Listen); port == lport && port != "0" {
+			return fmt.Errorf("tls.redirect_http: %q has the port of listen (%q): the redirect listener needs a port of its own", t.RedirectHTTP, c.Listen)
+		}
+	}
+	if t.HTTPSPort < 0 || t.HTTPSPort > 65535 {
+		return fmt.Errorf("tls.https_port: %d out of range 0-65535", t.HTTPSPort)
 	}
 	return nil
 }

@@ -142,17 +142,31 @@ func runServe(ctx context.Context, stopSignals func(), args []string, stdout, st
 			return 1
 		}
 	}
+	var redirectLn net.Listener // tls.redirect_http: HTTP -> HTTPS, ACME HTTP-01
+	if cfg.TLS.RedirectHTTP != "" {
+		if redirectLn, err = net.Listen("tcp", cfg.TLS.RedirectHTTP); err != nil {
+			ln.Close()
+			if adminLn != nil {
+				adminLn.Close()
+			}
+			fmt.Fprintf(stderr, "gateway: tls.redirect_http %s: %v\n", cfg.TLS.RedirectHTTP, err)
+			return 1
+		}
+	}
 	g, err := gateway.New(cfg, log, gateway.Options{})
 	if err != nil {
 		ln.Close()
 		if adminLn != nil {
 			adminLn.Close()
 		}
+		if redirectLn != nil {
+			redirectLn.Close()
+		}
 		fmt.Fprintf(stderr, "gateway: %v\n", err)
 		return 1
 	}
 	scheme := "http"
-	if cfg.TLSCert != "" {
+	if cfg.TLSEnabled() {
 		scheme = "https"
 	}
 	fmt.Fprintf(stdout, "gateway listening on %s\n  open %s://%s/  (publish: /publish.html?stream=demo, watch: /watch.html?stream=demo)\n  ICE UDP: %v\n",
@@ -170,7 +184,7 @@ func runServe(ctx context.Context, stopSignals func(), args []string, stdout, st
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	errc := make(chan error, 2) // the main listener's, and the admin listener's
+	errc := make(chan error, 3) // the main listener's, the admin listener's, the redirect listener's
 	go func() { errc <- g.Serve(ln) }()
 	serving := 1
 	if adminLn != nil {
@@ -178,6 +192,17 @@ func runServe(ctx context.Context, stopSignals func(), args []string, stdout, st
 		go func() {
 			if err := g.ServeAdmin(adminLn); err != nil {
 				errc <- fmt.Errorf("admin listener: %w", err)
+				return
+			}
+			errc <- nil
+		}()
+	}
+	if redirectLn != nil {
+		fmt.Fprintf(stdout, "  redirect to https: http://%s/\n", browseAddr(redirectLn.Addr()))
+		serving++
+		go func() {
+			if err := g.ServeRedirect(redirectLn); err != nil {
+				errc <- fmt.Errorf("redirect listener: %w", err)
 				return
 			}
 			errc <- nil

@@ -71,9 +71,12 @@ type Gateway struct {
 	cluster  *clusterGlue // nil on a single node
 	origins  *httpapi.Origins
 	srv      *http.Server
-	admin    *http.Server         // the operator listener's (admin.listen); ServeAdmin serves it
-	certs    *certReloader        // tls_cert/tls_key, re-read when they change; nil without them
-	metrics  *prometheus.Registry // this gateway's collectors (metrics.go)
+	admin    *http.Server           // the operator listener's (admin.listen); ServeAdmin serves it
+	certs    *certReloader          // tls_cert/tls_key, re-read when they change; nil without them
+	acme     *acmeCerts             // automatic certificates (tls.acme_domains); nil without them
+	redirect *http.Server           // the HTTP -> HTTPS redirect listener's (tls.redirect_http); ServeRedirect serves it
+	mainAddr atomic.Pointer[string] // the main listener's address, once Serve has it
+	metrics  *prometheus.Registry   // this gateway's collectors (metrics.go)
 	started  time.Time
 	draining atomic.Bool // Close has begun: /readyz answers 503
 	sources  []*sources.Source
@@ -238,6 +241,7 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		g.srv.TLSConfig = tc
 		g.certs.start(cfg.TLS.ReloadInterval)
 	}
+	g.redirect = g.newRedirectServer()
 	return g, nil
 }
 
@@ -390,6 +394,8 @@ func (e *errorRewriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // Serve serves HTTP on ln until Close. It returns nil after Close.
 func (g *Gateway) Serve(ln net.Listener) error {
 	var err error
+	addr := ln.Addr().String()
+	g.mainAddr.Store(&addr)
 	ln = g.guard.Listener(ln)
 	if g.srv.TLSConfig != nil {
 		// Viewers over these TLS connections get the fan-out's
@@ -465,6 +471,9 @@ func (g *Gateway) Close(ctx context.Context) error {
 	err := g.srv.Shutdown(ctx)
 	if aerr := g.admin.Shutdown(ctx); err == nil {
 		err = aerr
+	}
+	if rerr := g.redirect.Shutdown(ctx); err == nil {
+		err = rerr
 	}
 	if cerr := g.closeParts(ctx); err == nil {
 		err = cerr

@@ -83,10 +83,28 @@ type TLS struct {
 	// (left out of the URL when 443). Set it when clients reach the main
 	// listener on another port (a port forward, 443 -> 8443).
 	HTTPSPort int `yaml:"https_port"`
+	// ACMEDomains turns on automatic certificates (ACME, with certmagic)
+	// for these DNS names, instead of tls_cert/tls_key: obtained at start
+	// and renewed before they expire, through the TLS-ALPN challenge on the
+	// main listener and the HTTP-01 challenge on the redirect listener.
+	// Setting it agrees to the CA's terms of service.
+	ACMEDomains []string `yaml:"acme_domains"`
+	// ACMEEmail is the ACME account's contact (expiry notices); optional.
+	ACMEEmail string `yaml:"acme_email"`
+	// ACMECA is the CA's directory URL; empty = Let's Encrypt production
+	// (staging: https://acme-staging-v02.api.letsencrypt.org/directory).
+	ACMECA string `yaml:"acme_ca"`
+	// ACMECARoot is a PEM file of roots to trust for the CA's own https
+	// (a private CA); empty = the system's.
+	ACMECARoot string `yaml:"acme_ca_root"`
+	// ACMEStorage is the directory of the account, keys and certificates;
+	// empty = $XDG_DATA_HOME/mseway/acme, or ~/.local/share/mseway/acme.
+	ACMEStorage string `yaml:"acme_storage"`
 }
 
-// TLSEnabled reports whether the main listener serves TLS.
-func (c *Config) TLSEnabled() bool { return c.TLSCert != "" }
+// TLSEnabled reports whether the main listener serves TLS: certificate
+// files or automatic certificates.
+func (c *Config) TLSEnabled() bool { return c.TLSCert != "" || len(c.TLS.ACMEDomains) > 0 }
 
 // Admin is the operator listener: /metrics, /debug/pprof/ and /readyz,
 // without access control (bind it to loopback or a private network).
@@ -703,7 +721,50 @@ func (t TLS) validate(c *Config) error {
 	if t.HTTPSPort < 0 || t.HTTPSPort > 65535 {
 		return fmt.Errorf("tls.https_port: %d out of range 0-65535", t.HTTPSPort)
 	}
+	if len(t.ACMEDomains) == 0 {
+		if t.ACMEEmail != "" || t.ACMECA != "" || t.ACMECARoot != "" || t.ACMEStorage != "" {
+			return errors.New("tls.acme_email, acme_ca, acme_ca_root and acme_storage need tls.acme_domains")
+		}
+		return nil
+	}
+	if c.TLSCert != "" {
+		return errors.New("tls.acme_domains and tls_cert/tls_key: certificates come from one of them; set one")
+	}
+	for i, d := range t.ACMEDomains {
+		if !validDNSName(d) {
+			return fmt.Errorf("tls.acme_domains[%d]: %q is not a DNS name (no scheme, port, IP address or wildcard)", i, d)
+		}
+	}
+	if t.ACMEEmail != "" && (!strings.Contains(t.ACMEEmail, "@") || strings.ContainsAny(t.ACMEEmail, " \t\r\n<>")) {
+		return fmt.Errorf("tls.acme_email: %q is not an email address", t.ACMEEmail)
+	}
+	if t.ACMECA != "" {
+		u, err := url.Parse(t.ACMECA)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			return fmt.Errorf("tls.acme_ca: %q is not an https URL of an ACME directory", t.ACMECA)
+		}
+	}
 	return nil
+}
+
+var dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// validDNSName reports whether s is a lower-case DNS name of two labels or
+// more (not an IP address).
+func validDNSName(s string) bool {
+	if len(s) > 253 || net.ParseIP(s) != nil {
+		return false
+	}
+	labels := strings.Split(s, ".")
+	if len(labels) < 2 {
+		return false
+	}
+	for _, l := range labels {
+		if !dnsLabelRE.MatchString(l) {
+			return false
+		}
+	}
+	return true
 }
 
 func (c Cluster) validate() error {

@@ -241,6 +241,15 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		g.srv.TLSConfig = tc
 		g.certs.start(cfg.TLS.ReloadInterval)
 	}
+	if len(cfg.TLS.ACMEDomains) > 0 {
+		if g.acme, err = newACME(cfg, log); err != nil {
+			g.closeParts(context.Background())
+			return nil, err
+		}
+		tc := baseTLS()
+		g.acme.tlsConfig(tc)
+		g.srv.TLSConfig = tc
+	}
 	g.redirect = g.newRedirectServer()
 	return g, nil
 }
@@ -398,6 +407,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	g.mainAddr.Store(&addr)
 	ln = g.guard.Listener(ln)
 	if g.srv.TLSConfig != nil {
+		g.acme.start() // nil-safe: with automatic certificates, now that the listener is there
 		// Viewers over these TLS connections get the fan-out's
 		// non-blocking direct writes, like viewers over plain TCP.
 		err = g.srv.ServeTLS(mseout.DirectWriteListener(ln), "", "")
@@ -495,6 +505,7 @@ func (g *Gateway) closeParts(ctx context.Context) error {
 	g.access.authz().Close()
 	g.guard.Close()
 	g.certs.Close()
+	g.acme.Close()
 	return g.engine.Close()
 }
 

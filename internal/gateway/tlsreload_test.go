@@ -45,7 +45,7 @@ func startGatewayLogged(t *testing.T, cfg *configs.Config, logs *syncBuffer) *te
 	})
 	addr := ln.Addr().String()
 	tg := &testGateway{g: g, base: "http://" + addr, ws: "ws://" + addr, token: cfg.Auth.PublishToken}
-	if cfg.TLSCert != "" {
+	if cfg.TLSEnabled() {
 		tg.base, tg.ws = "https://"+addr, "wss://"+addr
 	}
 	return tg

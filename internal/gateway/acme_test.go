@@ -1,0 +1,174 @@
+package gateway_test
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+const pebbleVersion = "v2.10.3"
+
+// startPebble builds and runs pebble (Let's Encrypt's test CA) on loopback
+// with PEBBLE_VA_ALWAYS_VALID=1 (it issues without reaching the names
+// asked for). It returns the directory URL, the file of the root of
+// pebble's own https (for the ACME client) and a pool of the roots it
+// issues under (for clients of the certificates it issues). It skips the
+// test when pebble cannot be built here.
+func startPebble(t *testing.T) (dirURL, httpsRoot string, issued *x509.CertPool) {
+	t.Helper()
+	bin := t.TempDir()
+	install := exec.Command("go", "install", "github.com/letsencrypt/pebble/v2/cmd/pebble@"+pebbleVersion)
+	install.Env = append(os.Environ(), "GOBIN="+bin, "GOFLAGS=")
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Skipf("pebble %s cannot be built here: %v\n%s", pebbleVersion, err, out)
+	}
+	modcache, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(strings.TrimSpace(string(modcache)), "github.com", "letsencrypt", "pebble", "v2@"+pebbleVersion)
+	httpsRoot = filepath.Join(src, "test", "certs", "pebble.minica.pem")
+	freePort := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	listen, mgmt := freePort(), freePort()
+	conf := map[string]any{"pebble": map[string]any{
+		"listenAddress": listen, "managementListenAddress": mgmt,
+		"certificate": filepath.Join(src, "test", "certs", "localhost", "cert.pem"),
+		"privateKey":  filepath.Join(src, "test", "certs", "localhost", "key.pem"),
+		"httpPort":    5002, "tlsPort": 5001, "ocspResponderURL": "", "externalAccountBindingRequired": false,
+	}}
+	confFile := filepath.Join(t.TempDir(), "pebble.json")
+	data, _ := json.Marshal(conf)
+	if err := os.WriteFile(confFile, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(bin, "pebble"), "-config", confFile)
+	cmd.Env = append(os.Environ(), "PEBBLE_VA_ALWAYS_VALID=1", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("pebble:\n%s", out.String())
+		}
+	})
+	pem, err := os.ReadFile(httpsRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	get := func(u string) ([]byte, error) {
+		resp, err := client.Get(u)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, &url404{resp.Status}
+		}
+		return io.ReadAll(resp.Body)
+	}
+	dirURL = "https://" + listen + "/dir"
+	waitFor(t, "pebble's directory", 20*time.Second, func() bool { _, err := get(dirURL); return err == nil })
+	root, err := get("https://" + mgmt + "/roots/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued = x509.NewCertPool()
+	if !issued.AppendCertsFromPEM(root) {
+		t.Fatalf("pebble's root: %q", root)
+	}
+	return dirURL, httpsRoot, issued
+}
+
+type url404 struct{ status string }
+
+func (e *url404) Error() string { return e.status }
+
+// TestACMEPebble: with tls.acme_domains the gateway obtains a certificate
+// from an ACME CA (pebble, which validates every challenge without reaching
+// the gateway) and serves it on its main listener; pages and the API are
+// served over it; the account and certificate are kept in acme_storage.
+// The challenges themselves (TLS-ALPN on the main listener, HTTP-01 on the
+// redirect listener) are not validated by pebble in this mode.
+func TestACMEPebble(t *testing.T) {
+	const domain = "gateway.example.com"
+	dirURL, caRoot, issued := startPebble(t)
+	storage := t.TempDir()
+	var logs syncBuffer
+	cfg := loopbackConfig()
+	cfg.TLS.ACMEDomains = []string{domain}
+	cfg.TLS.ACMECA = dirURL
+	cfg.TLS.ACMECARoot = caRoot
+	cfg.TLS.ACMEEmail = "ops@example.com"
+	cfg.TLS.ACMEStorage = storage
+	gw := startGatewayLogged(t, cfg, &logs)
+	if !strings.HasPrefix(gw.base, "https://") {
+		t.Fatalf("base %s: want https", gw.base)
+	}
+	addr := strings.TrimPrefix(gw.base, "https://")
+	client := &tls.Config{RootCAs: issued, ServerName: domain, MinVersion: tls.VersionTLS12}
+	var leaf *x509.Certificate
+	waitFor(t, "a certificate from pebble (log:\n"+logs.String()+")", 60*time.Second, func() bool {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, client)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		leaf = c.ConnectionState().PeerCertificates[0]
+		return true
+	})
+	if !slices.Contains(leaf.DNSNames, domain) {
+		t.Fatalf("served certificate names %v, want %s", leaf.DNSNames, domain)
+	}
+	if os.Getenv("ACME_TEST_LOG") != "" {
+		t.Log(logs.String())
+	}
+	if !strings.Contains(logs.String(), "certificate obtained") {
+		t.Errorf("no certificate obtained line:\n%s", logs.String())
+	}
+	// The API over it.
+	tr := &http.Transport{TLSClientConfig: client}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz over the obtained certificate: %d", resp.StatusCode)
+	}
+	// Kept in storage, for the next start.
+	var files []string
+	_ = filepath.WalkDir(storage, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, filepath.Base(p))
+		}
+		return nil
+	})
+	if !slices.Contains(files, domain+".crt") || !slices.Contains(files, domain+".key") {
+		t.Fatalf("acme_storage holds %v; want %s.crt and .key", files, domain)
+	}
+}

@@ -98,6 +98,7 @@ type publish struct {
 	pub      Publication
 	live     chan struct{}
 	endMsg   string        // why the publish ended before or instead of going live
+	reason   string        // why own ended it (read after ended is closed)
 	stop     chan struct{} // closed by DELETE or the WS closing
 	stopOnce sync.Once
 	ended    chan struct{} // closed when cleanup is done
@@ -344,6 +345,9 @@ func (s *Server) startPublish(ctx context.Context, r *http.Request, stream strin
 
 // own takes the publish live when it connects, waits for it to end,
 // whatever ends it, and cleans up.
+// reasonSessionEnded is why a publish ends when its connection does.
+const reasonSessionEnded = "connection closed or failed"
+
 func (s *Server) own(p *publish, log *slog.Logger) {
 	defer close(p.ended)
 	pending := true
@@ -380,7 +384,7 @@ func (s *Server) own(p *publish, log *slog.Logger) {
 				pubDone = p.pub.Done()
 			}
 		case <-p.sess.Done():
-			reason = "connection closed or failed"
+			reason = reasonSessionEnded
 		case <-pubDone:
 			reason = "replaced by a newer publisher or shutdown"
 		case <-p.stop:
@@ -394,6 +398,7 @@ func (s *Server) own(p *publish, log *slog.Logger) {
 	if p.pub == nil {
 		p.endMsg = reason
 	}
+	p.reason = reason
 	cleanup()
 	if p.pub != nil {
 		s.event("publish.ended", p.stream, map[string]any{"protocol": p.protocol, "remote_ip": p.ip, "reason": reason})

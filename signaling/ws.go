@@ -254,14 +254,21 @@ func (s *Server) handleWSPublish(w http.ResponseWriter, r *http.Request) {
 		case <-sessDone:
 			sessDone = nil
 			<-p.ended // own is cleaning up; it says why a publish never went live
-			msg := "connection closed or failed"
+			msg := reasonSessionEnded
 			if p.pub == nil && p.endMsg != "" {
 				msg = "publish ended: " + p.endMsg
 			}
 			c.send(WSMessage{Type: "error", Message: msg})
 		case <-pubDone:
+			// The publication also ends when the session fails (own closes
+			// it): own's reason says which came first.
+			<-p.ended
 			msg := "publish ended: replaced by a newer publisher"
-			if errors.Is(s.opts.Streams.CheckPublish(stream, false), mseout.ErrClosed) {
+			switch {
+			case p.reason == reasonSessionEnded:
+				msg = reasonSessionEnded
+				sessDone = nil
+			case errors.Is(s.opts.Streams.CheckPublish(stream, false), mseout.ErrClosed):
 				msg = "publish ended: the gateway is shutting down"
 			}
 			c.send(WSMessage{Type: "error", Message: msg})

@@ -93,6 +93,7 @@ func runServe(ctx context.Context, stopSignals func(), args []string, stdout, st
 	listen := fs.String("listen", "", "HTTP listen address, overrides the config (e.g. :8080)")
 	printConfig := fs.Bool("print-config", false, "print the embedded default config and exit")
 	checkConfig := fs.String("check-config", "", "load and validate this config file as a start would (without binding ports or starting anything), print ok and exit 0, or the reason and exit 1")
+	healthcheck := fs.String("healthcheck", "", "GET this URL (e.g. http://127.0.0.1:8080/healthz) and exit 0 on a 2xx answer within 5 s, 1 otherwise: a container health check in an image without curl")
 	version := fs.Bool("version", false, "print the build (module version, VCS revision, Go version, cgo and capture encoders) and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: gateway [serve] [flags]\n       gateway capture -url URL [flags]  (capture agent; gateway capture -h)\n\nServes WHIP/WebSocket publishers to MSE viewers over WebSocket.\n\nFlags:\n")
@@ -113,6 +114,8 @@ func runServe(ctx context.Context, stopSignals func(), args []string, stdout, st
 		return 0
 	case *checkConfig != "":
 		return runCheckConfig(*checkConfig, *listen, stdout, stderr)
+	case *healthcheck != "":
+		return runHealthcheck(*healthcheck, stdout, stderr)
 	}
 	cfg, code := loadConfig(*configPath, *listen, stderr)
 	if cfg == nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -117,6 +118,24 @@ func TestACMEPebble(t *testing.T) {
 	const domain = "gateway.example.com"
 	dirURL, caRoot, issued := startPebble(t)
 	storage := t.TempDir()
+	// Registered before the gateway's own cleanup, so run after it: Close
+	// leaves no certmagic goroutine behind (its cache's maintenance, the
+	// obtaining).
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			buf := make([]byte, 1<<20)
+			stacks := string(buf[:runtime.Stack(buf, true)])
+			if !strings.Contains(stacks, "caddyserver/certmagic") {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("certmagic goroutines left after Close:\n%s", stacks)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
 	var logs syncBuffer
 	cfg := loopbackConfig()
 	cfg.TLS.ACMEDomains = []string{domain}

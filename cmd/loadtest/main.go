@@ -73,6 +73,7 @@ type config struct {
 	caFile               string // trust this CA (a gateway given by -url over https)
 	soak                 soakConfig
 	cl                   clusterConfig
+	ingest               ingestConfig
 }
 
 // serverCert is the certificate of the servers the tool starts with -tls
@@ -119,7 +120,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.caFile, "ca", "", "with -url https://...: trust the CA certificates in this PEM file (e.g. a test certificate)")
 	c.soak.addFlags(fs)
 	c.cl.addFlags(fs)
+	c.ingest.addFlags(fs)
 	serveGW := fs.Bool("serve-gateway", false, "(internal) run a gateway on loopback and print its URL")
+	serveIngestFloor := fs.Bool("serve-ingest-floor", false, "(internal) run the ingest floor server on loopback")
 	serveFloor := fs.String("serve-floor", "", "(internal) run the floor server on loopback replaying this recording")
 	certFile := fs.String("tls-cert", "", "(internal) the child server's certificate")
 	keyFile := fs.String("tls-key", "", "(internal) the child server's key")
@@ -150,6 +153,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		})
 	case c.cl.serveNATS:
 		return childNATS(ctx, stdout, stderr)
+	case *serveIngestFloor:
+		return childServe(ctx, stdout, stderr, nil, false, func(string) (http.Handler, func(), error) {
+			return newIngestFloorHandler(c.logLevel, stderr)
+		})
 	case *serveFloor != "":
 		return childServe(ctx, stdout, stderr, childTLS, false, func(string) (http.Handler, func(), error) {
 			rec, err := loadRecording(*serveFloor)
@@ -178,8 +185,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return soakMain(ctx, c, stdout, stderr)
 	}
 	run := runLoad
-	if c.cl.nodes > 0 {
+	switch {
+	case c.cl.nodes > 0:
 		run = runCluster
+	case c.ingest.publishers > 0:
+		run = runIngest
 	}
 	rep, err := run(ctx, c, stderr)
 	if err != nil {
@@ -219,6 +229,9 @@ func (c *config) check() error {
 	}
 	if c.duration <= 0 || c.recordLen < time.Second || c.idle < 500*time.Millisecond {
 		return errors.New("-duration must be > 0, -record >= 1s and -idle >= 500ms")
+	}
+	if err := c.ingest.check(c); err != nil {
+		return err
 	}
 	return c.cl.check(c)
 }
@@ -297,6 +310,7 @@ type report struct {
 	Ratio     map[string]any `json:"ratioGatewayToFloor,omitempty"`
 	Publisher *pubStats      `json:"publisher,omitempty"`
 	Cluster   *clusterReport `json:"cluster,omitempty"`
+	Ingest    *ingestReport  `json:"ingest,omitempty"`
 }
 
 type pubStats struct {

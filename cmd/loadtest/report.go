@@ -131,6 +131,10 @@ func ratios(g, f *phaseResult) map[string]any {
 }
 
 func (r *report) writeText(w io.Writer) {
+	if r.Ingest != nil {
+		r.Ingest.writeText(w, r)
+		return
+	}
 	if r.Cluster != nil {
 		fmt.Fprintf(w, "loadtest %s: cluster of %d nodes, %d viewers on the edges, %d on the origin, %d stream(s), audio %v, window %.0fs\n",
 			r.Time, r.Cluster.Nodes, r.Viewers, r.Cluster.OriginViewers, r.Streams, r.Audio, r.Duration)

@@ -1,0 +1,402 @@
+package main
+
+// Ingest mode (-ingest N): what receiving N publishers costs the gateway,
+// next to the ingest floor (ingestfloor.go) in the same run. Each round has
+// a gateway phase (N WHIP publishers of the load tool's stream, no viewer)
+// and a floor phase (N bare publishers of the same stream to the floor
+// server), each measured over the same window; rounds alternate, so a
+// change of the machine's load shows as rounds that disagree. See README.md,
+// "Load tool", and docs/BENCHMARKS.md, "Ingest".
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mseway/mseway/internal/testkit/whipclient"
+)
+
+type ingestConfig struct {
+	publishers int
+	rounds     int
+	parallel   int
+	settle     time.Duration
+}
+
+func (ic *ingestConfig) addFlags(fs *flag.FlagSet) {
+	fs.IntVar(&ic.publishers, "ingest", 0, "ingest mode: N publishers and no viewer, the gateway against the ingest floor (a bare SRTP reader: batched reads, decrypt, remux), in alternated rounds")
+	fs.IntVar(&ic.rounds, "ingest-rounds", 2, "ingest: rounds, each a gateway phase then a floor phase")
+	fs.IntVar(&ic.parallel, "publish-parallel", 8, "WHIP publishes made at once (-ingest, -streams)")
+	fs.DurationVar(&ic.settle, "ingest-settle", 5*time.Second, "ingest: wait after the last publisher is live before the window")
+}
+
+func (ic *ingestConfig) check(c *config) error {
+	if ic.publishers < 0 || ic.rounds < 1 || ic.parallel < 1 {
+		return errors.New("-ingest must be >= 0, -ingest-rounds and -publish-parallel >= 1")
+	}
+	if ic.publishers > 0 && (c.url != "" || c.cl.nodes > 0 || c.soak.duration > 0 || c.tls) {
+		return errors.New("-ingest starts its own gateway and floor: not with -url, -cluster, -soak or -tls")
+	}
+	return nil
+}
+
+// ingestPhase is one phase's figures.
+type ingestPhase struct {
+	Target             string     `json:"target"`
+	LoadAvg            [2]float64 `json:"loadAvg1m"`  // at the start and end of the window
+	CPUIdlePct         float64    `json:"cpuIdlePct"` // server CPU before the publishers (% of a core)
+	CPUPct             float64    `json:"cpuPct"`     // in the window
+	CPUPerPublisherPct float64    `json:"cpuPerPublisherPct"`
+	PacketsPerSec      float64    `json:"packetsPerSec"`  // RTP packets received a second, all publishers
+	CPUUsPerPacket     float64    `json:"cpuUsPerPacket"` // (cpu - idle) / packets
+	ClientCPUPct       float64    `json:"clientCpuPct"`   // the load tool (publishers) in the window
+	RSSBaseKiB         int64      `json:"rssBaseKiB"`
+	RSSKiB             int64      `json:"rssKiB"`
+	RSSPerPublisherKiB float64    `json:"rssPerPublisherKiB"`
+	Lost               float64    `json:"videoPacketsLost"` // in the window
+	KeyframeRequests   int64      `json:"keyframeRequests"` // received by the publishers, whole phase
+	LateTicks          int64      `json:"lateTicks"`        // video frames the publishers sent late
+	DatagramsPerRead   float64    `json:"datagramsPerRead,omitempty"`
+	DecryptErrors      uint64     `json:"decryptErrors,omitempty"`
+}
+
+type ingestRound struct {
+	Gateway  *ingestPhase `json:"gateway"`
+	Floor    *ingestPhase `json:"floor"`
+	CPURatio float64      `json:"cpuPerPublisherRatio"` // gateway / floor
+}
+
+type ingestReport struct {
+	Publishers int           `json:"publishers"`
+	Rounds     []ingestRound `json:"rounds"`
+	// Median over the rounds.
+	GatewayPerPublisherPct float64 `json:"gatewayCpuPerPublisherPct"`
+	FloorPerPublisherPct   float64 `json:"floorCpuPerPublisherPct"`
+	CPURatio               float64 `json:"cpuPerPublisherRatio"`
+}
+
+// ingestPublisher is a WHIP publisher or a bare one.
+type ingestPublisher interface {
+	close()
+	stats() (keyframes, late int64)
+}
+
+type whipPub struct{ p *whipclient.Publisher }
+
+func (w whipPub) close()                { w.p.Close() }
+func (w whipPub) stats() (int64, int64) { return w.p.KeyframeRequests(), w.p.LateTicks() }
+
+type barePub struct{ p *barePublisher }
+
+func (b barePub) close()                { b.p.Close() }
+func (b barePub) stats() (int64, int64) { return 0, b.p.late.Load() }
+
+// publishMany makes n publishers, parallel at a time, and returns them in
+// order; on an error the ones made are closed.
+func publishMany[P any](ctx context.Context, n, parallel int, mk func(context.Context, int) (P, error), closeP func(P)) ([]P, error) {
+	out := make([]P, n)
+	ok := make([]bool, n)
+	errs := make([]error, n)
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			p, err := mk(pctx, i)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			out[i], ok[i] = p, true
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for i, p := range out {
+			if ok[i] {
+				closeP(p)
+			}
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+func closeAll[P ingestPublisher](ps []P) {
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.close()
+		}()
+	}
+	wg.Wait()
+}
+
+func runIngest(ctx context.Context, c config, stderr io.Writer) (*report, error) {
+	video, audio, err := loadMedia(c)
+	if err != nil {
+		return nil, err
+	}
+	logf := func(format string, a ...any) {
+		if !c.quiet {
+			fmt.Fprintf(stderr, "loadtest: "+format+"\n", a...)
+		}
+	}
+	n := c.ingest.publishers
+	rep := &report{Time: time.Now().UTC().Format(time.RFC3339), Streams: n, Audio: !c.noAudio, Duration: c.duration.Seconds()}
+	ir := &ingestReport{Publishers: n}
+	rep.Ingest = ir
+	gw, err := startGateway(ctx, c, stderr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	defer gw.stop()
+	fl, err := startIngestFloor(ctx, c, stderr)
+	if err != nil {
+		return nil, fmt.Errorf("ingest floor: %w", err)
+	}
+	defer fl.stop()
+	logf("gateway at %s (pid %d), ingest floor at %s (pid %d)", gw.base, gw.pid, fl.base, fl.pid)
+	client := &http.Client{Timeout: 10 * time.Second}
+	for r := range c.ingest.rounds {
+		gprof, fprof := "", ""
+		if r == 0 {
+			gprof, fprof = c.gatewayProfile, c.floorProfile
+		}
+		logf("round %d: gateway, %d publishers", r+1, n)
+		g, err := ingestPhaseRun(ctx, c, gw, gprof, func(ctx context.Context) ([]ingestPublisher, error) {
+			ps, err := publishMany(ctx, n, c.ingest.parallel, func(ctx context.Context, i int) (ingestPublisher, error) {
+				p, err := whipclient.Publish(ctx, whipclient.Options{
+					URL: gw.base + "/whip/" + streamName(i), Video: video, Audio: audio, FPS: c.fps,
+					LoopbackOnly: true, Lightweight: true, StampVideo: stampFrame,
+				})
+				if err != nil {
+					return nil, fmt.Errorf("publish %s: %w", streamName(i), err)
+				}
+				return whipPub{p}, nil
+			}, func(p ingestPublisher) { p.close() })
+			return ps, err
+		}, func() (float64, float64, error) {
+			m, err := scrapeSums(client, gw.base+"/metrics", "gateway_ingest_packets_total", "gateway_ingest_packets_lost_total")
+			return m["gateway_ingest_packets_total"], m["gateway_ingest_packets_lost_total"], err
+		})
+		if err != nil {
+			return nil, err
+		}
+		logf("round %d: floor, %d publishers", r+1, n)
+		var lastStats floorStats
+		f, err := ingestPhaseRun(ctx, c, fl, fprof, func(ctx context.Context) ([]ingestPublisher, error) {
+			return publishMany(ctx, n, c.ingest.parallel, func(ctx context.Context, _ int) (ingestPublisher, error) {
+				p, err := publishBare(ctx, client, fl.base, video, audio, c.fps)
+				if err != nil {
+					return nil, err
+				}
+				return barePub{p}, nil
+			}, func(p ingestPublisher) { p.close() })
+		}, func() (float64, float64, error) {
+			st, err := getFloorStats(client, fl.base)
+			lastStats = st
+			return float64(st.RTP), float64(st.VideoLost), err
+		})
+		if err != nil {
+			return nil, err
+		}
+		st0 := lastStats // the end of the window
+		if st0.Reads > 0 {
+			f.DatagramsPerRead = round2(float64(st0.Datagrams) / float64(st0.Reads))
+		}
+		f.DecryptErrors = st0.DecryptErrors
+		if req, err := http.NewRequestWithContext(ctx, http.MethodPost, fl.base+"/reset", nil); err == nil {
+			if resp, err := client.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}
+		round := ingestRound{Gateway: g, Floor: f, CPURatio: ratio(g.CPUPerPublisherPct, f.CPUPerPublisherPct)}
+		ir.Rounds = append(ir.Rounds, round)
+		logf("round %d: gateway %.4f%% / floor %.4f%% per publisher = %.2fx (load %.2f, %.2f)", r+1, g.CPUPerPublisherPct, f.CPUPerPublisherPct, round.CPURatio, g.LoadAvg[1], f.LoadAvg[1])
+	}
+	var gs, fs, rs []float64
+	for _, r := range ir.Rounds {
+		gs, fs, rs = append(gs, r.Gateway.CPUPerPublisherPct), append(fs, r.Floor.CPUPerPublisherPct), append(rs, r.CPURatio)
+	}
+	ir.GatewayPerPublisherPct, ir.FloorPerPublisherPct, ir.CPURatio = round4(median(gs)), round4(median(fs)), round2(median(rs))
+	return rep, ctx.Err()
+}
+
+// ingestPhaseRun measures one phase on tg: its CPU before the publishers,
+// then publishers made by start, a settle time, and the window; counters
+// gives the packets received and lost so far.
+func ingestPhaseRun(ctx context.Context, c config, tg target, profile string, start func(context.Context) ([]ingestPublisher, error), counters func() (pkts, lost float64, err error)) (*ingestPhase, error) {
+	res := &ingestPhase{Target: tg.base}
+	res.RSSBaseKiB, _ = procRSS(tg.pid)
+	idle := startCPU(tg.pid)
+	if !sleep(ctx, c.idle) {
+		return nil, ctx.Err()
+	}
+	res.CPUIdlePct = idle.percent()
+	pubs, err := start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(pubs)
+	if !sleep(ctx, c.ingest.settle) {
+		return nil, ctx.Err()
+	}
+	p0, l0, err := counters()
+	if err != nil {
+		return nil, err
+	}
+	res.LoadAvg[0] = loadAvg()
+	cpu, self := startCPU(tg.pid), startCPU(os.Getpid())
+	var profErr error
+	profDone := make(chan struct{})
+	if profile != "" {
+		go func() {
+			defer close(profDone)
+			profErr = fetchProfile(ctx, tg.base, profile, c.duration)
+		}()
+	} else {
+		close(profDone)
+	}
+	if !sleep(ctx, c.duration) {
+		<-profDone
+		return nil, ctx.Err()
+	}
+	res.CPUPct, res.ClientCPUPct = cpu.percent(), self.percent()
+	el := time.Since(cpu.at)
+	p1, l1, err := counters()
+	if err != nil {
+		return nil, err
+	}
+	res.LoadAvg[1] = loadAvg()
+	res.RSSKiB, _ = procRSS(tg.pid)
+	<-profDone
+	if profErr != nil {
+		return nil, fmt.Errorf("profile: %w", profErr)
+	}
+	n := float64(len(pubs))
+	for _, p := range pubs {
+		k, l := p.stats()
+		res.KeyframeRequests += k
+		res.LateTicks += l
+	}
+	res.PacketsPerSec = math.Round((p1 - p0) / el.Seconds())
+	res.Lost = l1 - l0
+	work := res.CPUPct - res.CPUIdlePct
+	res.CPUPerPublisherPct = round4(work / n)
+	if res.PacketsPerSec > 0 {
+		// % of a core = 10 ms of CPU a second.
+		res.CPUUsPerPacket = round2(work * 1e4 / res.PacketsPerSec)
+	}
+	res.RSSPerPublisherKiB = math.Round(float64(res.RSSKiB-res.RSSBaseKiB)/n*10) / 10
+	res.CPUPct, res.CPUIdlePct, res.ClientCPUPct = round2(res.CPUPct), round2(res.CPUIdlePct), round2(res.ClientCPUPct)
+	return res, nil
+}
+
+// scrapeSums reads a Prometheus text page and sums every sample of each name.
+func scrapeSums(client *http.Client, url string, names ...string) (map[string]float64, error) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	m := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.IndexAny(line, "{ ")
+		if i < 0 || !slices.Contains(names, line[:i]) {
+			continue
+		}
+		j := strings.LastIndexByte(line, ' ')
+		if v, err := strconv.ParseFloat(line[j+1:], 64); err == nil {
+			m[line[:i]] += v
+		}
+	}
+	return m, sc.Err()
+}
+
+func getFloorStats(client *http.Client, base string) (floorStats, error) {
+	var st floorStats
+	resp, err := client.Get(base + "/stats")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("ingest floor stats: %s", resp.Status)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// startIngestFloor starts the ingest floor server: a child process, or in
+// this process with -inprocess.
+func startIngestFloor(ctx context.Context, c config, stderr io.Writer) (target, error) {
+	if c.inprocess {
+		h, cleanup, err := newIngestFloorHandler(c.logLevel, stderr)
+		if err != nil {
+			return target{}, err
+		}
+		base, stop, err := serveLoopback(h, cleanup, nil, false)
+		return target{base: base, pid: os.Getpid(), stop: stop}, err
+	}
+	return startChild(ctx, stderr, "-serve-ingest-floor", "-log-level", c.logLevel)
+}
+
+func newIngestFloorHandler(level string, logw io.Writer) (http.Handler, func(), error) {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	f, err := newIngestFloor(slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: lv})))
+	if err != nil {
+		return nil, nil, err
+	}
+	return withPprof(f.Handler()), f.Close, nil
+}
+
+func (ir *ingestReport) writeText(w io.Writer, r *report) {
+	fmt.Fprintf(w, "loadtest %s: ingest of %d publishers (720p30 H.264 + Opus, audio %v), %d rounds, window %.0fs\n", r.Time, ir.Publishers, r.Audio, len(ir.Rounds), r.Duration)
+	for i, rd := range ir.Rounds {
+		for _, p := range []struct {
+			name string
+			x    *ingestPhase
+		}{{"gateway", rd.Gateway}, {"floor", rd.Floor}} {
+			x := p.x
+			fmt.Fprintf(w, "round %d %s (%s), load %.2f -> %.2f\n", i+1, p.name, x.Target, x.LoadAvg[0], x.LoadAvg[1])
+			fmt.Fprintf(w, "  server CPU %.2f%% of a core (idle %.2f%%): %.4f%% per publisher, %.2f us per packet (%.0f packets/s); load tool CPU %.2f%%\n", x.CPUPct, x.CPUIdlePct, x.CPUPerPublisherPct, x.CPUUsPerPacket, x.PacketsPerSec, x.ClientCPUPct)
+			fmt.Fprintf(w, "  server RSS %d KiB (base %d KiB): %.1f KiB per publisher; video packets lost %.0f, keyframe requests %d, late frames %d", x.RSSKiB, x.RSSBaseKiB, x.RSSPerPublisherKiB, x.Lost, x.KeyframeRequests, x.LateTicks)
+			if x.DatagramsPerRead > 0 {
+				fmt.Fprintf(w, ", %.2f datagrams per read", x.DatagramsPerRead)
+			}
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "round %d gateway / floor CPU per publisher: %.2f\n", i+1, rd.CPURatio)
+	}
+	fmt.Fprintf(w, "median: gateway %.4f%%, floor %.4f%% of a core per publisher; gateway / floor %.2f\n", ir.GatewayPerPublisherPct, ir.FloorPerPublisherPct, ir.CPURatio)
+}

@@ -50,6 +50,8 @@ export function detectMode(requested = 'auto', g = globalThis) {
   }
 }
 
+const VIDEO_EVENTS = ['playing', 'waiting', 'error', 'stalled', 'volumechange', 'ratechange', 'pause'];
+
 const round = (x, d = 3) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : null);
 
 // ---------------------------------------------------------------------------
@@ -217,6 +219,7 @@ export class MSEPlayer extends EventTarget {
     this.seeks = 0;
     this.jumps = 0;
     this.stalls = 0;
+    this.stallTime = 0; // seconds spent in stalls (counted when each one ends)
     this.gapJumps = 0;
     this.rebuilds = 0;
     this.needsGesture = false;
@@ -226,7 +229,12 @@ export class MSEPlayer extends EventTarget {
     this.sinceInit = false; // media of a live init is flowing (not after eos/error)
     this.stopped = true;
     this.userPaused = false;
-    this.lastRebuildAt = 0;
+    this.lastRebuildAt = -Infinity; // a media error in the first seconds is rebuilt too
+    this.wantMuted = true; // what the viewer asked for (setMuted); the engine may not change it
+    this.rateTrim = true; // catch up by playbackRate (false: this engine cannot, see _rateQuirk)
+    this.rateQuirk = ''; // why rate trimming was turned off, for stats and tests
+    this.lastRateAt = -Infinity;
+    this.trimCheck = null; // {since, wall, media}: does a rate above 1 really catch up here?
     this.startedAt = 0;
     this.lastT = NaN;
     this.stallTicks = 0;
@@ -246,7 +254,7 @@ export class MSEPlayer extends EventTarget {
     try { video.disableRemotePlayback = true; } catch { /* not supported */ }
 
     this._onVideo = (ev) => this._videoEvent(ev);
-    for (const t of ['playing', 'waiting', 'error', 'stalled']) video.addEventListener(t, this._onVideo);
+    for (const t of VIDEO_EVENTS) video.addEventListener(t, this._onVideo);
     this._onVisibility = () => { if (!document.hidden) this._tick(); };
   }
 
@@ -317,10 +325,11 @@ export class MSEPlayer extends EventTarget {
 
   destroy() {
     this.stop();
-    for (const t of ['playing', 'waiting', 'error', 'stalled']) this.video.removeEventListener(t, this._onVideo);
+    for (const t of VIDEO_EVENTS) this.video.removeEventListener(t, this._onVideo);
   }
 
   setMuted(muted) {
+    this.wantMuted = !!muted;
     this.video.muted = !!muted;
     if (!muted && this.video.volume === 0) this.video.volume = 1;
     if (!muted) this.play(); // unmuting inside a click also satisfies autoplay rules
@@ -364,6 +373,7 @@ export class MSEPlayer extends EventTarget {
 
   _engineEvent(ev) {
     if (this.stopped) return;
+    if (ev.type !== 'appended' || !this.started) this._trace(ev.type, ev.message || ev.kind || '');
     switch (ev.type) {
       case 'open':
         if (this.state === 'connecting') this._setState('connecting', 'connected, waiting for the server');
@@ -436,6 +446,7 @@ export class MSEPlayer extends EventTarget {
 
   _videoEvent(ev) {
     const v = this.video;
+    this._trace(`video:${ev.type}`, `muted=${v.muted} rate=${v.playbackRate} paused=${v.paused}`);
     switch (ev.type) {
       case 'playing':
         if (this.sinceInit && this.state !== 'playing') this._setState('playing', 'playing');
@@ -443,6 +454,19 @@ export class MSEPlayer extends EventTarget {
       case 'waiting':
       case 'stalled':
         this._jumpGap();
+        break;
+      case 'volumechange':
+        // WebKitGTK (GStreamer) unmutes the element when playbackRate changes; the
+        // autoplay policy then pauses it. Only setMuted() may change muted here.
+        if (v.muted !== this.wantMuted && performance.now() - this.lastRateAt < 1500) {
+          v.muted = this.wantMuted;
+          this._rateQuirk('a playbackRate change unmuted the element');
+          if (!this.userPaused && this.sinceInit) this._play();
+        }
+        break;
+      case 'pause':
+        // Paused by the engine (autoplay policy after an unwanted unmute), not by us.
+        if (!this.userPaused && !this.needsGesture && this.sinceInit && this.started) setTimeout(() => this._play(), 0);
         break;
       case 'error': {
         if (!this.backend || this.stopped) break;
@@ -457,6 +481,11 @@ export class MSEPlayer extends EventTarget {
           this.rebuilds++;
           this.started = false;
           this.backend.rebuild();
+          if (this.state !== 'playing') this._setState(this.state, `${msg}; restarting the decoder`);
+        } else {
+          // Not rebuilt now (too soon after the last one): say so, the next error retries.
+          if (this.state !== 'playing') this._setState(this.state, msg);
+          else this._emitState();
         }
         break;
       }
@@ -481,8 +510,17 @@ export class MSEPlayer extends EventTarget {
     }
   }
 
+  /** A short ring of recent events (player.trace) for debugging and tests. */
+  _trace(what, detail = '') {
+    const v = this.video;
+    const tr = this.trace || (this.trace = []);
+    tr.push(`${Math.round(performance.now())} ${what}${detail ? ' ' + detail : ''} rs=${v.readyState} t=${v.currentTime.toFixed(3)}`);
+    if (tr.length > 60) tr.shift();
+  }
+
   _seek(t) {
     if (!Number.isFinite(t)) return;
+    this._trace('seek', t.toFixed(3));
     this.smoothLatency = NaN;
     try {
       this.video.currentTime = t;
@@ -494,9 +532,69 @@ export class MSEPlayer extends EventTarget {
 
   _setRate(r) {
     const v = this.video;
+    if (!this.rateTrim) r = 1;
     if (Math.abs(v.playbackRate - r) > 0.004) {
-      try { v.playbackRate = r; } catch { /* ignore */ }
+      this.lastRateAt = performance.now();
+      try {
+        // Catch up without chipmunk audio (the default, but say it).
+        if ('preservesPitch' in v) v.preservesPitch = true;
+        else if ('webkitPreservesPitch' in v) v.webkitPreservesPitch = true;
+        v.playbackRate = r;
+      } catch { /* ignore */ }
+      if (v.muted !== this.wantMuted) { // WebKitGTK: see the volumechange handler
+        v.muted = this.wantMuted;
+        this._rateQuirk('a playbackRate change unmuted the element');
+      }
     }
+  }
+
+  /**
+   * This engine cannot trim latency by playbackRate (a rate change unmutes, or a rate
+   * above 1 does not make the playhead go faster): keep 1.0 and catch up by seeking.
+   * A feature check by behaviour, so Safari and the others keep rate trimming.
+   */
+  _rateQuirk(why) {
+    if (!this.rateTrim) return;
+    console.warn(`MSE: ${why}: catching up by seeking instead of playbackRate`);
+    this._trace('rate-quirk', why);
+    this.rateTrim = false;
+    this.rateQuirk = why;
+    this._setRate(1);
+  }
+
+  /** Does a rate above 1 really move the playhead faster? Checked over 3 s of trimming. */
+  _checkTrim(now, t) {
+    const v = this.video;
+    if (!this.rateTrim || v.paused || v.seeking || v.playbackRate < 1.05) {
+      this.trimCheck = null;
+      return;
+    }
+    const c = this.trimCheck;
+    if (!c) {
+      this.trimCheck = { wall: now, media: t, rate: v.playbackRate };
+      return;
+    }
+    const wall = (now - c.wall) / 1000;
+    if (wall < 3) return;
+    const gained = (t - c.media) - wall; // media seconds gained on the wall clock
+    const want = (c.rate - 1) * wall;
+    this.trimCheck = null;
+    if (gained < 0.25 * want) this._rateQuirk(`playbackRate ${c.rate.toFixed(2)} gained ${(gained * 1000).toFixed(0)} ms in ${wall.toFixed(1)} s`);
+  }
+
+  /**
+   * May the player seek now? Not while the element is still prerolling the data at its
+   * playhead (readyState < HAVE_CURRENT_DATA with the playhead at or just before the
+   * buffered data): WebKit (GStreamer) fails such a seek with media error 4 "Failed to
+   * push buffer". A playhead away from all data (joining a running stream) may seek.
+   */
+  _canSeek() {
+    const v = this.video;
+    if (v.readyState >= 2) return true;
+    const b = v.buffered;
+    const t = v.currentTime;
+    for (let i = 0; i < b.length; i++) if (t > b.start(i) - 1 && t <= b.end(i)) return false;
+    return true;
   }
 
   _maybeStart() {
@@ -504,7 +602,9 @@ export class MSEPlayer extends EventTarget {
     const b = this.video.buffered;
     if (!b.length) return;
     const i = b.length - 1;
-    this._seek(Math.max(b.start(i), b.end(i) - this.targetLatency));
+    // A cold stream starts where the playhead is: play from there, the controller
+    // trims the latency once the element has data (see _canSeek).
+    if (this._canSeek()) this._seek(Math.max(b.start(i), b.end(i) - this.targetLatency));
     this.started = true;
     this.startedAt = performance.now();
     this.stallTicks = 0;
@@ -533,6 +633,7 @@ export class MSEPlayer extends EventTarget {
     this.lastStallAt = now;
     if (this.inStall) return;
     this.inStall = true;
+    this.stallStartedAt = now - 2 * this.controlIntervalMs; // noticed after two still ticks
     this.stalls++;
     this.targetLatency = Math.min(this.maxLatency, round(this.targetLatency + 0.1));
   }
@@ -579,21 +680,29 @@ export class MSEPlayer extends EventTarget {
       if (++this.stallTicks >= 2) this._noteStall(now);
     } else if (moving) {
       this.stallTicks = 0;
-      if (!starved) this.inStall = false; // recovered: playing with data ahead
+      if (!starved && this.inStall) { // recovered: playing with data ahead
+        this.inStall = false;
+        this.stallTime += Math.max(0, now - this.stallStartedAt) / 1000;
+      }
     }
     if (this.targetLatency > this.baseLatency && now - this.lastStallAt > 10000 && now - this.lastCreepAt > 2500) {
       this.lastCreepAt = now;
       this.targetLatency = Math.max(this.baseLatency, round(this.targetLatency - 0.025));
     }
     const target = this.targetLatency;
+    this._checkTrim(now, t);
 
-    if (t < b.start(0) - 0.05 || t > end + 0.5) {
+    if (!this._canSeek()) {
+      // Prerolling (see _canSeek): no seek, no rate change yet.
+      if (v.paused && this.sinceInit && !this.userPaused && !this.needsGesture) this._play();
+    } else if (t < b.start(0) - 0.05 || t > end + 0.5) {
       // Playhead outside the data (evicted under it, timeline jump): go to the live edge.
       this._seek(Math.max(b.start(last), end - target));
     } else if (!this.userPaused && !this.needsGesture) {
       // (Waiting for a click to start: no seeks; the first tick after it jumps to the edge.)
       const startup = now - this.startedAt < 3000;
-      const jumpAt = target + (startup ? 0.3 : Math.max(1, target));
+      // Without rate trimming (see _rateQuirk) a seek is the only way back.
+      const jumpAt = target + (startup ? 0.3 : this.rateTrim ? Math.max(1, target) : Math.max(0.25, target));
       // The buffered end moves in whole frames: steer on a smoothed latency.
       this.smoothLatency = Number.isFinite(this.smoothLatency) ? 0.7 * this.smoothLatency + 0.3 * latency : latency;
       const excess = this.smoothLatency - target;
@@ -695,6 +804,8 @@ export class MSEPlayer extends EventTarget {
       seeks: this.seeks,
       jumps: this.jumps,
       stalls: this.stalls,
+      stallTime: round(this.stallTime + (this.inStall ? Math.max(0, now - this.stallStartedAt) / 1000 : 0), 2),
+      rateTrim: this.rateTrim,
       gapJumps: this.gapJumps,
       rebuilds: this.rebuilds,
       reconnects: st.reconnects || 0,

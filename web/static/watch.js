@@ -50,10 +50,10 @@ function renderState(state, message) {
 }
 
 function renderStats(s) {
-  $('s-latency').textContent = s.latency === null ? '—' : `${fmtSec(s.latency)} (target ${fmtSec(s.targetLatency)})`;
+  $('s-latency').textContent = s.latency === null ? '—' : `${fmtSec(s.latency)} (target ${fmtSec(s.targetLatency)}${s.rateTrim === false ? ', seeks' : ''})`;
   $('s-buffer').textContent = s.buffered === null ? '—' : `${fmtSec(s.buffered)} ahead, ${s.bufferedRange.toFixed(1)} s kept`;
   $('s-mode').textContent = s.mode || '—';
-  $('s-stalls').textContent = `${s.stalls} stalls, ${s.jumps} jumps`;
+  $('s-stalls').textContent = `${s.stalls} (${(s.stallTime || 0).toFixed(1)} s), ${s.jumps} jumps`;
   $('s-res').textContent = s.width && s.height ? `${s.width}×${s.height}` : '—';
   $('s-fps').textContent = s.fps === null ? '—' : s.fps.toFixed(1);
   $('s-bitrate').textContent = s.bitrate === null ? '—' : formatBitrate(s.bitrate);
@@ -62,6 +62,7 @@ function renderStats(s) {
   $('s-segments').textContent = `${s.segments}${s.queue ? ` (${s.queue} queued)` : ''}`;
   $('s-inits').textContent = String(s.inits);
   $('s-reconnects').textContent = String(s.reconnects);
+  if (window.player && window.player.lastError) $('i-error').textContent = window.player.lastError;
 }
 
 function renderInit(info) {

@@ -525,6 +525,15 @@ export class MSEPipeline {
     this.ms = ms;
     this.type = type;
     this.sig = sig;
+    // ManagedMediaSource (Safari, WebKitGTK) says when the system wants appends to stop
+    // (endstreaming) and to start again (startstreaming). A live stream cannot pause its
+    // socket, so media keeps being appended (the UA still accepts it); the state is
+    // reported, and the player goes back to the live edge when streaming starts again.
+    if ('onstartstreaming' in ms || typeof ms.streaming === 'boolean') {
+      this.streaming = true;
+      ms.addEventListener('startstreaming', () => { this.streaming = true; this._emit('streaming', { on: true }); });
+      ms.addEventListener('endstreaming', () => { this.streaming = false; this._emit('streaming', { on: false }); });
+    }
     ms.addEventListener('sourceopen', () => {
       if (this.ms !== ms || this.destroyed) return;
       try {
@@ -748,6 +757,7 @@ export class StreamEngine {
       appends: p ? p.appends : 0,
       droppedSegments: p ? p.dropped : 0,
       sinceInit: this.sinceInit,
+      streaming: p && typeof p.streaming === 'boolean' ? p.streaming : null, // ManagedMediaSource only
       buffered: p ? p.bufferedRanges() : [],
     };
   }

@@ -432,6 +432,11 @@ export class MSEPlayer extends EventTarget {
           this._setState('error', ev.message);
         }
         break;
+      case 'streaming':
+        // ManagedMediaSource: back from endstreaming, go to the live edge (the tick does).
+        this.streaming = ev.on;
+        if (ev.on) this.smoothLatency = NaN;
+        break;
       case 'dropped':
         console.warn(`MSE: append queue overflow, dropped ${ev.count} segments`);
         break;
@@ -465,8 +470,10 @@ export class MSEPlayer extends EventTarget {
         }
         break;
       case 'pause':
-        // Paused by the engine (autoplay policy after an unwanted unmute), not by us.
-        if (!this.userPaused && !this.needsGesture && this.sinceInit && this.started) setTimeout(() => this._play(), 0);
+        // Paused by the engine right after a rate change (WebKitGTK's autoplay policy after
+        // the unwanted unmute, see volumechange), not by us or a refused autoplay.
+        if (!this.userPaused && !this.needsGesture && this.sinceInit && this.started &&
+          performance.now() - this.lastRateAt < 1500) setTimeout(() => this._play(), 0);
         break;
       case 'error': {
         if (!this.backend || this.stopped) break;

@@ -1,6 +1,6 @@
 // Package peer owns the gateway's WebRTC side: one Pion API whose
-// MediaEngine offers only codecs MSE can play from fMP4, the NACK, RTCP report
-// and TWCC interceptors, the single-port ICE UDP mux, and each publisher's
+// MediaEngine offers only codecs MSE can play from fMP4, the NACK generator,
+// receiver report and TWCC interceptors, the single-port ICE UDP mux, and each publisher's
 // PeerConnection lifecycle: negotiation, reading RTP into a remuxer, and
 // keyframe requests (PLI). It knows nothing about fMP4 beyond handing packets
 // to remux.
@@ -19,6 +19,8 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/logging"
 	"github.com/pion/webrtc/v4"
 )
@@ -68,13 +70,24 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if err := registerCodecs(me); err != nil {
 		return nil, fmt.Errorf("peer: register codecs: %w", err)
 	}
+	// Only the interceptors a receive-only peer uses: the NACK generator
+	// and receiver reports. The gateway sends no media, so Pion's NACK
+	// responder and sender reports (a goroutine and a ticker per
+	// connection, as webrtc.ConfigureNack and ConfigureRTCPReports add
+	// them) would have nothing to do.
 	ir := &interceptor.Registry{}
-	if err := webrtc.ConfigureNack(me, ir); err != nil {
+	nackGen, err := nack.NewGeneratorInterceptor()
+	if err != nil {
 		return nil, fmt.Errorf("peer: nack: %w", err)
 	}
-	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+	me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
+	me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
+	ir.Add(nackGen)
+	reports, err := report.NewReceiverInterceptor()
+	if err != nil {
 		return nil, fmt.Errorf("peer: rtcp reports: %w", err)
 	}
+	ir.Add(reports)
 	// Simulcast publishers (several encodings of one video, told apart by
 	// RID) are accepted; the session remuxes one layer (simulcast.go).
 	// Without these extensions browsers reject an answer that takes simulcast.
@@ -148,15 +161,24 @@ func openUDPMux(cfg Config, ipFilter func(net.IP) bool, plog pionLogger) (ice.UD
 		}
 		_ = conn.SetReadBuffer(udpSocketBuffer)
 		_ = conn.SetWriteBuffer(udpSocketBuffer)
-		return ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn, Logger: plog.NewLogger("ice")}), nil
+		bc, err := NewBatchConn(conn)
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: bc, Logger: plog.NewLogger("ice")}), nil
 	}
 	rescan := cfg.InterfaceRescan
 	if rescan <= 0 {
 		rescan = 10 * time.Second
 	}
 	logger := plog.NewLogger("ice")
-	newMux := func(c *net.UDPConn) ice.UDPMux {
-		return ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: c, Logger: logger})
+	newMux := func(c *net.UDPConn) (ice.UDPMux, error) {
+		bc, err := NewBatchConn(c)
+		if err != nil {
+			return nil, err
+		}
+		return ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: bc, Logger: logger}), nil
 	}
 	return newInterfaceMux(cfg.UDPPort, cfg.IncludeLoopback || cfg.LoopbackOnly, ipFilter, rescan, cfg.Logger, newMux)
 }

@@ -29,7 +29,7 @@ type interfaceMux struct {
 	includeLoopback bool
 	filter          func(net.IP) bool
 	log             *slog.Logger
-	newMux          func(*net.UDPConn) ice.UDPMux
+	newMux          func(*net.UDPConn) (ice.UDPMux, error)
 
 	mu      sync.RWMutex
 	byAddr  map[string]ice.UDPMux // "ip:port" as Pion's candidates name it
@@ -41,7 +41,7 @@ type interfaceMux struct {
 	done chan struct{} // closed when the rescan loop ends; nil before it starts
 }
 
-func newInterfaceMux(port int, includeLoopback bool, filter func(net.IP) bool, rescan time.Duration, log *slog.Logger, newMux func(*net.UDPConn) ice.UDPMux) (*interfaceMux, error) {
+func newInterfaceMux(port int, includeLoopback bool, filter func(net.IP) bool, rescan time.Duration, log *slog.Logger, newMux func(*net.UDPConn) (ice.UDPMux, error)) (*interfaceMux, error) {
 	m := &interfaceMux{
 		port: port, includeLoopback: includeLoopback, filter: filter, log: log, newMux: newMux,
 		byAddr: map[string]ice.UDPMux{}, bound: map[netip.Addr]bool{}, skipped: map[netip.Addr]string{},
@@ -103,7 +103,11 @@ func (m *interfaceMux) scan() error {
 		}
 		_ = conn.SetReadBuffer(udpSocketBuffer)
 		_ = conn.SetWriteBuffer(udpSocketBuffer)
-		mux := m.newMux(conn)
+		mux, err := m.newMux(conn)
+		if err != nil {
+			conn.Close()
+			return fmt.Errorf("peer: ICE UDP port on %s: %w", a, err)
+		}
 		m.mu.Lock()
 		if m.closed {
 			m.mu.Unlock()

@@ -204,14 +204,32 @@ func (s *Session) readRTP(track *webrtc.TrackRemote, kind webrtc.RTPCodecType) {
 	default:
 		s.log.Warn("ignoring extra track", "kind", kind.String(), "ssrc", uint32(track.SSRC()))
 	}
+	if push == nil {
+		push = func(*rtp.Packet, time.Time) {}
+	}
+	pumpRTP(track.Read, push)
+}
+
+// rtpReadBuffer is the buffer a track is read into: above Pion's receive
+// MTU (1460 by default), which bounds the packets it hands out.
+const rtpReadBuffer = 1500
+
+// pumpRTP reads packets with read and pushes each until read fails: the
+// per-packet path of a track. The buffer and the packet are reused (the
+// remuxer copies what it keeps), so nothing is allocated per packet; a
+// packet that does not parse is skipped.
+func pumpRTP[A any](read func([]byte) (int, A, error), push func(*rtp.Packet, time.Time)) {
+	buf := make([]byte, rtpReadBuffer)
+	var pkt rtp.Packet
 	for {
-		pkt, _, err := track.ReadRTP()
+		n, _, err := read(buf)
 		if err != nil {
 			return
 		}
-		if push != nil {
-			push(pkt, time.Now())
+		if pkt.Unmarshal(buf[:n]) != nil {
+			continue
 		}
+		push(&pkt, time.Now())
 	}
 }
 

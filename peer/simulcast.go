@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/mseway/mseway/contain"
@@ -66,19 +67,15 @@ func (s *Session) readSimulcastLayer(track *webrtc.TrackRemote) {
 	if first {
 		s.useLayer(l)
 	}
-	for {
-		pkt, _, err := track.ReadRTP()
-		if err != nil {
-			return
-		}
+	pumpRTP(track.Read, func(pkt *rtp.Packet, at time.Time) {
 		l.bytes.Add(int64(len(pkt.Payload)))
 		if w, h, ok := remux.PictureSize(mime, pkt.Payload); ok {
 			l.pixels.Store(int64(w) * int64(h))
 		}
 		if ls.current.Load() == l {
-			s.stream.PushVideo(pkt, time.Now())
+			s.stream.PushVideo(pkt, at)
 		}
-	}
+	})
 }
 
 // useLayer makes l the remuxed layer; keyframe requests go to it.

@@ -34,18 +34,23 @@ type ingestConfig struct {
 	rounds     int
 	parallel   int
 	settle     time.Duration
+	compare    string
 }
 
 func (ic *ingestConfig) addFlags(fs *flag.FlagSet) {
 	fs.IntVar(&ic.publishers, "ingest", 0, "ingest mode: N publishers and no viewer, the gateway against the ingest floor (a bare SRTP reader: batched reads, decrypt, remux), in alternated rounds")
 	fs.IntVar(&ic.rounds, "ingest-rounds", 2, "ingest: rounds, each a gateway phase then a floor phase")
 	fs.IntVar(&ic.parallel, "publish-parallel", 8, "WHIP publishes made at once (-ingest, -streams)")
+	fs.StringVar(&ic.compare, "ingest-compare", "", "ingest: another build of this tool (e.g. /tmp/loadtest-before); each round then also measures the gateway of that build (its -serve-gateway), between this build's gateway and the floor")
 	fs.DurationVar(&ic.settle, "ingest-settle", 5*time.Second, "ingest: wait after the last publisher is live before the window")
 }
 
 func (ic *ingestConfig) check(c *config) error {
 	if ic.publishers < 0 || ic.rounds < 1 || ic.parallel < 1 {
 		return errors.New("-ingest must be >= 0, -ingest-rounds and -publish-parallel >= 1")
+	}
+	if ic.compare != "" && (ic.publishers == 0 || c.inprocess) {
+		return errors.New("-ingest-compare needs -ingest and child processes (not -inprocess)")
 	}
 	if ic.publishers > 0 && (c.url != "" || c.cl.nodes > 0 || c.soak.duration > 0 || c.tls) {
 		return errors.New("-ingest starts its own gateway and floor: not with -url, -cluster, -soak or -tls")
@@ -70,13 +75,20 @@ type ingestPhase struct {
 	KeyframeRequests   int64      `json:"keyframeRequests"` // received by the publishers, whole phase
 	LateTicks          int64      `json:"lateTicks"`        // video frames the publishers sent late
 	DatagramsPerRead   float64    `json:"datagramsPerRead,omitempty"`
-	DecryptErrors      uint64     `json:"decryptErrors,omitempty"`
+	// GoroutinesPerPublisher: the gateway's go_goroutines, added per publisher.
+	GoroutinesPerPublisher float64 `json:"goroutinesPerPublisher,omitempty"`
+	DecryptErrors          uint64  `json:"decryptErrors,omitempty"`
 }
 
 type ingestRound struct {
 	Gateway  *ingestPhase `json:"gateway"`
+	Compare  *ingestPhase `json:"compare,omitempty"` // the -ingest-compare build's gateway
 	Floor    *ingestPhase `json:"floor"`
 	CPURatio float64      `json:"cpuPerPublisherRatio"` // gateway / floor
+	// CompareRatio is this build's gateway / the other build's, and
+	// CompareFloorRatio the other build's gateway / floor.
+	CompareRatio      float64 `json:"cpuPerPublisherRatioToCompare,omitempty"`
+	CompareFloorRatio float64 `json:"compareCpuPerPublisherRatio,omitempty"`
 }
 
 type ingestReport struct {
@@ -86,6 +98,8 @@ type ingestReport struct {
 	GatewayPerPublisherPct float64 `json:"gatewayCpuPerPublisherPct"`
 	FloorPerPublisherPct   float64 `json:"floorCpuPerPublisherPct"`
 	CPURatio               float64 `json:"cpuPerPublisherRatio"`
+	ComparePerPublisherPct float64 `json:"compareCpuPerPublisherPct,omitempty"`
+	CompareRatio           float64 `json:"cpuPerPublisherRatioToCompare,omitempty"`
 }
 
 // ingestPublisher is a WHIP publisher or a bare one.
@@ -171,6 +185,14 @@ func runIngest(ctx context.Context, c config, stderr io.Writer) (*report, error)
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	defer gw.stop()
+	var cmp target
+	if c.ingest.compare != "" {
+		if cmp, err = startChildExe(ctx, stderr, c.ingest.compare, "-serve-gateway", "-log-level", c.logLevel); err != nil {
+			return nil, fmt.Errorf("-ingest-compare gateway: %w", err)
+		}
+		defer cmp.stop()
+		logf("compared gateway (%s) at %s (pid %d)", c.ingest.compare, cmp.base, cmp.pid)
+	}
 	fl, err := startIngestFloor(ctx, c, stderr)
 	if err != nil {
 		return nil, fmt.Errorf("ingest floor: %w", err)
@@ -183,25 +205,34 @@ func runIngest(ctx context.Context, c config, stderr io.Writer) (*report, error)
 		if r == 0 {
 			gprof, fprof = c.gatewayProfile, c.floorProfile
 		}
+		gwPhase := func(tg target, profile string) (*ingestPhase, error) {
+			return ingestPhaseRun(ctx, c, tg, profile, func(ctx context.Context) ([]ingestPublisher, error) {
+				return publishMany(ctx, n, c.ingest.parallel, func(ctx context.Context, i int) (ingestPublisher, error) {
+					p, err := whipclient.Publish(ctx, whipclient.Options{
+						URL: tg.base + "/whip/" + streamName(i), Video: video, Audio: audio, FPS: c.fps,
+						LoopbackOnly: true, Lightweight: true, StampVideo: stampFrame,
+					})
+					if err != nil {
+						return nil, fmt.Errorf("publish %s: %w", streamName(i), err)
+					}
+					return whipPub{p}, nil
+				}, func(p ingestPublisher) { p.close() })
+			}, func() (float64, float64, float64, error) {
+				m, err := scrapeSums(client, tg.base+"/metrics", "gateway_ingest_packets_total", "gateway_ingest_packets_lost_total", "go_goroutines")
+				return m["gateway_ingest_packets_total"], m["gateway_ingest_packets_lost_total"], m["go_goroutines"], err
+			})
+		}
 		logf("round %d: gateway, %d publishers", r+1, n)
-		g, err := ingestPhaseRun(ctx, c, gw, gprof, func(ctx context.Context) ([]ingestPublisher, error) {
-			ps, err := publishMany(ctx, n, c.ingest.parallel, func(ctx context.Context, i int) (ingestPublisher, error) {
-				p, err := whipclient.Publish(ctx, whipclient.Options{
-					URL: gw.base + "/whip/" + streamName(i), Video: video, Audio: audio, FPS: c.fps,
-					LoopbackOnly: true, Lightweight: true, StampVideo: stampFrame,
-				})
-				if err != nil {
-					return nil, fmt.Errorf("publish %s: %w", streamName(i), err)
-				}
-				return whipPub{p}, nil
-			}, func(p ingestPublisher) { p.close() })
-			return ps, err
-		}, func() (float64, float64, error) {
-			m, err := scrapeSums(client, gw.base+"/metrics", "gateway_ingest_packets_total", "gateway_ingest_packets_lost_total")
-			return m["gateway_ingest_packets_total"], m["gateway_ingest_packets_lost_total"], err
-		})
+		g, err := gwPhase(gw, gprof)
 		if err != nil {
 			return nil, err
+		}
+		var cg *ingestPhase
+		if c.ingest.compare != "" {
+			logf("round %d: compared gateway, %d publishers", r+1, n)
+			if cg, err = gwPhase(cmp, ""); err != nil {
+				return nil, err
+			}
 		}
 		logf("round %d: floor, %d publishers", r+1, n)
 		var lastStats floorStats
@@ -213,10 +244,10 @@ func runIngest(ctx context.Context, c config, stderr io.Writer) (*report, error)
 				}
 				return barePub{p}, nil
 			}, func(p ingestPublisher) { p.close() })
-		}, func() (float64, float64, error) {
+		}, func() (float64, float64, float64, error) {
 			st, err := getFloorStats(client, fl.base)
 			lastStats = st
-			return float64(st.RTP), float64(st.VideoLost), err
+			return float64(st.RTP), float64(st.VideoLost), 0, err
 		})
 		if err != nil {
 			return nil, err
@@ -231,22 +262,30 @@ func runIngest(ctx context.Context, c config, stderr io.Writer) (*report, error)
 				resp.Body.Close()
 			}
 		}
-		round := ingestRound{Gateway: g, Floor: f, CPURatio: ratio(g.CPUPerPublisherPct, f.CPUPerPublisherPct)}
+		round := ingestRound{Gateway: g, Compare: cg, Floor: f, CPURatio: ratio(g.CPUPerPublisherPct, f.CPUPerPublisherPct)}
+		if cg != nil {
+			round.CompareRatio = ratio(g.CPUPerPublisherPct, cg.CPUPerPublisherPct)
+			round.CompareFloorRatio = ratio(cg.CPUPerPublisherPct, f.CPUPerPublisherPct)
+		}
 		ir.Rounds = append(ir.Rounds, round)
 		logf("round %d: gateway %.4f%% / floor %.4f%% per publisher = %.2fx (load %.2f, %.2f)", r+1, g.CPUPerPublisherPct, f.CPUPerPublisherPct, round.CPURatio, g.LoadAvg[1], f.LoadAvg[1])
 	}
-	var gs, fs, rs []float64
+	var gs, fs, rs, cs, crs []float64
 	for _, r := range ir.Rounds {
 		gs, fs, rs = append(gs, r.Gateway.CPUPerPublisherPct), append(fs, r.Floor.CPUPerPublisherPct), append(rs, r.CPURatio)
+		if r.Compare != nil {
+			cs, crs = append(cs, r.Compare.CPUPerPublisherPct), append(crs, r.CompareRatio)
+		}
 	}
 	ir.GatewayPerPublisherPct, ir.FloorPerPublisherPct, ir.CPURatio = round4(median(gs)), round4(median(fs)), round2(median(rs))
+	ir.ComparePerPublisherPct, ir.CompareRatio = round4(median(cs)), round2(median(crs))
 	return rep, ctx.Err()
 }
 
 // ingestPhaseRun measures one phase on tg: its CPU before the publishers,
 // then publishers made by start, a settle time, and the window; counters
 // gives the packets received and lost so far.
-func ingestPhaseRun(ctx context.Context, c config, tg target, profile string, start func(context.Context) ([]ingestPublisher, error), counters func() (pkts, lost float64, err error)) (*ingestPhase, error) {
+func ingestPhaseRun(ctx context.Context, c config, tg target, profile string, start func(context.Context) ([]ingestPublisher, error), counters func() (pkts, lost, goroutines float64, err error)) (*ingestPhase, error) {
 	res := &ingestPhase{Target: tg.base}
 	res.RSSBaseKiB, _ = procRSS(tg.pid)
 	idle := startCPU(tg.pid)
@@ -254,6 +293,10 @@ func ingestPhaseRun(ctx context.Context, c config, tg target, profile string, st
 		return nil, ctx.Err()
 	}
 	res.CPUIdlePct = idle.percent()
+	_, _, g0, err := counters()
+	if err != nil {
+		return nil, err
+	}
 	pubs, err := start(ctx)
 	if err != nil {
 		return nil, err
@@ -262,7 +305,7 @@ func ingestPhaseRun(ctx context.Context, c config, tg target, profile string, st
 	if !sleep(ctx, c.ingest.settle) {
 		return nil, ctx.Err()
 	}
-	p0, l0, err := counters()
+	p0, l0, _, err := counters()
 	if err != nil {
 		return nil, err
 	}
@@ -284,7 +327,7 @@ func ingestPhaseRun(ctx context.Context, c config, tg target, profile string, st
 	}
 	res.CPUPct, res.ClientCPUPct = cpu.percent(), self.percent()
 	el := time.Since(cpu.at)
-	p1, l1, err := counters()
+	p1, l1, g1, err := counters()
 	if err != nil {
 		return nil, err
 	}
@@ -307,6 +350,9 @@ func ingestPhaseRun(ctx context.Context, c config, tg target, profile string, st
 	if res.PacketsPerSec > 0 {
 		// % of a core = 10 ms of CPU a second.
 		res.CPUUsPerPacket = round2(work * 1e4 / res.PacketsPerSec)
+	}
+	if g1 > 0 {
+		res.GoroutinesPerPublisher = round2((g1 - g0) / n)
 	}
 	res.RSSPerPublisherKiB = math.Round(float64(res.RSSKiB-res.RSSBaseKiB)/n*10) / 10
 	res.CPUPct, res.CPUIdlePct, res.ClientCPUPct = round2(res.CPUPct), round2(res.CPUIdlePct), round2(res.ClientCPUPct)
@@ -386,17 +432,30 @@ func (ir *ingestReport) writeText(w io.Writer, r *report) {
 		for _, p := range []struct {
 			name string
 			x    *ingestPhase
-		}{{"gateway", rd.Gateway}, {"floor", rd.Floor}} {
+		}{{"gateway", rd.Gateway}, {"compared gateway", rd.Compare}, {"floor", rd.Floor}} {
 			x := p.x
+			if x == nil {
+				continue
+			}
 			fmt.Fprintf(w, "round %d %s (%s), load %.2f -> %.2f\n", i+1, p.name, x.Target, x.LoadAvg[0], x.LoadAvg[1])
 			fmt.Fprintf(w, "  server CPU %.2f%% of a core (idle %.2f%%): %.4f%% per publisher, %.2f us per packet (%.0f packets/s); load tool CPU %.2f%%\n", x.CPUPct, x.CPUIdlePct, x.CPUPerPublisherPct, x.CPUUsPerPacket, x.PacketsPerSec, x.ClientCPUPct)
 			fmt.Fprintf(w, "  server RSS %d KiB (base %d KiB): %.1f KiB per publisher; video packets lost %.0f, keyframe requests %d, late frames %d", x.RSSKiB, x.RSSBaseKiB, x.RSSPerPublisherKiB, x.Lost, x.KeyframeRequests, x.LateTicks)
+			if x.GoroutinesPerPublisher > 0 {
+				fmt.Fprintf(w, ", %.1f goroutines per publisher", x.GoroutinesPerPublisher)
+			}
 			if x.DatagramsPerRead > 0 {
 				fmt.Fprintf(w, ", %.2f datagrams per read", x.DatagramsPerRead)
 			}
 			fmt.Fprintln(w)
 		}
-		fmt.Fprintf(w, "round %d gateway / floor CPU per publisher: %.2f\n", i+1, rd.CPURatio)
+		fmt.Fprintf(w, "round %d gateway / floor CPU per publisher: %.2f", i+1, rd.CPURatio)
+		if rd.Compare != nil {
+			fmt.Fprintf(w, "; compared gateway / floor %.2f; gateway / compared gateway %.2f", rd.CompareFloorRatio, rd.CompareRatio)
+		}
+		fmt.Fprintln(w)
+	}
+	if ir.CompareRatio > 0 {
+		fmt.Fprintf(w, "median: compared gateway %.4f%% per publisher; gateway / compared gateway %.2f\n", ir.ComparePerPublisherPct, ir.CompareRatio)
 	}
 	fmt.Fprintf(w, "median: gateway %.4f%%, floor %.4f%% of a core per publisher; gateway / floor %.2f\n", ir.GatewayPerPublisherPct, ir.FloorPerPublisherPct, ir.CPURatio)
 }

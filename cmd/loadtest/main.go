@@ -355,17 +355,18 @@ func runLoad(ctx context.Context, c config, stderr io.Writer) (*report, error) {
 		pubs = nil
 	}
 	defer stopPubs()
-	for i := range c.streams {
-		pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
-		p, err := whipclient.Publish(pctx, whipclient.Options{
+	pubs, err = publishMany(ctx, c.streams, c.ingest.parallel, func(ctx context.Context, i int) (*whipclient.Publisher, error) {
+		p, err := whipclient.Publish(ctx, whipclient.Options{
 			URL: gw.base + "/whip/" + streamName(i), Video: video, Audio: audio, FPS: c.fps,
 			LoopbackOnly: true, Lightweight: true, StampVideo: stampFrame, TLS: clientTLS,
 		})
-		pcancel()
 		if err != nil {
 			return nil, fmt.Errorf("publish %s: %w", streamName(i), err)
 		}
-		pubs = append(pubs, p)
+		return p, nil
+	}, func(p *whipclient.Publisher) { p.Close() })
+	if err != nil {
+		return nil, err
 	}
 	logf("%d publisher(s) live; recording %s of %s", len(pubs), c.recordLen, streamName(0))
 	rctx, rcancel := context.WithTimeout(ctx, c.recordLen+15*time.Second)

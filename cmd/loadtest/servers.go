@@ -179,6 +179,11 @@ func startChild(ctx context.Context, stderr io.Writer, args ...string) (target, 
 	if err != nil {
 		return target{}, err
 	}
+	return startChildExe(ctx, stderr, exe, args...)
+}
+
+// startChildExe is startChild with another build of the tool (-ingest-compare).
+func startChildExe(ctx context.Context, stderr io.Writer, exe string, args ...string) (target, error) {
 	cmd := exec.Command(exe, args...)
 	// A test binary re-executed as a child runs run() instead of its tests (TestMain).
 	cmd.Env = append(os.Environ(), childEnv+"=1")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -568,8 +569,12 @@ func testAdminViewersAndEnd(t *testing.T, mode netMode) {
 	if r.DisconnectViewer("s", list[1].ID+100) || r.DisconnectViewer("nothing", list[0].ID) {
 		t.Fatal("disconnected a viewer that does not exist")
 	}
-	// a joined first (lower id).
-	if !r.DisconnectViewer("s", list[0].ID) {
+	// Which entry is a: the server sees a's local address as its remote.
+	ia := slices.IndexFunc(list, func(v mseout.ViewerInfo) bool { return v.Remote == a.LocalAddr() })
+	if ia < 0 {
+		t.Fatalf("viewer %s not in %+v", a.LocalAddr(), list)
+	}
+	if !r.DisconnectViewer("s", list[ia].ID) {
 		t.Fatal("DisconnectViewer: not found")
 	}
 	if ctl := expectText(t, a, "error"); !strings.Contains(ctl.Message, "operator") {

@@ -113,3 +113,6 @@ func (c *Conn) SendText(s string) error {
 
 // Close closes the socket.
 func (c *Conn) Close() error { return c.ws.Close() }
+
+// LocalAddr is the client side's address (what the server sees as remote).
+func (c *Conn) LocalAddr() string { return c.ws.LocalAddr().String() }

@@ -67,6 +67,12 @@ func (r *batchReader) init(c *net.UDPConn) error {
 	return nil
 }
 
+// empty reports whether the next read reads the socket.
+func (r *batchReader) empty() bool { return r.next >= r.n }
+
+// full reports whether the last read of the socket filled the batch.
+func (r *batchReader) full() bool { return r.n == len(r.hdrs) }
+
 func (r *batchReader) read(p []byte) (int, netip.AddrPort, error) {
 	for r.next >= r.n {
 		for i := range r.hdrs {

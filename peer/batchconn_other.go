@@ -18,6 +18,9 @@ func (r *batchReader) init(c *net.UDPConn) error {
 	return nil
 }
 
+func (r *batchReader) empty() bool { return true }
+func (r *batchReader) full() bool  { return false }
+
 func (r *batchReader) read(p []byte) (int, netip.AddrPort, error) {
 	n, ap, err := r.c.ReadFromUDPAddrPort(p)
 	if err == nil {

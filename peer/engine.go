@@ -44,7 +44,11 @@ type Config struct {
 	// InterfaceRescan is how often interface addresses are scanned for ones
 	// that can be bound now (UDPAddress empty); 0 = 10 s.
 	InterfaceRescan time.Duration
-	Logger          *slog.Logger
+	// ReadCoalesce is how long a read of the ICE socket waits, at most, for
+	// more datagrams when the last batch was not full (BatchConn.SetCoalesce):
+	// 0 = DefaultReadCoalesce, < 0 = no wait.
+	ReadCoalesce time.Duration
+	Logger       *slog.Logger
 }
 
 // Engine creates publisher sessions sharing one Pion API and one ICE port.
@@ -65,6 +69,9 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}
 	if cfg.FailedTimeout <= 0 {
 		cfg.FailedTimeout = 6 * time.Second
+	}
+	if cfg.ReadCoalesce == 0 {
+		cfg.ReadCoalesce = DefaultReadCoalesce
 	}
 	me := &webrtc.MediaEngine{}
 	if err := registerCodecs(me); err != nil {
@@ -166,6 +173,7 @@ func openUDPMux(cfg Config, ipFilter func(net.IP) bool, plog pionLogger) (ice.UD
 			conn.Close()
 			return nil, err
 		}
+		bc.SetCoalesce(cfg.ReadCoalesce)
 		return ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: bc, Logger: plog.NewLogger("ice")}), nil
 	}
 	rescan := cfg.InterfaceRescan
@@ -178,6 +186,7 @@ func openUDPMux(cfg Config, ipFilter func(net.IP) bool, plog pionLogger) (ice.UD
 		if err != nil {
 			return nil, err
 		}
+		bc.SetCoalesce(cfg.ReadCoalesce)
 		return ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: bc, Logger: logger}), nil
 	}
 	return newInterfaceMux(cfg.UDPPort, cfg.IncludeLoopback || cfg.LoopbackOnly, ipFilter, rescan, cfg.Logger, newMux)

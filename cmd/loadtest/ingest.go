@@ -35,6 +35,7 @@ type ingestConfig struct {
 	parallel   int
 	settle     time.Duration
 	compare    string
+	coalesce   time.Duration // the floor's read coalescing
 }
 
 func (ic *ingestConfig) addFlags(fs *flag.FlagSet) {
@@ -42,6 +43,7 @@ func (ic *ingestConfig) addFlags(fs *flag.FlagSet) {
 	fs.IntVar(&ic.rounds, "ingest-rounds", 2, "ingest: rounds, each a gateway phase then a floor phase")
 	fs.IntVar(&ic.parallel, "publish-parallel", 8, "WHIP publishes made at once (-ingest, -streams)")
 	fs.StringVar(&ic.compare, "ingest-compare", "", "ingest: another build of this tool (e.g. /tmp/loadtest-before); each round then also measures the gateway of that build (its -serve-gateway), between this build's gateway and the floor")
+	fs.DurationVar(&ic.coalesce, "floor-coalesce", 0, "ingest: the ingest floor's socket reads wait this long for more datagrams after a batch that was not full (peer.BatchConn.SetCoalesce; the gateway's default is 1ms); 0 = read at once, the floor's cheapest here")
 	fs.DurationVar(&ic.settle, "ingest-settle", 5*time.Second, "ingest: wait after the last publisher is live before the window")
 }
 
@@ -406,20 +408,20 @@ func getFloorStats(client *http.Client, base string) (floorStats, error) {
 // this process with -inprocess.
 func startIngestFloor(ctx context.Context, c config, stderr io.Writer) (target, error) {
 	if c.inprocess {
-		h, cleanup, err := newIngestFloorHandler(c.logLevel, stderr)
+		h, cleanup, err := newIngestFloorHandler(c.logLevel, c.ingest.coalesce, stderr)
 		if err != nil {
 			return target{}, err
 		}
 		base, stop, err := serveLoopback(h, cleanup, nil, false)
 		return target{base: base, pid: os.Getpid(), stop: stop}, err
 	}
-	return startChild(ctx, stderr, "-serve-ingest-floor", "-log-level", c.logLevel)
+	return startChild(ctx, stderr, "-serve-ingest-floor", "-log-level", c.logLevel, "-floor-coalesce", c.ingest.coalesce.String())
 }
 
-func newIngestFloorHandler(level string, logw io.Writer) (http.Handler, func(), error) {
+func newIngestFloorHandler(level string, coalesce time.Duration, logw io.Writer) (http.Handler, func(), error) {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level))
-	f, err := newIngestFloor(slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: lv})))
+	f, err := newIngestFloor(slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: lv})), coalesce)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -65,7 +65,7 @@ func TestIngestFloorSenderReports(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	h, cleanup, err := newIngestFloorHandler("error", &logs)
+	h, cleanup, err := newIngestFloorHandler("error", 0, &logs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,7 +90,7 @@ type ingestFloor struct {
 	done                       chan struct{}
 }
 
-func newIngestFloor(log *slog.Logger) (*ingestFloor, error) {
+func newIngestFloor(log *slog.Logger, coalesce time.Duration) (*ingestFloor, error) {
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return nil, fmt.Errorf("ingest floor: %w", err)
@@ -101,6 +101,7 @@ func newIngestFloor(log *slog.Logger) (*ingestFloor, error) {
 		c.Close()
 		return nil, err
 	}
+	bc.SetCoalesce(coalesce)
 	f := &ingestFloor{conn: bc, addr: c.LocalAddr().String(), log: log, done: make(chan struct{})}
 	m := map[uint32]*floorSession{}
 	f.bySSRC.Store(&m)

@@ -155,7 +155,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return childNATS(ctx, stdout, stderr)
 	case *serveIngestFloor:
 		return childServe(ctx, stdout, stderr, nil, false, func(string) (http.Handler, func(), error) {
-			return newIngestFloorHandler(c.logLevel, stderr)
+			return newIngestFloorHandler(c.logLevel, c.ingest.coalesce, stderr)
 		})
 	case *serveFloor != "":
 		return childServe(ctx, stdout, stderr, childTLS, false, func(string) (http.Handler, func(), error) {

@@ -134,7 +134,7 @@ func publishMany[P any](ctx context.Context, n, parallel int, mk func(context.Co
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			pctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 			defer cancel()
 			p, err := mk(pctx, i)
 			if err != nil {

@@ -359,6 +359,8 @@ func runLoad(ctx context.Context, c config, stderr io.Writer) (*report, error) {
 		p, err := whipclient.Publish(ctx, whipclient.Options{
 			URL: gw.base + "/whip/" + streamName(i), Video: video, Audio: audio, FPS: c.fps,
 			LoopbackOnly: true, Lightweight: true, StampVideo: stampFrame, TLS: clientTLS,
+			// Hundreds of publishers connecting on a busy box take a while.
+			ConnectTimeout: 60 * time.Second,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("publish %s: %w", streamName(i), err)

@@ -257,10 +257,12 @@ const unmutedJS = `(() => {
 // muted autoplay kept, resolution changes, and an error shown on the page.
 func TestWebKitWatch(t *testing.T) {
 	gw := startGateway(t, nil)
-	wk := newWebKit(t)
+	// Each part gets a browser of its own (Xvfb, driver, MiniBrowser): a web
+	// process busy tearing down the previous page's media pipeline cannot
+	// stall the next part's WebDriver calls.
 
 	t.Run("cold start", func(t *testing.T) {
-		wk.t = t
+		wk := newWebKit(t)
 		wk.navigate(gw.base + "/watch.html?stream=testpattern")
 		wk.wait("cold on-demand stream plays", `window.player && window.player.state === 'playing' && document.querySelector('video').currentTime > 0.5`, 60*time.Second, webkitDebugJS)
 		a, b := wk.advance("3 s of playback", 3, 45*time.Second)
@@ -272,7 +274,7 @@ func TestWebKitWatch(t *testing.T) {
 	})
 
 	t.Run("join and live edge", func(t *testing.T) {
-		wk.t = t
+		wk := newWebKit(t)
 		wk.navigate(gw.base + "/watch.html?stream=testpattern")
 		wk.mustEval(unmutedJS, nil)
 		wk.wait("joined stream plays", `window.player && window.player.state === 'playing' && document.querySelector('video').currentTime > 0.5`, 60*time.Second, webkitDebugJS)
@@ -319,7 +321,7 @@ func TestWebKitWatch(t *testing.T) {
 	})
 
 	t.Run("resolution change", func(t *testing.T) {
-		wk.t = t
+		wk := newWebKit(t)
 		publishSwitching(t, gw, "wkswitch")
 		wk.navigate(gw.base + "/watch.html?stream=wkswitch")
 		wk.wait("switching stream plays", `window.player && window.player.state === 'playing' && document.querySelector('video').currentTime > 0.5`, 60*time.Second, webkitDebugJS)
@@ -354,7 +356,7 @@ func TestWebKitWatch(t *testing.T) {
 	})
 
 	t.Run("managed", func(t *testing.T) {
-		wk.t = t
+		wk := newWebKit(t)
 		// WebKitGTK has ManagedMediaSource too: the Safari path, for real.
 		wk.navigate(gw.base + "/watch.html?stream=testpattern&mode=managed")
 		wk.wait("ManagedMediaSource plays", `window.player && window.player.state === 'playing' && document.querySelector('video').currentTime > 0.5`, 60*time.Second, webkitDebugJS)
@@ -369,7 +371,7 @@ func TestWebKitWatch(t *testing.T) {
 	})
 
 	t.Run("error shown", func(t *testing.T) {
-		wk.t = t
+		wk := newWebKit(t)
 		// WebKitGTK has no MediaSource in workers: a forced worker path is an error the page shows.
 		wk.navigate(gw.base + "/watch.html?stream=testpattern&mode=worker")
 		wk.wait("error state", `document.body.dataset.state === 'error'`, 30*time.Second, webkitDebugJS)

@@ -699,7 +699,10 @@ export class MSEPlayer extends EventTarget {
     const target = this.targetLatency;
     this._checkTrim(now, t);
 
-    if (!this._canSeek()) {
+    if (this.needsGesture && v.paused) {
+      // Waiting for the viewer's click (autoplay refused): leave the element alone;
+      // the click plays and the next ticks go to the live edge.
+    } else if (!this._canSeek()) {
       // Prerolling (see _canSeek): no seek, no rate change yet.
       if (v.paused && this.sinceInit && !this.userPaused && !this.needsGesture) this._play();
     } else if (t < b.start(0) - 0.05 || t > end + 0.5) {

@@ -8,9 +8,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mseway/mseway/internal/testkit/logbuf"
 
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/devices"
@@ -100,23 +101,8 @@ func TestCaptureList(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink for several goroutines (internal/testkit/logbuf).
+type syncBuffer = logbuf.Buffer
 
 // TestCaptureStopsCleanly: `gateway capture` publishes to a gateway, and when
 // its context ends (SIGINT/SIGTERM in main) it sends the WHIP DELETE, the

@@ -1,38 +1,23 @@
 package gateway_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"path"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mseway/mseway/internal/testkit/logbuf"
 
 	"github.com/mseway/mseway/internal/gateway"
 	"github.com/mseway/mseway/internal/testkit/whipclient"
 )
 
-// syncBuffer is a log sink for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink for several goroutines (internal/testkit/logbuf).
+type syncBuffer = logbuf.Buffer
 
 // TestSessionLogLines: every log line about a publish session names the
 // stream, the session (the first 8 hex digits of its id: the whole id is

@@ -1,15 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/devices"
@@ -165,5 +168,41 @@ capture encoders: h264 x264, opus, vp9 none
 `
 	if got != want {
 		t.Fatalf("formatBuildInfo:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// startListening starts cmd (a gateway serving), waits for its "listening
+// on" line and returns its base URL and its captured stderr. The process is
+// killed at the end of the test if it still runs.
+func startListening(t *testing.T, cmd *exec.Cmd, timeout time.Duration) (string, *syncBuffer) {
+	t.Helper()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
+				select { // the first one; keep draining stdout after it
+				case addr <- m[1]:
+				default:
+				}
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		return "http://" + a, stderr
+	case <-time.After(timeout):
+		t.Fatalf("not listening:\n%s", stderr.String())
+		return "", nil
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"net/http"
 	"os"
@@ -49,32 +48,7 @@ func TestSIGHUPReload(t *testing.T) {
 	write("view-old-0123456789", "")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSIGHUPChild$")
 	cmd.Env = append(os.Environ(), childArgsEnv+"=-config\n"+cfgFile)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
-			}
-		}
-	}()
-	var base string
-	select {
-	case a := <-addr:
-		base = "http://" + a
-	case <-time.After(30 * time.Second):
-		t.Fatalf("not listening:\n%s", stderr.String())
-	}
+	base, stderr := startListening(t, cmd, 30*time.Second)
 	status := func(token string) int {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -408,31 +406,13 @@ func getJSON(client *http.Client, url string, v any) error {
 // relayMetrics reads the gateway_relay_* samples of a node's /metrics,
 // labels included in the key.
 func relayMetrics(client *http.Client, base string) (map[string]float64, error) {
-	resp, err := client.Get(base + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s/metrics: %s", base, resp.Status)
-	}
 	m := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "gateway_relay_") {
-			continue
+	err := scrapeSamples(client, base+"/metrics", func(series string, v float64) {
+		if strings.HasPrefix(series, "gateway_relay_") {
+			m[series] = v
 		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			m[line[:i]] = v
-		}
-	}
-	return m, sc.Err()
+	})
+	return m, err
 }
 
 const followedGauge = "gateway_relay_followed_streams"

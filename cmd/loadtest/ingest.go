@@ -363,15 +363,27 @@ func ingestPhaseRun(ctx context.Context, c config, tg target, profile string, st
 
 // scrapeSums reads a Prometheus text page and sums every sample of each name.
 func scrapeSums(client *http.Client, url string, names ...string) (map[string]float64, error) {
+	m := map[string]float64{}
+	err := scrapeSamples(client, url, func(series string, v float64) {
+		name, _, _ := strings.Cut(series, "{")
+		if slices.Contains(names, name) {
+			m[name] += v
+		}
+	})
+	return m, err
+}
+
+// scrapeSamples reads a Prometheus text page and calls fn with each sample's
+// series (name and labels) and value.
+func scrapeSamples(client *http.Client, url string, fn func(series string, v float64)) error {
 	resp, err := client.Get(url)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+		return fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	m := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -379,16 +391,15 @@ func scrapeSums(client *http.Client, url string, names ...string) (map[string]fl
 		if line == "" || line[0] == '#' {
 			continue
 		}
-		i := strings.IndexAny(line, "{ ")
-		if i < 0 || !slices.Contains(names, line[:i]) {
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
 			continue
 		}
-		j := strings.LastIndexByte(line, ' ')
-		if v, err := strconv.ParseFloat(line[j+1:], 64); err == nil {
-			m[line[:i]] += v
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			fn(line[:i], v)
 		}
 	}
-	return m, sc.Err()
+	return sc.Err()
 }
 
 func getFloorStats(client *http.Client, base string) (floorStats, error) {

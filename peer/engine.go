@@ -53,10 +53,11 @@ type Config struct {
 
 // Engine creates publisher sessions sharing one Pion API and one ICE port.
 type Engine struct {
-	cfg Config
-	api *webrtc.API
-	mux ice.UDPMux
-	log *slog.Logger
+	cfg      Config
+	feedback *feedbackFactory
+	api      *webrtc.API
+	mux      ice.UDPMux
+	log      *slog.Logger
 }
 
 // NewEngine builds the Pion API and opens the ICE UDP port.
@@ -83,6 +84,9 @@ func NewEngine(cfg Config) (*Engine, error) {
 	// connection, as webrtc.ConfigureNack and ConfigureRTCPReports add
 	// them) would have nothing to do.
 	ir := &interceptor.Registry{}
+	// First: it sees what every later interceptor sends (feedback.go).
+	feedback := newFeedbackFactory()
+	ir.Add(feedback)
 	nackGen, err := nack.NewGeneratorInterceptor()
 	if err != nil {
 		return nil, fmt.Errorf("peer: nack: %w", err)
@@ -129,7 +133,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
-	e := &Engine{cfg: cfg, api: api, mux: mux, log: cfg.Logger}
+	e := &Engine{cfg: cfg, feedback: feedback, api: api, mux: mux, log: cfg.Logger}
 	e.log.Info("webrtc ready", "ice_udp", muxAddrs(mux))
 	return e, nil
 }

@@ -57,6 +57,8 @@ type Config struct {
 type Stats struct {
 	VideoPackets       uint64 // video RTP packets pushed
 	AudioPackets       uint64 // audio RTP packets pushed
+	VideoBytes         uint64 // RTP payload bytes of the video packets pushed
+	AudioBytes         uint64 // RTP payload bytes of the audio packets pushed
 	VideoLost          uint64 // video sequence numbers given up as lost
 	AudioLost          uint64 // audio sequence numbers given up as lost
 	Duplicates         uint64 // duplicate or too-late packets ignored (both tracks)
@@ -195,6 +197,7 @@ func (s *Stream) PushVideo(pkt *rtp.Packet, arrival time.Time) {
 	}
 	s.start(arrival)
 	s.stats.VideoPackets++
+	s.stats.VideoBytes += uint64(len(pkt.Payload))
 	s.stats.VideoLost += s.pushReordered(&s.video.rb, s.video, pkt, arrival)
 }
 
@@ -226,6 +229,7 @@ func (s *Stream) PushAudio(pkt *rtp.Packet, arrival time.Time) {
 	}
 	s.start(arrival)
 	s.stats.AudioPackets++
+	s.stats.AudioBytes += uint64(len(pkt.Payload))
 	a := s.audio
 	s.stats.AudioLost += s.pushReordered(&a.rb, a, pkt, arrival)
 	s.audioAlone(arrival)

@@ -36,6 +36,7 @@ type Session interface {
 	RequestKeyframe()
 	KeyframeRequests() int64
 	Stats() remux.Stats
+	Feedback() peer.Feedback
 	Close() error
 }
 

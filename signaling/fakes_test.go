@@ -122,6 +122,9 @@ func (s *fakeSession) RestartICEWithOffer(offer string) (string, error) {
 func (s *fakeSession) RequestKeyframe()        {}
 func (s *fakeSession) KeyframeRequests() int64 { return 0 }
 func (s *fakeSession) Stats() remux.Stats      { return remux.Stats{} }
+func (s *fakeSession) Feedback() peer.Feedback {
+	return peer.Feedback{VideoJitter: -1, AudioJitter: -1, RTT: -1}
+}
 func (s *fakeSession) Close() error {
 	s.mu.Lock()
 	s.closed++

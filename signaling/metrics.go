@@ -11,9 +11,9 @@ import (
 
 // ingestTotals are the ingest and remux counters of WebRTC publishes, summed.
 type ingestTotals struct {
-	packets, lost [2]uint64 // video, audio
-	plis          uint64
-	errors        [len(remuxErrorKinds)]uint64
+	packets, lost, bytes [2]uint64 // video, audio
+	plis, nacked         uint64
+	errors               [len(remuxErrorKinds)]uint64
 }
 
 // remuxErrorKinds label gateway_remux_errors_total, in the order of
@@ -24,9 +24,12 @@ func remuxErrors(st remux.Stats) [len(remuxErrorKinds)]uint64 {
 	return [...]uint64{st.Duplicates, st.Resyncs, st.VideoFramesDropped, st.AudioSamplesDropped, st.VideoOutOfOrder}
 }
 
-func (t *ingestTotals) add(st remux.Stats, plis int64) {
+func (t *ingestTotals) add(st remux.Stats, plis int64, nacked uint64) {
 	t.packets[0] += st.VideoPackets
 	t.packets[1] += st.AudioPackets
+	t.bytes[0] += st.VideoBytes
+	t.bytes[1] += st.AudioBytes
+	t.nacked += nacked
 	t.lost[0] += st.VideoLost
 	t.lost[1] += st.AudioLost
 	t.plis += uint64(max(plis, 0))
@@ -43,9 +46,15 @@ var (
 	descIngestPackets    = prometheus.NewDesc("gateway_ingest_packets_total", "RTP packets received from WebRTC publishers, by track kind.", []string{"kind"}, nil)
 	descIngestLost       = prometheus.NewDesc("gateway_ingest_packets_lost_total", "RTP packets of WebRTC publishers given up as lost (after NACKs and the reorder wait), by track kind.", []string{"kind"}, nil)
 	descIngestPLIs       = prometheus.NewDesc("gateway_ingest_plis_total", "Keyframe requests (RTCP PLI) sent to WebRTC publishers.", nil, nil)
+	descIngestBytes      = prometheus.NewDesc("gateway_ingest_bytes_total", "RTP payload bytes received from WebRTC publishers, by track kind.", []string{"kind"}, nil)
+	descIngestNACKed     = prometheus.NewDesc("gateway_ingest_nacked_packets_total", "RTP packets the gateway asked WebRTC publishers to resend (each sequence number of an RTCP NACK).", nil, nil)
 	descRemuxErrors      = prometheus.NewDesc("gateway_remux_errors_total", "What the remuxer of WebRTC publishes discarded or repaired, by kind: duplicate (duplicate or too-late packets), resync (sequence jumps), video_frame_dropped (incomplete or undecodable frames), audio_dropped, out_of_order (frames not presentable at their timestamp).", []string{"kind"}, nil)
 	descStreamIngest     = prometheus.NewDesc("gateway_stream_ingest_packets_total", "RTP packets received from a live stream's WebRTC publisher, by track kind (metrics.per_stream).", []string{"stream", "kind"}, nil)
 	descStreamIngestLost = prometheus.NewDesc("gateway_stream_ingest_packets_lost_total", "RTP packets of a live stream's WebRTC publisher given up as lost, by track kind (metrics.per_stream).", []string{"stream", "kind"}, nil)
+	descStreamBytes      = prometheus.NewDesc("gateway_stream_ingest_bytes_total", "RTP payload bytes received from a live stream's WebRTC publisher, by track kind (metrics.per_stream).", []string{"stream", "kind"}, nil)
+	descStreamNACKed     = prometheus.NewDesc("gateway_stream_ingest_nacked_packets_total", "RTP packets the gateway asked a live stream's WebRTC publisher to resend (metrics.per_stream).", []string{"stream"}, nil)
+	descStreamJitter     = prometheus.NewDesc("gateway_stream_ingest_jitter_seconds", "Interarrival jitter (RFC 3550) of a live stream's remuxed tracks, as in the gateway's last RTCP receiver report, by track kind (metrics.per_stream).", []string{"stream", "kind"}, nil)
+	descStreamRTT        = prometheus.NewDesc("gateway_stream_publisher_rtt_seconds", "Round-trip time to a live stream's WebRTC publisher, from the ICE connectivity checks of the selected candidate pair (metrics.per_stream).", []string{"stream"}, nil)
 	kinds                = [2]string{"video", "audio"}
 	sessionStates        = [...]string{"connecting", "connected", "disconnected"}
 )
@@ -70,12 +79,14 @@ type serverCollector struct {
 }
 
 func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPublishers, descPending, descSessions, descRefused, descIngestPackets, descIngestLost, descIngestPLIs, descRemuxErrors} {
+	for _, d := range []*prometheus.Desc{descPublishers, descPending, descSessions, descRefused, descIngestPackets, descIngestLost,
+		descIngestPLIs, descIngestBytes, descIngestNACKed, descRemuxErrors} {
 		ch <- d
 	}
 	if c.perStream {
-		ch <- descStreamIngest
-		ch <- descStreamIngestLost
+		for _, d := range []*prometheus.Desc{descStreamIngest, descStreamIngestLost, descStreamBytes, descStreamNACKed, descStreamJitter, descStreamRTT} {
+			ch <- d
+		}
 	}
 }
 
@@ -101,7 +112,12 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	s.mu.Unlock()
 	var states [len(sessionStates)]int
-	perStream := map[string]*ingestTotals{}
+	type streamFigures struct {
+		ingestTotals
+		jitter [2]float64 // video, audio; < 0: not known
+		rtt    float64    // < 0: not known
+	}
+	perStream := map[string]*streamFigures{}
 	for _, l := range sessions {
 		switch {
 		case !l.up:
@@ -111,15 +127,19 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 		default:
 			states[sessionStateDisconnected]++
 		}
-		st := l.sess.Stats()
-		totals.add(st, l.sess.KeyframeRequests())
+		st, fb := l.sess.Stats(), l.sess.Feedback()
+		totals.add(st, l.sess.KeyframeRequests(), fb.NACKed)
 		if c.perStream && l.up {
-			t := perStream[l.stream] // a takeover: two publishes of one name for a moment
+			// A takeover: two publishes of one name for a moment; the
+			// counters add up, the last one measured gives the gauges.
+			t := perStream[l.stream]
 			if t == nil {
-				t = &ingestTotals{}
+				t = &streamFigures{}
 				perStream[l.stream] = t
 			}
-			t.add(st, 0)
+			t.add(st, 0, fb.NACKed)
+			t.jitter = [2]float64{fb.VideoJitter, fb.AudioJitter}
+			t.rtt = fb.RTT
 		}
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
@@ -145,6 +165,10 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descIngestLost, float64(totals.lost[i]), k)
 	}
 	counter(descIngestPLIs, float64(totals.plis))
+	counter(descIngestNACKed, float64(totals.nacked))
+	for i, k := range kinds {
+		counter(descIngestBytes, float64(totals.bytes[i]), k)
+	}
 	for i, k := range remuxErrorKinds {
 		counter(descRemuxErrors, float64(totals.errors[i]), k)
 	}
@@ -152,6 +176,14 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 		for i, k := range kinds {
 			counter(descStreamIngest, float64(t.packets[i]), name, k)
 			counter(descStreamIngestLost, float64(t.lost[i]), name, k)
+			counter(descStreamBytes, float64(t.bytes[i]), name, k)
+			if t.jitter[i] >= 0 {
+				gauge(descStreamJitter, t.jitter[i], name, k)
+			}
+		}
+		counter(descStreamNACKed, float64(t.nacked), name)
+		if t.rtt >= 0 {
+			gauge(descStreamRTT, t.rtt, name)
 		}
 	}
 }

@@ -315,6 +315,10 @@ func (a *Agent) newAPI() (*webrtc.API, error) {
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
+// userAgent names the agent to the gateway, which counts its publishers
+// by it (signaling.AgentUserAgent starts it).
+const userAgent = "mseway-agent/1"
+
 // dial makes one publish: offer, POST, answer, and waits for the connection.
 func (a *Agent) dial(ctx context.Context, endpoint string) (*whipSession, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.ConnectTimeout)
@@ -328,7 +332,7 @@ func (a *Agent) dial(ctx context.Context, endpoint string) (*whipSession, error)
 		return nil, err
 	}
 	s := &whipSession{a: a, pc: pc, ended: make(chan struct{}),
-		wc: &whip.Client{Endpoint: endpoint, Token: a.cfg.Token, HTTP: &http.Client{Timeout: a.cfg.ConnectTimeout}}}
+		wc: &whip.Client{Endpoint: endpoint, Token: a.cfg.Token, HTTP: &http.Client{Timeout: a.cfg.ConnectTimeout}, UserAgent: userAgent}}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	fail := func(err error) (*whipSession, error) {
 		s.close(true)

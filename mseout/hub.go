@@ -406,7 +406,7 @@ func (h *hub) info() StreamInfo {
 	defer h.mu.Unlock()
 	si := StreamInfo{Name: h.name, Live: h.pub != nil, Viewers: len(h.viewers), Tracks: []TrackInfo{}}
 	if h.pub != nil {
-		si.Publisher = &PublisherJSON{Protocol: h.pub.info.Protocol, RemoteAddr: h.pub.info.RemoteAddr, Since: h.pub.since}
+		si.Publisher = &PublisherJSON{Protocol: h.pub.info.Protocol, Kind: h.pub.info.kind(), RemoteAddr: h.pub.info.RemoteAddr, Since: h.pub.since}
 		si.KeyframeInterval = h.keyframeInterval.Seconds()
 		si.Bitrate = h.bitrate
 		if time.Since(h.lastSegmentAtTime) > 5*time.Second {
@@ -439,6 +439,8 @@ func (h *hub) info() StreamInfo {
 		sum.BufferedAvg += st.Buffered
 		sum.DecodedFrames += st.DecodedFrames
 		sum.DroppedFrames += st.DroppedFrames
+		sum.Stalls += st.Stalls
+		sum.StallTime += st.StallTime
 	}
 	if sum.Reporting > 0 {
 		slices.Sort(lat)

@@ -31,6 +31,8 @@ type metrics struct {
 	// what viewers report (stats messages, at most 4 a second a viewer)
 	decodedFrames atomic.Int64
 	droppedFrames atomic.Int64
+	stalls        atomic.Int64
+	stallMicros   atomic.Int64 // stall time, in microseconds
 
 	// Observed once per viewer (ttff) or per stats message taken: never per
 	// segment or per write.
@@ -68,6 +70,12 @@ func (m *metrics) observeStats(st, prev *ViewerStats) {
 	}
 	m.decodedFrames.Add(dec)
 	m.droppedFrames.Add(drop)
+	stalls, stallTime := st.Stalls, st.StallTime
+	if prev != nil && prev.Stalls <= stalls && prev.StallTime <= stallTime {
+		stalls, stallTime = stalls-prev.Stalls, stallTime-prev.StallTime
+	}
+	m.stalls.Add(stalls)
+	m.stallMicros.Add(int64(stallTime * 1e6))
 	if dec > 0 {
 		m.droppedRatio.Observe(min(float64(drop)/float64(dec), 1))
 	}
@@ -80,6 +88,7 @@ var (
 	descViewers       = prometheus.NewDesc("gateway_viewers", "Connected viewers.", nil, nil)
 	descLiveByCodec   = prometheus.NewDesc("gateway_streams_live_by_codec", "Live streams by track kind (video, audio) and codec (h264, h265, vp9, av1, opus, ...).", []string{"kind", "codec"}, nil)
 	descLiveByProto   = prometheus.NewDesc("gateway_publications_live", "Live streams by publisher protocol: whip, ws (WebSocket signaling), local (a local source), relay (another node of the cluster).", []string{"protocol"}, nil)
+	descLiveByKind    = prometheus.NewDesc("gateway_publishers_by_kind", "Live streams by who publishes them: browser, whip (a WHIP client other than a browser: OBS, GStreamer, ffmpeg), agent (the capture agent), local (a local source), remote (another node of the cluster).", []string{"kind"}, nil)
 	descDisconnects   = prometheus.NewDesc("gateway_viewer_disconnects_total", "Viewers that left, by why.", []string{"reason"}, nil)
 	descStreamViewers = prometheus.NewDesc("gateway_stream_viewers", "Connected viewers of a live stream (metrics.per_stream).", []string{"stream"}, nil)
 	descStreamSegs    = prometheus.NewDesc("gateway_stream_segments_total", "Media segments produced for a live stream since its hub was made (metrics.per_stream).", []string{"stream"}, nil)
@@ -107,7 +116,10 @@ var registryCounters = []struct {
 	{prometheus.NewDesc("gateway_keyframe_requests_total", "Keyframe requests made to publishers by the fan-out.", nil, nil), prometheus.CounterValue, func(m *metrics) int64 { return m.keyframeAsks.Load() }},
 	{prometheus.NewDesc("gateway_viewer_decoded_frames_total", "Frames the viewers' players decoded, from their reports (getVideoPlaybackQuality).", nil, nil), prometheus.CounterValue, func(m *metrics) int64 { return m.decodedFrames.Load() }},
 	{prometheus.NewDesc("gateway_viewer_dropped_frames_total", "Frames the viewers' players dropped, from their reports (getVideoPlaybackQuality).", nil, nil), prometheus.CounterValue, func(m *metrics) int64 { return m.droppedFrames.Load() }},
+	{prometheus.NewDesc("gateway_viewer_stalls_total", "Stalls (playback waiting for data) the viewers' players reported.", nil, nil), prometheus.CounterValue, func(m *metrics) int64 { return m.stalls.Load() }},
 }
+
+var descStallSeconds = prometheus.NewDesc("gateway_viewer_stall_seconds_total", "Time the viewers' players reported spending in stalls.", nil, nil)
 
 // Collector returns the registry's Prometheus collector. It reads the
 // registry's counters and streams when scraped. With perStream, the live
@@ -123,12 +135,13 @@ type registryCollector struct {
 }
 
 func (c *registryCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descStreams, descStreamsLive, descViewers, descLiveByCodec, descLiveByProto, descDisconnects} {
+	for _, d := range []*prometheus.Desc{descStreams, descStreamsLive, descViewers, descLiveByCodec, descLiveByProto, descLiveByKind, descDisconnects} {
 		ch <- d
 	}
 	for _, rc := range registryCounters {
 		ch <- rc.desc
 	}
+	ch <- descStallSeconds
 	if c.perStream {
 		ch <- descStreamViewers
 		ch <- descStreamSegs
@@ -143,7 +156,7 @@ func (c *registryCollector) Describe(ch chan<- *prometheus.Desc) {
 // streamSample is what the collector reads of one live hub.
 type streamSample struct {
 	name               string
-	protocol           string
+	protocol, kind     string
 	codecs             [][2]string // kind, codec family
 	viewers            int
 	segments, segBytes int64
@@ -155,7 +168,7 @@ func (h *hub) sample() (streamSample, bool) {
 	if h.pub == nil {
 		return streamSample{}, false
 	}
-	s := streamSample{name: h.name, protocol: h.pub.info.Protocol, viewers: len(h.viewers), segments: h.segments, segBytes: h.segmentBytes}
+	s := streamSample{name: h.name, protocol: h.pub.info.Protocol, kind: h.pub.info.kind(), viewers: len(h.viewers), segments: h.segments, segBytes: h.segmentBytes}
 	if h.init != nil {
 		for _, t := range h.init.tracks {
 			s.codecs = append(s.codecs, [2]string{t.Kind, codecFamily(t.Codec)})
@@ -210,12 +223,13 @@ func (c *registryCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descStreamsLive, len(live))
 	gauge(descViewers, viewers)
 	byCodec := map[[2]string]int{}
-	byProto := map[string]int{}
+	byProto, byKind := map[string]int{}, map[string]int{}
 	for _, s := range live {
 		for _, kc := range s.codecs {
 			byCodec[kc]++
 		}
 		byProto[s.protocol]++
+		byKind[s.kind]++
 	}
 	for kc, n := range byCodec {
 		gauge(descLiveByCodec, n, kc[0], kc[1])
@@ -223,10 +237,14 @@ func (c *registryCollector) Collect(ch chan<- prometheus.Metric) {
 	for p, n := range byProto {
 		gauge(descLiveByProto, n, p)
 	}
+	for k, n := range byKind {
+		gauge(descLiveByKind, n, k)
+	}
 	m := &r.metrics
 	for _, rc := range registryCounters {
 		ch <- prometheus.MustNewConstMetric(rc.desc, rc.typ, float64(rc.v(m)))
 	}
+	ch <- prometheus.MustNewConstMetric(descStallSeconds, prometheus.CounterValue, float64(m.stallMicros.Load())/1e6)
 	for i := range numLeaveReasons {
 		ch <- prometheus.MustNewConstMetric(descDisconnects, prometheus.CounterValue, float64(m.disconnects[i].Load()), leaveReason(i).String())
 	}

@@ -101,7 +101,12 @@ func (r *Registry) limits() *configs.Limits { return r.lims.Load() }
 
 // PublisherInfo describes a publisher to the registry.
 type PublisherInfo struct {
-	Protocol   string // "whip", "ws", "local"
+	Protocol string // "whip", "ws", "local", "relay"
+	// Kind says who publishes: "browser", "whip" (a WHIP client other than
+	// a browser: OBS, GStreamer, ffmpeg), "agent" (the capture agent),
+	// "local" (a local source), "remote" (another node of the cluster).
+	// "": the protocol's name.
+	Kind       string
 	RemoteAddr string
 	// Session names the publisher's session in logs ("": none), never a
 	// capability (signaling gives the first 8 hex digits of its id).
@@ -113,6 +118,13 @@ type PublisherInfo struct {
 	// allows takeover: the publisher proved the right to publish it (a
 	// credential), or is a local source of the operator's config.
 	TakeOver bool
+}
+
+func (i PublisherInfo) kind() string {
+	if i.Kind != "" {
+		return i.Kind
+	}
+	return i.Protocol
 }
 
 // CheckPublish reports whether a publish of name would be accepted now, so a
@@ -303,6 +315,7 @@ type TrackInfo struct {
 // PublisherJSON describes the current publisher.
 type PublisherJSON struct {
 	Protocol   string    `json:"protocol"`
+	Kind       string    `json:"kind"`
 	RemoteAddr string    `json:"remoteAddr,omitempty"` // admin only
 	Since      time.Time `json:"since"`
 }
@@ -317,6 +330,8 @@ type ViewerStatsSummary struct {
 	BufferedAvg   float64 `json:"bufferedAvg"`
 	DecodedFrames int64   `json:"decodedFrames"`
 	DroppedFrames int64   `json:"droppedFrames"`
+	Stalls        int64   `json:"stalls"`
+	StallTime     float64 `json:"stallTime"` // seconds, summed over the viewers
 }
 
 // Streams lists every stream with a publisher or viewers, sorted by name.

@@ -20,6 +20,10 @@ type ViewerStats struct {
 	Buffered      float64 `json:"buffered"`
 	DecodedFrames int64   `json:"decodedFrames"`
 	DroppedFrames int64   `json:"droppedFrames"`
+	// Stalls and StallTime are the player's stall episodes and the seconds
+	// spent in them since it started (absent from older players: 0).
+	Stalls    int64   `json:"stalls"`
+	StallTime float64 `json:"stallTime"`
 }
 
 // item is one entry of a viewer's queue: one or more complete WebSocket
@@ -29,10 +33,12 @@ type ViewerStats struct {
 const minStatsInterval = 250 * time.Millisecond
 
 // plausible reports whether the numbers are ones a player measures: times
-// from 0 to an hour, frame counts from 0 to 10^12.
+// from 0 to an hour, frame counts from 0 to 10^12, stalls from 0 to 10^9
+// lasting at most a year in all.
 func (s ViewerStats) plausible() bool {
 	return s.Latency >= 0 && s.Latency <= 3600 && s.Buffered >= 0 && s.Buffered <= 3600 &&
-		s.DecodedFrames >= 0 && s.DecodedFrames <= 1e12 && s.DroppedFrames >= 0 && s.DroppedFrames <= s.DecodedFrames+1e6
+		s.DecodedFrames >= 0 && s.DecodedFrames <= 1e12 && s.DroppedFrames >= 0 && s.DroppedFrames <= s.DecodedFrames+1e6 &&
+		s.Stalls >= 0 && s.Stalls <= 1e9 && s.StallTime >= 0 && s.StallTime <= 366*24*3600
 }
 
 // closeEchoWait bounds the wait for a close echo to be written.

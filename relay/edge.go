@@ -542,6 +542,7 @@ func (f *follower) ensurePubLocked() bool {
 	}
 	pub, err := f.e.reg.Publish(f.stream, mseout.PublisherInfo{
 		Protocol:        "relay",
+		Kind:            "remote",
 		RemoteAddr:      "node:" + f.origin,
 		RequestKeyframe: f.requestKeyframe,
 	})

@@ -88,6 +88,7 @@ type publish struct {
 	id       string
 	stream   string
 	protocol string
+	kind     string // mseout.PublisherInfo.Kind
 	remote   string // the connection's address, for logs
 	ip       string // the client's address (trusted proxies believed)
 	cred     bool   // a credential granted the publish: it may take over
@@ -284,6 +285,23 @@ func mapPublishError(err error) error {
 	return errorf(http.StatusInternalServerError, err.Error())
 }
 
+// AgentUserAgent starts the User-Agent of the capture agent's requests.
+const AgentUserAgent = "mseway-agent/"
+
+// publisherKind names who publishes, for the operator's figures (never for
+// a decision): the capture agent by its User-Agent, the WebSocket signaling
+// is the web page's, and a WHIP client is a browser when its User-Agent is
+// one (they all start "Mozilla/5.0"), otherwise OBS, GStreamer, ffmpeg...
+func publisherKind(protocol, userAgent string) string {
+	switch {
+	case strings.HasPrefix(userAgent, AgentUserAgent):
+		return "agent"
+	case protocol == "ws" || strings.HasPrefix(userAgent, "Mozilla/"):
+		return "browser"
+	}
+	return "whip"
+}
+
 // startPublish negotiates offer; the publish becomes the source of stream
 // once it connects (own). With onCandidate set, candidates trickle out and
 // the answer is returned at once.
@@ -322,7 +340,7 @@ func (s *Server) startPublish(ctx context.Context, r *http.Request, stream strin
 		return nil, "", mapPublishError(err)
 	}
 	p := &publish{
-		id: id, stream: stream, protocol: protocol, remote: remote, ip: ip, cred: cred,
+		id: id, stream: stream, protocol: protocol, kind: publisherKind(protocol, r.UserAgent()), remote: remote, ip: ip, cred: cred,
 		sess: sess, live: make(chan struct{}), stop: make(chan struct{}), ended: make(chan struct{}),
 		ufrag: sdpfrag.FromSDP(offer).Ufrag, etag: newETag(), cands: offerCands,
 	}
@@ -356,10 +374,11 @@ func (s *Server) own(p *publish, log *slog.Logger) {
 			p.pub.Close()
 		}
 		_ = p.sess.Close()
-		st, plis := p.sess.Stats(), p.sess.KeyframeRequests() // final: the session is closed
+		// final: the session is closed
+		st, plis, fb := p.sess.Stats(), p.sess.KeyframeRequests(), p.sess.Feedback()
 		s.mu.Lock()
 		delete(s.sessions, p.id)
-		s.ended.add(st, plis)
+		s.ended.add(st, plis, fb.NACKed)
 		if pending {
 			s.releasePendingLocked(p.ip)
 		}
@@ -417,7 +436,7 @@ func (s *Server) own(p *publish, log *slog.Logger) {
 // take over, the gateway is stopping).
 func (s *Server) goLive(p *publish, log *slog.Logger) string {
 	pub, err := s.opts.Streams.Publish(p.stream, mseout.PublisherInfo{
-		Protocol: p.protocol, RemoteAddr: p.remote, Session: p.id[:8], RequestKeyframe: p.sess.RequestKeyframe, TakeOver: p.cred,
+		Protocol: p.protocol, Kind: p.kind, RemoteAddr: p.remote, Session: p.id[:8], RequestKeyframe: p.sess.RequestKeyframe, TakeOver: p.cred,
 	})
 	if err != nil {
 		s.warn(log, "publish refused at connect", "err", err)

@@ -130,6 +130,7 @@ func (l *Source) run(ctx context.Context, capture *devices.Capture) {
 		}
 		pub, err := publish(l.cfg.Stream, mseout.PublisherInfo{
 			Protocol:        "local",
+			Kind:            "local",
 			RemoteAddr:      "local:" + deviceLabel(l.cfg.Capture),
 			RequestKeyframe: l.requestKeyframe,
 		})

@@ -15,13 +15,38 @@ type Client struct {
 	Endpoint string       // e.g. https://gw.example:8080/whip/cam1
 	Token    string       // bearer token; "" = none
 	HTTP     *http.Client // nil = http.DefaultClient
+	// UserAgent, when set, is the User-Agent of every request (the server
+	// may count its publishers by it).
+	UserAgent string
 }
 
 func (c *Client) http() *http.Client {
-	if c.HTTP != nil {
-		return c.HTTP
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
 	}
-	return http.DefaultClient
+	if c.UserAgent == "" {
+		return hc
+	}
+	wrapped := *hc
+	wrapped.Transport = userAgentTransport{base: hc.Transport, userAgent: c.UserAgent}
+	return &wrapped
+}
+
+// userAgentTransport sets the User-Agent of the requests it carries.
+type userAgentTransport struct {
+	base      http.RoundTripper // nil = http.DefaultTransport
+	userAgent string
+}
+
+func (t userAgentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context()) // a RoundTripper must not change its request
+	req.Header.Set("User-Agent", t.userAgent)
+	base := t.base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return base.RoundTrip(req)
 }
 
 // Session is one WHIP session: the resource a POST created for a

@@ -187,6 +187,14 @@ func TestBrowserPublishWatch(t *testing.T) {
 	if len(streams) != 1 || streams[0].Viewers != 1 {
 		t.Errorf("/api/streams over https: %+v", streams)
 	}
+	if kind := publisherKindOf(t, gw, "e2e"); kind != "browser" {
+		t.Errorf("/api/streams: the publish page's publisher kind is %q", kind)
+	}
+	// The watch page's reports reach the metrics (once a second).
+	eventually(t, "the player's stats in the metrics", 20*time.Second, func() bool {
+		m, _ := scrape(t, gw.base+"/metrics", nil)
+		return m["gateway_viewer_latency_seconds_count"] > 0 && m[`gateway_publishers_by_kind{kind="browser"}`] == 1
+	})
 	screenshot(t, pubTab, "publish.png")
 	screenshot(t, watchTab, "watch.png")
 }

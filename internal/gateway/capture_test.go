@@ -188,6 +188,9 @@ func TestCaptureAgentPublishes(t *testing.T) {
 		t.Fatalf("init tracks = %+v", ctl.Tracks)
 	}
 	checkAgentMedia(t, v, "agent viewer", init)
+	if kind := publisherKindOf(t, gw, "agent"); kind != "agent" {
+		t.Errorf("/api/streams: the capture agent's publisher kind is %q", kind)
+	}
 	keyframeOnRequest(t, agent, c)
 
 	// An ICE restart (what the agent does when its connection goes

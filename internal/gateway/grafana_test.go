@@ -180,14 +180,6 @@ func TestGrafanaDashboard(t *testing.T) {
 		}
 		v.collect(500 * time.Millisecond)
 	}
-	exported := map[string]bool{}
-	for _, n := range []*testGateway{a, b} {
-		series, _ := scrape(t, n.base+"/metrics", bearer(n.token))
-		for s := range series {
-			name, _, _ := strings.Cut(s, "{")
-			exported[name] = true
-		}
-	}
 	named := map[string]bool{}
 	for _, e := range exprs {
 		names := promMetricNames(e)
@@ -196,6 +188,34 @@ func TestGrafanaDashboard(t *testing.T) {
 		}
 		for _, name := range names {
 			named[name] = true
+		}
+	}
+	// Some series come with the first measurement: the publisher's jitter
+	// with the first receiver report (1 s), its round-trip time with the
+	// first ICE check answered.
+	exported := map[string]bool{}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for _, n := range []*testGateway{a, b} {
+			series, _ := scrape(t, n.base+"/metrics", bearer(n.token))
+			for s := range series {
+				name, _, _ := strings.Cut(s, "{")
+				exported[name] = true
+			}
+		}
+		missing := 0
+		for name := range named {
+			if !exported[name] {
+				missing++
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	for _, e := range exprs {
+		for _, name := range promMetricNames(e) {
 			if !exported[name] {
 				t.Errorf("the dashboard queries %s, which the gateway does not export (%s)", name, e)
 			}

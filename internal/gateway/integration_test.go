@@ -325,3 +325,22 @@ func TestDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// publisherKindOf returns the publisher kind /api/streams gives stream ("":
+// not live).
+func publisherKindOf(t *testing.T, gw *testGateway, stream string) string {
+	t.Helper()
+	var streams []struct {
+		Name      string `json:"name"`
+		Publisher *struct {
+			Kind string `json:"kind"`
+		} `json:"publisher"`
+	}
+	getJSON(t, gw.base+"/api/streams", &streams)
+	for _, s := range streams {
+		if s.Name == stream && s.Publisher != nil {
+			return s.Publisher.Kind
+		}
+	}
+	return ""
+}

@@ -85,7 +85,8 @@ func TestMetricsMove(t *testing.T) {
 				t.Fatalf("viewer: %d segments, %+v", len(segs), stop)
 			}
 			for i := range 3 { // reports, each more than 250 ms after the last
-				stats := `{"type":"stats","latency":0.4,"buffered":0.3,"decodedFrames":` + strconv.Itoa(30*(i+1)) + `,"droppedFrames":` + strconv.Itoa(i) + `}`
+				stats := `{"type":"stats","latency":0.4,"buffered":0.3,"decodedFrames":` + strconv.Itoa(30*(i+1)) + `,"droppedFrames":` + strconv.Itoa(i) +
+					`,"stalls":` + strconv.Itoa(i) + `,"stallTime":` + strconv.Itoa(i) + `.25}`
 				if err := v.c.SendText(stats); err != nil {
 					t.Fatal(err)
 				}
@@ -98,6 +99,8 @@ func TestMetricsMove(t *testing.T) {
 				`gateway_ingest_packets_total{kind="video"}`, `gateway_ingest_packets_total{kind="audio"}`,
 				"gateway_viewer_ttff_seconds_count", "gateway_viewer_latency_seconds_count", "gateway_viewer_buffered_seconds_count",
 				"gateway_viewer_decoded_frames_total", "gateway_viewer_dropped_frames_total", "gateway_viewer_dropped_frames_ratio_count",
+				`gateway_ingest_bytes_total{kind="video"}`, `gateway_ingest_bytes_total{kind="audio"}`,
+				"gateway_viewer_stalls_total", "gateway_viewer_stall_seconds_total",
 				"process_cpu_seconds_total",
 			} {
 				if after[s] <= before[s] {
@@ -110,6 +113,8 @@ func TestMetricsMove(t *testing.T) {
 				`gateway_publications_live{protocol="whip"}`: 1, `gateway_webrtc_sessions{state="connected"}`: 1,
 				"gateway_viewer_ttff_seconds_count": 1, "gateway_viewer_latency_seconds_count": 3,
 				"gateway_viewer_decoded_frames_total": 90, "gateway_viewer_dropped_frames_total": 2,
+				"gateway_viewer_stalls_total": 2, "gateway_viewer_stall_seconds_total": 2.25,
+				`gateway_publishers_by_kind{kind="whip"}`: 1, "gateway_ingest_nacked_packets_total": 0,
 			} {
 				if after[s] != want {
 					t.Errorf("%s = %v, want %v", s, after[s], want)
@@ -131,9 +136,20 @@ func TestMetricsMove(t *testing.T) {
 				return
 			}
 			if after[`gateway_stream_viewers{stream="cam"}`] != 1 || after[`gateway_stream_segments_total{stream="cam"}`] == 0 ||
-				after[`gateway_stream_segment_bytes_total{stream="cam"}`] == 0 || after[`gateway_stream_ingest_packets_total{kind="video",stream="cam"}`] == 0 {
+				after[`gateway_stream_segment_bytes_total{stream="cam"}`] == 0 || after[`gateway_stream_ingest_packets_total{kind="video",stream="cam"}`] == 0 ||
+				after[`gateway_stream_ingest_bytes_total{kind="audio",stream="cam"}`] == 0 {
 				t.Errorf("per-stream series: %v", labelled)
 			}
+			// Jitter comes with the first receiver report (1 s), the
+			// round-trip time with the first ICE check answered.
+			eventually(t, "per-stream jitter and round-trip time", 20*time.Second, func() bool {
+				m, _ := scrape(t, gw.base+"/metrics", nil)
+				_, jv := m[`gateway_stream_ingest_jitter_seconds{kind="video",stream="cam"}`]
+				_, ja := m[`gateway_stream_ingest_jitter_seconds{kind="audio",stream="cam"}`]
+				rtt := m[`gateway_stream_publisher_rtt_seconds{stream="cam"}`]
+				_, nacked := m[`gateway_stream_ingest_nacked_packets_total{stream="cam"}`]
+				return jv && ja && nacked && rtt > 0 && rtt < 1
+			})
 		})
 	}
 }

@@ -114,7 +114,7 @@ function streamRow(s) {
         video.fps ? ` ${video.fps} fps` : '', el('div', { class: 'muted small' }, kf))
       : el('span', { class: 'muted' }, '—')),
     el('td', null, p
-      ? el('div', null, el('span', { class: 'tag' }, String(p.protocol || '?').toUpperCase()), ' ',
+      ? el('div', null, el('span', { class: 'tag', title: `protocol ${p.protocol || '?'}` }, String(p.kind || p.protocol || '?').toUpperCase()), ' ',
         el('span', { class: 'mono small' }, p.remoteAddr || ''),
         el('div', { class: 'muted small' }, p.since ? `for ${formatDuration((Date.now() - Date.parse(p.since)) / 1000)}` : ''))
       : el('span', { class: 'muted' }, s.node ? 'on another node' : '—')),
@@ -163,12 +163,13 @@ function renderViewers() {
       el('td', { class: 'num' }, ms(st.buffered)),
       el('td', { class: 'num' }, st.decodedFrames ?? '—'),
       el('td', { class: 'num' }, st.droppedFrames ?? '—'),
+      el('td', { class: 'num', title: Number.isFinite(st.stallTime) ? `${st.stallTime.toFixed(1)} s stalled` : '' }, st.stalls ?? '—'),
       el('td', { class: 'num' }, String(v.recentSkips || 0)),
       el('td', { class: 'actions' }, confirmButton('Disconnect', async () => {
         if (await act('DELETE', `/api/streams/${enc}/viewers/${v.id}`)) loadViewers();
       })));
   });
-  $('viewers').replaceChildren(...(rows.length ? rows : [el('tr', { class: 'empty' }, el('td', { colspan: 9 }, state.viewers ? 'No viewer on this node.' : 'Loading…'))]));
+  $('viewers').replaceChildren(...(rows.length ? rows : [el('tr', { class: 'empty' }, el('td', { colspan: 10 }, state.viewers ? 'No viewer on this node.' : 'Loading…'))]));
 }
 
 async function loadViewers() {

@@ -831,6 +831,8 @@ export class MSEPlayer extends EventTarget {
         buffered: this.stats.buffered,
         decodedFrames: totalDecoded,
         droppedFrames: totalDropped,
+        stalls: this.stats.stalls,
+        stallTime: this.stats.stallTime,
       });
     }
     this.dispatchEvent(new CustomEvent('stats', { detail: this.stats }));

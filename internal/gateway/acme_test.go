@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
@@ -19,50 +20,96 @@ import (
 
 const pebbleVersion = "v2.10.3"
 
-// startPebble builds and runs pebble (Let's Encrypt's test CA) on loopback
-// with PEBBLE_VA_ALWAYS_VALID=1 (it issues without reaching the names
-// asked for). It returns the directory URL, the file of the root of
-// pebble's own https (for the ACME client) and a pool of the roots it
-// issues under (for clients of the certificates it issues). It skips the
-// test when pebble cannot be built here.
-func startPebble(t *testing.T) (dirURL, httpsRoot string, issued *x509.CertPool) {
+// installPebble builds the commands of pebble (Let's Encrypt's test CA)
+// named (pebble, pebble-challtestsrv) at pebbleVersion into a temporary
+// directory and returns it. It skips the test when pebble cannot be built
+// here.
+func installPebble(t *testing.T, cmds ...string) (bin string) {
 	t.Helper()
-	bin := t.TempDir()
-	install := exec.Command("go", "install", "github.com/letsencrypt/pebble/v2/cmd/pebble@"+pebbleVersion)
+	bin = t.TempDir()
+	args := []string{"install"}
+	for _, c := range cmds {
+		args = append(args, "github.com/letsencrypt/pebble/v2/cmd/"+c+"@"+pebbleVersion)
+	}
+	install := exec.Command("go", args...)
 	install.Env = append(os.Environ(), "GOBIN="+bin, "GOFLAGS=")
 	if out, err := install.CombinedOutput(); err != nil {
 		t.Skipf("pebble %s cannot be built here: %v\n%s", pebbleVersion, err, out)
 	}
+	return bin
+}
+
+// pebbleOptions are how startPebbleWith runs pebble. The zero value is
+// startPebble's: PEBBLE_VA_ALWAYS_VALID=1, every challenge is valid without
+// a request.
+type pebbleOptions struct {
+	// dnsServer (host:port) turns real validation on: pebble's VA resolves
+	// the names it validates there and connects to them on httpPort
+	// (HTTP-01) and tlsPort (TLS-ALPN-01).
+	dnsServer         string
+	httpPort, tlsPort int
+}
+
+// pebbleCA is a running pebble.
+type pebbleCA struct {
+	dirURL    string            // the ACME directory
+	httpsRoot string            // the file of the root of pebble's own https (for the ACME client)
+	issued    *x509.CertPool    // the root it issues under (for clients of the certificates it issues)
+	root      *x509.Certificate // that root
+	log       *syncBuffer       // its output
+}
+
+// startPebble builds and runs pebble on loopback with
+// PEBBLE_VA_ALWAYS_VALID=1 (it issues without reaching the names asked
+// for). It returns the directory URL, the file of the root of pebble's own
+// https (for the ACME client) and a pool of the roots it issues under (for
+// clients of the certificates it issues). It skips the test when pebble
+// cannot be built here.
+func startPebble(t *testing.T) (dirURL, httpsRoot string, issued *x509.CertPool) {
+	t.Helper()
+	ca := startPebbleWith(t, installPebble(t, "pebble"), pebbleOptions{})
+	return ca.dirURL, ca.httpsRoot, ca.issued
+}
+
+// startPebbleWith runs the pebble of bin (installPebble) on loopback as
+// opts says, until the end of the test.
+func startPebbleWith(t *testing.T, bin string, opts pebbleOptions) *pebbleCA {
+	t.Helper()
 	modcache, err := exec.Command("go", "env", "GOMODCACHE").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
 	src := filepath.Join(strings.TrimSpace(string(modcache)), "github.com", "letsencrypt", "pebble", "v2@"+pebbleVersion)
-	httpsRoot = filepath.Join(src, "test", "certs", "pebble.minica.pem")
-	freePort := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
+	ca := &pebbleCA{httpsRoot: filepath.Join(src, "test", "certs", "pebble.minica.pem"), log: new(syncBuffer)}
+	httpPort, tlsPort := 5002, 5001
+	if opts.httpPort != 0 {
+		httpPort = opts.httpPort
 	}
-	listen, mgmt := freePort(), freePort()
+	if opts.tlsPort != 0 {
+		tlsPort = opts.tlsPort
+	}
+	listen, mgmt := freeAddr(t), freeAddr(t)
 	conf := map[string]any{"pebble": map[string]any{
 		"listenAddress": listen, "managementListenAddress": mgmt,
 		"certificate": filepath.Join(src, "test", "certs", "localhost", "cert.pem"),
 		"privateKey":  filepath.Join(src, "test", "certs", "localhost", "key.pem"),
-		"httpPort":    5002, "tlsPort": 5001, "ocspResponderURL": "", "externalAccountBindingRequired": false,
+		"httpPort":    httpPort, "tlsPort": tlsPort, "ocspResponderURL": "", "externalAccountBindingRequired": false,
 	}}
 	confFile := filepath.Join(t.TempDir(), "pebble.json")
 	data, _ := json.Marshal(conf)
 	if err := os.WriteFile(confFile, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(bin, "pebble"), "-config", confFile)
-	cmd.Env = append(os.Environ(), "PEBBLE_VA_ALWAYS_VALID=1", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	args := []string{"-config", confFile}
+	env := append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
+	if opts.dnsServer != "" {
+		args = append(args, "-dnsserver", opts.dnsServer)
+	} else {
+		env = append(env, "PEBBLE_VA_ALWAYS_VALID=1")
+	}
+	cmd := exec.Command(filepath.Join(bin, "pebble"), args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = ca.log, ca.log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -70,15 +117,15 @@ func startPebble(t *testing.T) (dirURL, httpsRoot string, issued *x509.CertPool)
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		if t.Failed() {
-			t.Logf("pebble:\n%s", out.String())
+			t.Logf("pebble:\n%s", ca.log.String())
 		}
 	})
-	pem, err := os.ReadFile(httpsRoot)
+	httpsRoot, err := os.ReadFile(ca.httpsRoot)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
+	pool.AppendCertsFromPEM(httpsRoot)
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	get := func(u string) ([]byte, error) {
 		resp, err := client.Get(u)
@@ -91,36 +138,35 @@ func startPebble(t *testing.T) (dirURL, httpsRoot string, issued *x509.CertPool)
 		}
 		return io.ReadAll(resp.Body)
 	}
-	dirURL = "https://" + listen + "/dir"
-	waitFor(t, "pebble's directory", 20*time.Second, func() bool { _, err := get(dirURL); return err == nil })
+	ca.dirURL = "https://" + listen + "/dir"
+	waitFor(t, "pebble's directory", 20*time.Second, func() bool { _, err := get(ca.dirURL); return err == nil })
 	root, err := get("https://" + mgmt + "/roots/0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	issued = x509.NewCertPool()
-	if !issued.AppendCertsFromPEM(root) {
+	block, _ := pem.Decode(root)
+	if block == nil {
 		t.Fatalf("pebble's root: %q", root)
 	}
-	return dirURL, httpsRoot, issued
+	if ca.root, err = x509.ParseCertificate(block.Bytes); err != nil {
+		t.Fatalf("pebble's root: %v", err)
+	}
+	ca.issued = x509.NewCertPool()
+	ca.issued.AddCert(ca.root)
+	return ca
 }
 
 type url404 struct{ status string }
 
 func (e *url404) Error() string { return e.status }
 
-// TestACMEPebble: with tls.acme_domains the gateway obtains a certificate
-// from an ACME CA (pebble, which validates every challenge without reaching
-// the gateway) and serves it on its main listener; pages and the API are
-// served over it; the account and certificate are kept in acme_storage.
-// The challenges themselves (TLS-ALPN on the main listener, HTTP-01 on the
-// redirect listener) are not validated by pebble in this mode.
-func TestACMEPebble(t *testing.T) {
-	const domain = "gateway.example.com"
-	dirURL, caRoot, issued := startPebble(t)
-	storage := t.TempDir()
-	// Registered before the gateway's own cleanup, so run after it: Close
-	// leaves no certmagic goroutine behind (its cache's maintenance, the
-	// obtaining) but its process-wide rate limiter.
+// checkCertmagicStops registers a cleanup that fails the test if
+// certmagic goroutines are left once the test's gateways are closed:
+// register it before starting them (cleanups run last first). Close
+// leaves no certmagic goroutine behind (its cache's maintenance, the
+// obtaining) but its process-wide rate limiter.
+func checkCertmagicStops(t *testing.T) {
+	t.Helper()
 	t.Cleanup(func() {
 		deadline := time.Now().Add(5 * time.Second)
 		for {
@@ -145,6 +191,20 @@ func TestACMEPebble(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	})
+}
+
+// TestACMEPebble: with tls.acme_domains the gateway obtains a certificate
+// from an ACME CA (pebble, which validates every challenge without reaching
+// the gateway) and serves it on its main listener; pages and the API are
+// served over it; the account and certificate are kept in acme_storage.
+// The challenges themselves (TLS-ALPN on the main listener, HTTP-01 on the
+// redirect listener) are validated for real in TestACMEChallenges.
+func TestACMEPebble(t *testing.T) {
+	const domain = "gateway.example.com"
+	dirURL, caRoot, issued := startPebble(t)
+	storage := t.TempDir()
+	// Registered before the gateway's own cleanup, so run after it.
+	checkCertmagicStops(t)
 	var logs syncBuffer
 	cfg := loopbackConfig()
 	cfg.TLS.ACMEDomains = []string{domain}

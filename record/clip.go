@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"time"
-
 )
 
 // fragment is one moof (with the boxes after it, its mdat) of a file.

@@ -144,6 +144,15 @@ func (s *Session) Feedback() Feedback {
 	if j, ok := s.feedback.jitterOf(s.audioSSRC.Load()); ok && s.conf.Audio != nil {
 		f.AudioJitter = float64(j) / float64(cmp.Or(s.conf.Audio.ClockRate, 48000))
 	}
+	// Only on a live connection: Pion logs an error for a closed one.
+	select {
+	case <-s.done:
+		return f
+	default:
+	}
+	if !s.connected.Load() {
+		return f
+	}
 	if sctp := s.pc.SCTP(); sctp != nil {
 		if dtls := sctp.Transport(); dtls != nil {
 			if ice := dtls.ICETransport(); ice != nil {

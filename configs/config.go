@@ -65,6 +65,29 @@ type Config struct {
 	Admin Admin `yaml:"admin"`
 	// Metrics shapes the Prometheus metrics of /metrics.
 	Metrics Metrics `yaml:"metrics"`
+	// Record says where and how recordings are kept; which streams are
+	// recorded is stream_defaults.record and streams.NAME.record.
+	Record Record `yaml:"record"`
+}
+
+// Record configures recordings (package record).
+type Record struct {
+	// Path is the file pattern: %stream, and the start time as %Y %m %d %H
+	// %M %S %f (UTC; %f microseconds), each once.
+	Path string `yaml:"path"`
+	// SegmentDuration: a file is cut at the first keyframe this long after
+	// it started (and at every new init).
+	SegmentDuration time.Duration `yaml:"segment_duration"`
+	// MaxAge deletes files that ended longer ago; 0 = kept.
+	MaxAge time.Duration `yaml:"max_age"`
+	// MaxBytes deletes the oldest files while all recordings take more; 0 =
+	// no limit.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// SyncInterval: how often a file being written is synced to disk.
+	SyncInterval time.Duration `yaml:"sync_interval"`
+	// QueueBytes bounds what waits for the disk per stream; past it that
+	// stream's recording stops (the disk does not keep up).
+	QueueBytes int `yaml:"queue_bytes"`
 }
 
 // TLS holds the HTTPS settings beyond tls_cert and tls_key (which stay at
@@ -218,6 +241,9 @@ type Stream struct {
 	ViewerMaxSkips      int           `yaml:"viewer_max_skips"`
 	AllowTakeover       bool          `yaml:"allow_takeover"`
 	WaitForPublisher    bool          `yaml:"wait_for_publisher"`
+	// Record keeps the stream in files while it is published here (not on
+	// a node that relays it from another).
+	Record bool `yaml:"record"`
 }
 
 // Auth says who may publish, view and administer (PROTOCOL.md, "Access
@@ -637,6 +663,9 @@ func (c *Config) validate() error {
 	if err := c.validateSources(); err != nil {
 		return err
 	}
+	if err := c.Record.validate(); err != nil {
+		return err
+	}
 	l := c.Limits
 	for _, f := range []struct {
 		key string
@@ -993,6 +1022,26 @@ func validateStream(key string, s Stream) error {
 		return fmt.Errorf("%s.viewer_queue_bytes: must be at least 65536, got %d", key, s.ViewerQueueBytes)
 	case s.ViewerMaxSkips < 1:
 		return fmt.Errorf("%s.viewer_max_skips: must be at least 1, got %d", key, s.ViewerMaxSkips)
+	}
+	return nil
+}
+
+// validate checks the numbers; the path pattern is checked by the
+// recorder (gateway.Check, and at start).
+func (r Record) validate() error {
+	switch {
+	case r.Path == "" || !strings.Contains(r.Path, "%stream"):
+		return fmt.Errorf("record.path: %q must name the stream with %%stream", r.Path)
+	case r.SegmentDuration < time.Second || r.SegmentDuration > 24*time.Hour:
+		return fmt.Errorf("record.segment_duration: %v is not between 1s and 24h", r.SegmentDuration)
+	case r.MaxAge < 0:
+		return errors.New("record.max_age: must not be negative")
+	case r.MaxBytes < 0:
+		return errors.New("record.max_bytes: must not be negative")
+	case r.SyncInterval <= 0 || r.SyncInterval > time.Minute:
+		return fmt.Errorf("record.sync_interval: %v is not between 1ns and 1m", r.SyncInterval)
+	case r.QueueBytes < 1<<20:
+		return fmt.Errorf("record.queue_bytes: %d is under 1 MiB (1048576)", r.QueueBytes)
 	}
 	return nil
 }

@@ -42,7 +42,10 @@ type Options struct {
 	// Events hears viewer.joined, viewer.left and publish.takeover
 	// (webhooks); it must not block. May be nil.
 	Events func(typ, stream string, data map[string]any)
-	Logger *slog.Logger
+	// OnPublish hears of every publication made (after its publisher
+	// became the stream's source); it must not block. May be nil.
+	OnPublish func(name string, info PublisherInfo)
+	Logger    *slog.Logger
 	// WriteTimeout bounds one write to a viewer; 0 = 10 s.
 	WriteTimeout time.Duration
 	// KeepAlive is the ping interval to viewers; 0 = 20 s.
@@ -200,6 +203,9 @@ func (r *Registry) Publish(name string, info PublisherInfo) (*Publication, error
 	}
 	r.metrics.publishes.Add(1)
 	r.log.Info("publish started", "stream", name, "session", info.Session, "protocol", info.Protocol, "remote", info.RemoteAddr)
+	if r.opts.OnPublish != nil {
+		r.opts.OnPublish(name, info)
+	}
 	return p, nil
 }
 

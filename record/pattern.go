@@ -158,3 +158,9 @@ func (p pattern) root() string {
 	i := strings.IndexByte(p.text, '%')
 	return filepath.Dir(p.text[:i] + "x")
 }
+
+// CheckPath reports whether a record.path pattern is usable.
+func CheckPath(path string) error {
+	_, err := parsePattern(path)
+	return err
+}

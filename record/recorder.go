@@ -130,7 +130,12 @@ func (r *Recorder) Recording(stream string) bool {
 func (r *Recorder) Start(stream string, attach Attach) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed || r.streams[stream] != nil {
+	if r.closed {
+		return
+	}
+	// One that got its end (the last publisher left) may still be writing:
+	// a new publisher gets a recorder of its own.
+	if cur := r.streams[stream]; cur != nil && !cur.ending.Load() {
 		return
 	}
 	s := &streamRecorder{r: r, stream: stream, log: r.log.With("stream", stream), wake: make(chan struct{}, 1), ended: make(chan struct{})}
@@ -141,7 +146,9 @@ func (r *Recorder) Start(stream string, attach Attach) {
 		defer r.wg.Done()
 		defer func() {
 			r.mu.Lock()
-			delete(r.streams, stream)
+			if r.streams[stream] == s {
+				delete(r.streams, stream)
+			}
 			r.mu.Unlock()
 			r.m.streams.Add(-1)
 			close(s.ended)
@@ -157,6 +164,7 @@ type streamRecorder struct {
 	stream string
 	log    *slog.Logger
 	ended  chan struct{}
+	ending atomic.Bool // WriteEnd came: what follows is not this recorder's
 
 	mu       sync.Mutex
 	queue    []item
@@ -194,9 +202,12 @@ func (s *streamRecorder) WriteEnd() { s.push(item{end: true, at: s.r.cfg.Now()},
 // push queues it without blocking (the hub's lock is held).
 func (s *streamRecorder) push(it item, size int) {
 	s.mu.Lock()
-	if s.overflow {
+	if s.overflow || s.ending.Load() {
 		s.mu.Unlock()
 		return
+	}
+	if it.end {
+		s.ending.Store(true)
 	}
 	if s.queued+size > s.r.cfg.QueueBytes {
 		s.overflow, s.queue, s.queued = true, nil, 0

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/devices"
+	"github.com/mseway/mseway/record"
 )
 
 // Check runs the checks a start makes on a loaded config beyond what
@@ -26,6 +27,9 @@ func Check(cfg *configs.Config) (warnings []string, err error) {
 		if _, err := ServerTLS(cfg.TLSCert, cfg.TLSKey); err != nil {
 			return nil, err
 		}
+	}
+	if err := record.CheckPath(cfg.Record.Path); err != nil {
+		return nil, err
 	}
 	if cfg.Cluster.Enabled() {
 		if err := checkClusterFiles(cfg.Cluster); err != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/mseway/mseway/httpapi"
 	"github.com/mseway/mseway/mseout"
 	"github.com/mseway/mseway/peer"
+	"github.com/mseway/mseway/record"
 	"github.com/mseway/mseway/signaling"
 	"github.com/mseway/mseway/sources"
 	"github.com/mseway/mseway/web"
@@ -80,6 +81,7 @@ type Gateway struct {
 	started  time.Time
 	draining atomic.Bool // Close has begun: /readyz answers 503
 	sources  []*sources.Source
+	recorder *record.Recorder
 }
 
 // New builds a gateway from cfg. Call Serve, then Close.
@@ -125,6 +127,17 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		_ = engine.Close()
 		return nil, err
 	}
+	rc := cfg.Record
+	recorder, err := record.New(record.Config{
+		Path: rc.Path, SegmentDuration: rc.SegmentDuration, MaxAge: rc.MaxAge, MaxBytes: rc.MaxBytes,
+		SyncInterval: rc.SyncInterval, QueueBytes: rc.QueueBytes, Logger: log,
+	})
+	if err != nil {
+		hooks.Close(context.Background())
+		authz.Close()
+		_ = engine.Close()
+		return nil, err
+	}
 	acc := newAccess(authz, hooks, log)
 	origins := httpapi.NewLiveOrigins(cfg.Auth.AllowedOrigins)
 	live := new(atomic.Pointer[configs.Config])
@@ -154,11 +167,20 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		Authorize:  acc.view,
 		Origins:    origins,
 		Events:     emit,
-		Logger:     log,
+		// The node a publisher feeds records its stream (a node relaying
+		// it from another does not): never two nodes the same stream.
+		OnPublish: func(name string, info mseout.PublisherInfo) {
+			if info.Protocol == "relay" || !live.Load().StreamSettings(name).Record {
+				return
+			}
+			recorder.Start(name, func(out record.Output) (func(), error) { return registry.Attach(name, out) })
+		},
+		Logger: log,
 	})
 	glue, err = startCluster(cfg.Cluster, settings, registry, log)
 	if err != nil {
 		registry.Close()
+		recorder.Close()
 		hooks.Close(context.Background())
 		authz.Close()
 		_ = engine.Close()
@@ -196,7 +218,7 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 	}
 	log.Info("connection limits", "max_conns", maxConns, "max_conns_per_ip", cfg.Limits.MaxConnsPerIP,
 		"open_files_soft", soft, "open_files_hard", hard)
-	g := &Gateway{cfg: cfg, live: live, log: log, engine: engine, registry: registry, sig: sig, access: acc, origins: origins, cluster: glue, started: time.Now(),
+	g := &Gateway{cfg: cfg, live: live, log: log, engine: engine, registry: registry, sig: sig, access: acc, origins: origins, cluster: glue, started: time.Now(), recorder: recorder,
 		guard: guard.New(guard.Options{
 			MaxConns: maxConns, MaxConnsPerIP: cfg.Limits.MaxConnsPerIP,
 			RequestsPerSecondPerIP: cfg.Limits.RequestsPerSecondPerIP, RequestBurstPerIP: cfg.Limits.RequestBurstPerIP,
@@ -318,6 +340,7 @@ func (g *Gateway) Handler() http.Handler {
 	// its browser asks first.
 	mux.HandleFunc("OPTIONS /api/nodes", preflight(g.origins))
 	g.registerOperator(mux)
+	g.registerRecordings(mux)
 	mux.HandleFunc("GET /readyz", g.readyz)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "uptime": time.Since(g.started).Round(time.Second).String()})
@@ -498,6 +521,7 @@ func (g *Gateway) closeParts(ctx context.Context) error {
 	g.closeSources()
 	g.registry.Close()
 	g.sig.Close()
+	g.recorder.Close() // after the registry: the recordings got their end
 	if err := g.cluster.close(ctx); err != nil {
 		g.log.Warn("cluster: leaving", "err", err)
 	}

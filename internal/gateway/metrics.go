@@ -28,6 +28,7 @@ func (g *Gateway) newMetrics() (*prometheus.Registry, error) {
 		accessCollector{g.access},
 		g.access.hooks.Collector(),
 		panicCollector{},
+		g.recorder.Collector(),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,6 +23,9 @@ import (
 const (
 	childNATSEnv = "MSEWAY_TEST_CHILD_NATS" // the NATS URL the child joins
 	childNodeEnv = "MSEWAY_TEST_CHILD_NODE" // its node id
+	// childRecordEnv, when set, is a directory the child records every
+	// stream into, in 2 s files synced every 100 ms.
+	childRecordEnv = "MSEWAY_TEST_CHILD_RECORD"
 )
 
 // childLine starts the line the child prints with its base URL.
@@ -37,10 +41,17 @@ func runChildGateway() int {
 		return 1
 	}
 	base := "http://" + ln.Addr().String()
-	cfg.Cluster.NATSURLs = []string{os.Getenv(childNATSEnv)}
-	cfg.Cluster.NodeID = os.Getenv(childNodeEnv)
-	cfg.Cluster.PublicURL = base
-	cfg.Cluster.Heartbeat, cfg.Cluster.TTL = 200*time.Millisecond, 2*time.Second
+	if nats := os.Getenv(childNATSEnv); nats != "" {
+		cfg.Cluster.NATSURLs = []string{nats}
+		cfg.Cluster.NodeID = os.Getenv(childNodeEnv)
+		cfg.Cluster.PublicURL = base
+		cfg.Cluster.Heartbeat, cfg.Cluster.TTL = 200*time.Millisecond, 2*time.Second
+	}
+	if dir := os.Getenv(childRecordEnv); dir != "" {
+		cfg.StreamDefaults.Record = true
+		cfg.Record.Path = filepath.Join(dir, "%stream", "%Y-%m-%d_%H-%M-%S-%f.mp4")
+		cfg.Record.SegmentDuration, cfg.Record.SyncInterval = 2*time.Second, 100*time.Millisecond
+	}
 	level := slog.LevelError
 	if os.Getenv("GATEWAY_TEST_LOG") != "" {
 		level = slog.LevelDebug
@@ -66,11 +77,13 @@ type childGateway struct {
 }
 
 // startChildGateway runs a cluster node of natsURL named id in a child
-// process; it is killed at the end of the test if it still runs.
-func startChildGateway(t *testing.T, natsURL, id string) *childGateway {
+// process (no cluster when natsURL is empty; env adds settings, as
+// childRecordEnv=DIR); it is killed at the end of the test if it still
+// runs.
+func startChildGateway(t *testing.T, natsURL, id string, env ...string) *childGateway {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childNATSEnv+"="+natsURL, childNodeEnv+"="+id)
+	cmd.Env = append(append(os.Environ(), childNATSEnv+"="+natsURL, childNodeEnv+"="+id), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

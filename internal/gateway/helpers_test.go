@@ -32,7 +32,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(childNATSEnv) != "" {
+	if os.Getenv(childNATSEnv) != "" || os.Getenv(childRecordEnv) != "" {
 		os.Exit(runChildGateway()) // this binary re-executed as a gateway (child_test.go)
 	}
 	dir, err := os.MkdirTemp("", "gateway-test-cert")

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"math"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/mseway/mseway/configs"
 	"github.com/mseway/mseway/internal/testkit/fmp4check"
+	"github.com/mseway/mseway/internal/testkit/whipclient"
 )
 
 type recordingEntry struct {
@@ -176,5 +178,46 @@ func TestRecording(t *testing.T) {
 	m, _ := scrape(t, gw.base+"/metrics", map[string]string{"Authorization": "Bearer " + gw.token})
 	if m["gateway_recording_files_total"] != float64(len(files)) || m["gateway_recording_bytes_total"] <= 0 || m["gateway_recording_streams"] != 0 {
 		t.Errorf("recording metrics: files %v bytes %v streams %v", m["gateway_recording_files_total"], m["gateway_recording_bytes_total"], m["gateway_recording_streams"])
+	}
+}
+
+// TestRecordingKilled: a gateway killed with SIGKILL while recording
+// leaves every file playable: the finished ones whole, the open one up to
+// its last complete fragment (each fragment is written with one write).
+func TestRecordingKilled(t *testing.T) {
+	fmp4check.RequireFFmpeg(t)
+	dir := t.TempDir()
+	child := startChildGateway(t, "", "rec", childRecordEnv+"="+dir)
+	video, audio := testMedia(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pub, err := whipclient.Publish(ctx, whipclient.Options{URL: child.base + "/whip/killed", Video: video, Audio: audio, FPS: 30, LoopbackOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	// Files of 2 s: after 5 s of media, two are done and one is open.
+	var files []string
+	eventually(t, "three recording files", 30*time.Second, func() bool {
+		files, _ = filepath.Glob(filepath.Join(dir, "killed", "*.mp4"))
+		return len(files) >= 3
+	})
+	time.Sleep(700 * time.Millisecond) // into the open file
+	child.kill()
+	files, _ = filepath.Glob(filepath.Join(dir, "killed", "*.mp4"))
+	var total float64
+	for _, f := range files {
+		p, err := fmp4check.Probe(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %+v", filepath.Base(f), p)
+		if p.Errors != "" || !p.Video || p.VideoFrames == 0 {
+			t.Errorf("%s after SIGKILL: %+v", filepath.Base(f), p)
+		}
+		total += p.VideoDuration
+	}
+	if total < 4 {
+		t.Errorf("%.2f s of video left after SIGKILL in %d files", total, len(files))
 	}
 }

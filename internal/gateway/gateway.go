@@ -138,6 +138,9 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		_ = engine.Close()
 		return nil, err
 	}
+	if recordsAny(cfg) && rc.MaxAge == 0 && rc.MaxBytes == 0 {
+		log.Warn("recording with no retention: files are kept until the disk is full; set record.max_age or record.max_bytes", "path", rc.Path)
+	}
 	acc := newAccess(authz, hooks, log)
 	origins := httpapi.NewLiveOrigins(cfg.Auth.AllowedOrigins)
 	live := new(atomic.Pointer[configs.Config])
@@ -274,6 +277,19 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 	}
 	g.redirect = g.newRedirectServer()
 	return g, nil
+}
+
+// recordsAny reports whether cfg records some stream.
+func recordsAny(cfg *configs.Config) bool {
+	if cfg.StreamDefaults.Record {
+		return true
+	}
+	for _, s := range cfg.Streams {
+		if s.Record {
+			return true
+		}
+	}
+	return false
 }
 
 // ServerTLS is the gateway's TLS config for a certificate and key file,

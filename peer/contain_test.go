@@ -4,8 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
@@ -34,25 +32,7 @@ func TestPublisherPanicEndsOnlyThatSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer engine.Close()
-	sessions := make(chan *peer.Session, 4)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		offer, _ := io.ReadAll(r.Body)
-		sess, answer, err := engine.Accept(r.Context(), string(offer), peer.SessionOptions{Logger: log})
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		if err := sess.Start(panickySink{}); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		sessions <- sess
-		w.Header().Set("Content-Type", "application/sdp")
-		w.Header().Set("Location", "/whip/x/1")
-		w.WriteHeader(http.StatusCreated)
-		_, _ = io.WriteString(w, answer)
-	}))
-	defer srv.Close()
+	url, sessions := serveWHIP(t, engine, log, panickySink{})
 	video, err := mediafile.ReadH264(filepath.Join("..", "testdata", "media", "h264_640x360_30fps_2slices.h264"))
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +40,7 @@ func TestPublisherPanicEndsOnlyThatSession(t *testing.T) {
 	before := contain.Counts()["publisher media"]
 	for i := range 2 { // the engine still accepts after a contained panic
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		pub, err := whipclient.Publish(ctx, whipclient.Options{URL: srv.URL + "/whip/x", Video: video, LoopbackOnly: true})
+		pub, err := whipclient.Publish(ctx, whipclient.Options{URL: url + "/whip/x", Video: video, LoopbackOnly: true})
 		cancel()
 		if err != nil {
 			t.Fatalf("publish %d: %v", i, err)

@@ -16,17 +16,7 @@ import (
 // text format writes them) -> value, and names every family it declares.
 func scrape(t *testing.T, url string, header map[string]string) (series map[string]float64, families map[string]string) {
 	t.Helper()
-	req, err := http.NewRequest("GET", url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := testHTTP.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := doGet(t, url, header)
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)

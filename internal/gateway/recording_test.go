@@ -27,9 +27,8 @@ type recordingEntry struct {
 	URL       string    `json:"url"`
 }
 
-// getWith GETs url with header, returning the status, the headers and
-// the body.
-func getWith(t *testing.T, url string, header map[string]string) (int, http.Header, []byte) {
+// doGet sends GET url with header; the caller closes the body.
+func doGet(t *testing.T, url string, header map[string]string) *http.Response {
 	t.Helper()
 	req, err := http.NewRequest("GET", url, nil)
 	if err != nil {
@@ -42,6 +41,14 @@ func getWith(t *testing.T, url string, header map[string]string) (int, http.Head
 	if err != nil {
 		t.Fatal(err)
 	}
+	return resp
+}
+
+// getWith GETs url with header, returning the status, the headers and
+// the body.
+func getWith(t *testing.T, url string, header map[string]string) (int, http.Header, []byte) {
+	t.Helper()
+	resp := doGet(t, url, header)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {

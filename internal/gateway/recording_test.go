@@ -228,3 +228,31 @@ func TestRecordingKilled(t *testing.T) {
 		t.Errorf("%.2f s of video left after SIGKILL in %d files", total, len(files))
 	}
 }
+
+// TestRecordingInCluster: every node records (stream_defaults.record), a
+// stream is published on A and watched on B: only A, the node its
+// publisher feeds, records it; B, relaying it, does not.
+func TestRecordingInCluster(t *testing.T) {
+	nats := startNATS(t)
+	dirs := map[string]string{"a": t.TempDir(), "b": t.TempDir()}
+	node := func(id string) *testGateway {
+		return clusterNode(t, nats, id, func(c *configs.Config) {
+			c.StreamDefaults.Record = true
+			c.Record.Path = filepath.Join(dirs[id], "%stream", "%Y-%m-%d_%H-%M-%S-%f.mp4")
+			c.Record.SegmentDuration = time.Second
+		})
+	}
+	a, b := node("a"), node("b")
+	video, audio := testMedia(t)
+	publish(t, a, "both", video, audio)
+	v := watch(t, b, "both")
+	v.expectInit(20 * time.Second)
+	if segs, stop := v.collect(3 * time.Second); len(segs) == 0 || stop != nil {
+		t.Fatalf("viewer on b: %d segments, %+v", len(segs), stop)
+	}
+	onA, _ := filepath.Glob(filepath.Join(dirs["a"], "both", "*.mp4"))
+	onB, _ := filepath.Glob(filepath.Join(dirs["b"], "both", "*.mp4"))
+	if len(onA) == 0 || len(onB) != 0 {
+		t.Errorf("files on a (the origin): %d, on b (relaying): %d; want some and none", len(onA), len(onB))
+	}
+}

@@ -29,6 +29,7 @@ var floors = map[string]int{
 	"relaywire":        4,
 	"cluster":          5,
 	"relay":            5,
+	"record":           5,
 	"remux":            3,
 	"devices":          3,
 	"web":              3,

@@ -48,6 +48,13 @@ func TestRedirectHTTP(t *testing.T) {
 					t.Errorf("ServeRedirect: %v", err)
 				}
 			})
+			// The main listener's port is known once Serve runs (it serves
+			// in a goroutine): an answer on it says it does.
+			if resp, err := testHTTP.Get(gw.base + "/healthz"); err != nil {
+				t.Fatal(err)
+			} else {
+				resp.Body.Close()
+			}
 			_, mainPort, _ := net.SplitHostPort(strings.TrimPrefix(gw.base, "https://"))
 			client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 5 * time.Second}
 			req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://"+rln.Addr().String()+"/watch.html?stream=demo&x=%20y", nil)

@@ -362,8 +362,20 @@ type piece struct {
 var ErrNoRecording = errors.New("no recording in that range")
 
 // Clip returns the part of stream's recordings from from to to, within one
-// file: the file holding from (or the first one after it).
+// file: the file holding from (or the first one after it), from the
+// keyframe at or before from.
 func (r *Recorder) Clip(stream string, from, to time.Time) (*Clip, error) {
+	return r.clip(stream, from, to, false)
+}
+
+// ClipAfter is Clip for a player that has played up to from: the clip
+// starts at the first fragment at or after from (a keyframe or not: the
+// decoder goes on), so what it already has is not sent again.
+func (r *Recorder) ClipAfter(stream string, from, to time.Time) (*Clip, error) {
+	return r.clip(stream, from, to, true)
+}
+
+func (r *Recorder) clip(stream string, from, to time.Time, after bool) (*Clip, error) {
 	if to.Before(from) {
 		return nil, errors.New("the range ends before it starts")
 	}
@@ -379,7 +391,7 @@ func (r *Recorder) Clip(stream string, from, to time.Time) (*Clip, error) {
 		}
 	}
 	for _, f := range files[first:] {
-		c, err := clipOf(f, from, to)
+		c, err := clipOf(f, from, to, after)
 		if errors.Is(err, ErrNoRecording) {
 			continue
 		}
@@ -388,7 +400,11 @@ func (r *Recorder) Clip(stream string, from, to time.Time) (*Clip, error) {
 	return nil, ErrNoRecording
 }
 
-func clipOf(f File, from, to time.Time) (*Clip, error) {
+// afterSlack: a from given by a player to the millisecond still names the
+// fragment it was told about (X-Recording-End, to the nanosecond).
+const afterSlack = time.Millisecond
+
+func clipOf(f File, from, to time.Time, after bool) (*Clip, error) {
 	fh, err := os.Open(f.Path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, ErrNoRecording
@@ -418,9 +434,17 @@ func clipOf(f File, from, to time.Time) (*Clip, error) {
 		_ = fh.Close()
 		return nil, ErrNoRecording
 	}
-	// The last keyframe at or before from (or the first one).
+	// The last keyframe at or before from (or the first one); after: the
+	// first fragment at or after from.
 	begin := -1
 	for i, fr := range ix.frags {
+		if after {
+			if !wall(fr).Before(from.Add(-afterSlack)) {
+				begin = i
+				break
+			}
+			continue
+		}
 		if fr.keyframe && (begin < 0 || !wall(fr).After(from)) {
 			begin = i
 		}

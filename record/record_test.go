@@ -235,6 +235,25 @@ func TestClip(t *testing.T) {
 	if c3.Path != files[2].Path || c3.Start.Sub(c2.End).Abs() > 50*time.Millisecond {
 		t.Errorf("the part after +%v: %s from +%v", c2.End.Sub(start), filepath.Base(c3.Path), c3.Start.Sub(start))
 	}
+	// ClipAfter from the end of a clip: the next fragment, no overlap, no
+	// step back to a keyframe.
+	c4, err := r.ClipAfter("cam", c.End, c.End.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c4.Close()
+	if c4.Path != c.Path || c4.Start.Sub(c.End).Abs() > time.Millisecond || c4.MediaStart <= c.MediaStart {
+		t.Errorf("ClipAfter +%v: %s from +%v (media %v), want the fragment at the end of the clip before", c.End.Sub(start), filepath.Base(c4.Path), c4.Start.Sub(start), c4.MediaStart)
+	}
+	// From the last fragment's end of a file: the next file.
+	c5, err := r.ClipAfter("cam", c2.End.Add(-time.Millisecond/2), start.Add(9*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c5.Close()
+	if c5.Path != files[2].Path {
+		t.Errorf("ClipAfter at a file's end gives %s, want the next file", filepath.Base(c5.Path))
+	}
 	if _, err := r.Clip("cam", start.Add(time.Hour), start.Add(2*time.Hour)); err != ErrNoRecording {
 		t.Errorf("a range with no recording: %v", err)
 	}

@@ -97,8 +97,9 @@ func (g *Gateway) listRecordings(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveRecording answers GET /recordings/{stream}?from=&to=: the part of a
-// recording file from the keyframe at or before from to to (or the file's
-// end), as fMP4 with range requests. X-Recording-Start and -End are the
+// recording file from the keyframe at or before from (with after=1: the
+// first fragment at or after from, for a player that has what came before)
+// to to (or the file's end), as fMP4 with range requests. X-Recording-Start and -End are the
 // wall-clock times it covers, X-Recording-Media-Start the media time (s) at
 // which it starts; the next part starts at -End.
 func (g *Gateway) serveRecording(w http.ResponseWriter, r *http.Request) {
@@ -128,7 +129,11 @@ func (g *Gateway) serveRecording(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, httpapi.Errorf(http.StatusBadRequest, "to: before from"))
 		return
 	}
-	clip, err := g.recorder.Clip(stream, from, to)
+	clipOf := g.recorder.Clip
+	if q.Get("after") == "1" { // a player going on from the previous part's X-Recording-End
+		clipOf = g.recorder.ClipAfter
+	}
+	clip, err := clipOf(stream, from, to)
 	if errors.Is(err, record.ErrNoRecording) {
 		httpapi.Fail(w, httpapi.Errorf(http.StatusNotFound, "no recording of "+stream+" at that time on this node"))
 		return

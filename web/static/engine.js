@@ -29,6 +29,43 @@ export function resolveMime(mime, MSClass = MS) {
   return null;
 }
 
+/**
+ * The container and each codec's family (its RFC 6381 sample entry, without profile
+ * and level) of a SourceBuffer type: 'video/mp4; codecs="avc1.42c01e,opus"' gives
+ * 'video/mp4|avc1,opus'. Two types of one family differ only in parameters such as an
+ * H.264 level (a resolution change): MSE takes a new init segment of the same family
+ * on the same SourceBuffer without changeType.
+ */
+export function codecFamilies(type) {
+  const m = /^([^;]+)(?:;\s*codecs\s*=\s*"?([^"]*)"?)?/i.exec(String(type || '').trim());
+  if (!m) return '';
+  const codecs = (m[2] || '').split(',').map((c) => c.trim().split('.')[0].toLowerCase()).filter(Boolean).sort();
+  return `${m[1].trim().toLowerCase()}|${codecs.join(',')}`;
+}
+
+// Time-shift parts: PART_MS of recording per request, the next one asked for when less
+// than AHEAD_S seconds are buffered ahead; nothing recorded after a time within
+// NEAR_NOW_MS of now is the file being written, asked again a second later.
+const PART_MS = 20000;
+const AHEAD_S = 8;
+const NEAR_NOW_MS = 15000;
+
+/** Bytes of the init segment (up to the end of moov) at the start of buf; 0 if none. */
+export function initSegmentLength(buf) {
+  const dv = new DataView(buf);
+  let off = 0;
+  while (off + 8 <= dv.byteLength) {
+    let size = dv.getUint32(off);
+    const type = String.fromCharCode(dv.getUint8(off + 4), dv.getUint8(off + 5), dv.getUint8(off + 6), dv.getUint8(off + 7));
+    if (size === 1 && off + 16 <= dv.byteLength) size = Number(dv.getBigUint64(off + 8));
+    if (size < 8 || off + size > dv.byteLength) return 0;
+    off += size;
+    if (type === 'moov') return off;
+    if (type === 'moof') return 0;
+  }
+  return 0;
+}
+
 // ---------------------------------------------------------------------------
 // Minimal ISO BMFF reading: timescales from an init segment and the earliest
 // decode time of a media segment. Used to keep one continuous timeline when a new
@@ -113,6 +150,12 @@ export function segmentStartTime(buf, timescales) {
     /* ignore */
   }
   return best;
+}
+
+/** Earliest baseMediaDecodeTime of one track (track_ID) in a media segment, in seconds; NaN if absent. */
+export function trackStartTime(buf, timescales, id) {
+  const ts = timescales.get(id);
+  return ts ? segmentStartTime(buf, new Map([[id, ts]])) : NaN;
 }
 
 function trackSignature(tracks) {
@@ -408,13 +451,20 @@ export class MSEPipeline {
     const sig = trackSignature(info.tracks);
     const timescales = parseInitTimescales(data);
     this.lastInit = { info, data };
+    // Without changeType (WebKitGTK 2.50 has none) a new init of the same codec
+    // families (another SPS: a resolution change) still goes on the same SourceBuffer:
+    // a new MediaSource would cost a new media pipeline and a seek to reach its data.
     const canReuse = this.sb && this.ms && this.ms.readyState === 'open' && !forceRebuild &&
-      (sig === this.sig || !info.tracks) && (type === this.type || typeof this.sb.changeType === 'function');
+      (sig === this.sig || !info.tracks) && (type === this.type || typeof this.sb.changeType === 'function' ||
+        codecFamilies(type) === codecFamilies(this.type));
     if (!canReuse) {
       this._build(type, sig);
       this.mime = mime;
       this.timescales = timescales;
       this.queue.push({ op: 'append', kind: 'init', data });
+      // The first media segment is put at 0, where a newly attached element's playhead is.
+      const video = Array.isArray(info.tracks) && info.tracks.find((t) => t && t.kind === 'video');
+      this.queue.push({ op: 'timeline', timescales, anchor: true, videoId: video ? video.id : undefined });
       this._pump();
       return true;
     }
@@ -468,6 +518,19 @@ export class MSEPipeline {
       this.queue.unshift({ op: 'remove', start: 0, end: cut });
       this._pump();
     }
+  }
+
+  /**
+   * Drop what is queued and everything buffered: the next init and media start afresh
+   * on the same SourceBuffer (time-shift into a recording, and back to live).
+   */
+  clear(anchorAt = NaN) {
+    this.queue = [{ op: 'abort' }, { op: 'remove', start: 0, end: Infinity }];
+    this.mediaPending = 0;
+    // The next init's first media segment goes to anchorAt (seconds, >= 0): its own times
+    // may be anywhere (a recording file starts at 0, the live stream where it is).
+    this.anchorAt = anchorAt;
+    this._pump();
   }
 
   /** Buffered ranges of the SourceBuffer as [[start, end], ...]. */
@@ -575,7 +638,8 @@ export class MSEPipeline {
           const next = this.queue.find((o) => o.kind === 'media');
           if (!next) return;
           this.queue.shift();
-          this._fixTimeline(next.data, op.timescales);
+          if (op.anchor) this._anchorTimeline(next.data, op.timescales, op.videoId);
+          else this._fixTimeline(next.data, op.timescales);
           continue;
         }
         if (op.op === 'remove') {
@@ -625,6 +689,19 @@ export class MSEPipeline {
     }
   }
 
+  _anchorTimeline(data, timescales, videoId) {
+    // A new SourceBuffer: its first media segment goes to 0, the playhead of a newly
+    // attached element, video keyframe first (audio that starts a little earlier is cut
+    // at appendWindowStart). The element then finds data at its playhead and needs no
+    // seek to start: WebKitGTK can block its main thread for good on a seek issued while
+    // it is still building its GStreamer pipeline (see web/README.md).
+    let t = videoId !== undefined ? trackStartTime(data, timescales, videoId) : NaN;
+    if (!Number.isFinite(t)) t = segmentStartTime(data, timescales);
+    if (!Number.isFinite(t) || Math.abs(t + this.sb.timestampOffset) < 0.0005) return;
+    this.sb.timestampOffset = -t;
+    this._emit('timeline', { from: t, to: 0, offset: -t });
+  }
+
   _fixTimeline(data, timescales) {
     // A new init may restart the decode timeline (new publisher) or jump it. Map the
     // new segments right after what is buffered so playback continues seamlessly.
@@ -632,7 +709,15 @@ export class MSEPipeline {
     const t = segmentStartTime(data, timescales);
     if (!Number.isFinite(t)) return;
     const b = sb.buffered;
-    if (!b.length) return;
+    if (!b.length) {
+      if (Number.isFinite(this.anchorAt)) { // after clear()
+        sb.timestampOffset = this.anchorAt - t;
+        this._emit('timeline', { from: t, to: this.anchorAt, offset: sb.timestampOffset });
+      }
+      this.anchorAt = NaN;
+      return;
+    }
+    this.anchorAt = NaN;
     const lastEnd = b.end(b.length - 1);
     const at = t + sb.timestampOffset;
     if (at < lastEnd - 0.5 || at > lastEnd + 1.0) {
@@ -694,6 +779,8 @@ export class StreamEngine {
   start() { this.socket.start(); }
 
   stop() {
+    if (this.shift && this.shift.abort) this.shift.abort.abort();
+    this.shift = null;
     this.socket.stop();
     clearTimeout(this.heldTimer);
     this.held = null;
@@ -706,6 +793,7 @@ export class StreamEngine {
   setPlayhead(t) {
     this.playhead = t;
     if (this.pipeline) this.pipeline.playhead = t;
+    if (this.shift) this._maybeFetchPart();
   }
 
   evict(playhead, keep) {
@@ -759,6 +847,8 @@ export class StreamEngine {
       sinceInit: this.sinceInit,
       streaming: p && typeof p.streaming === 'boolean' ? p.streaming : null, // ManagedMediaSource only
       buffered: p ? p.bufferedRanges() : [],
+      pipelines: this.pipelines || 0, // MediaSources made since start
+      timeshifted: !!this.shift,
     };
   }
 
@@ -791,6 +881,7 @@ export class StreamEngine {
 
   _createPipeline() {
     this._destroyPipeline();
+    this.pipelines = (this.pipelines || 0) + 1;
     this.pipeline = new MSEPipeline({
       maxQueue: this.maxQueue,
       MSClass: this.MSClass,
@@ -801,6 +892,7 @@ export class StreamEngine {
       onEvent: ({ type, ...rest }) => {
         const map = { open: 'mse-open', error: 'mse-error' };
         this._emit(map[type] || type, rest);
+        if (type === 'appended' && rest.kind === 'media' && this.shift) this._partAppended();
       },
     });
     this.pipeline.playhead = this.playhead;
@@ -809,5 +901,133 @@ export class StreamEngine {
   _destroyPipeline() {
     if (this.pipeline) this.pipeline.destroy();
     this.pipeline = null;
+  }
+
+  // ---- time-shift: the stream's recording through the same MediaSource -------------
+  //
+  // timeshift(fromMs) leaves the live socket and plays the recording (GET
+  // /recordings/{stream}?from=&to=, README "Recording") from wall-clock time fromMs, in
+  // parts of PART_MS fetched while less than AHEAD_S are buffered ahead of the playhead;
+  // each part carries its init and goes on the same SourceBuffer (its timeline mapped right
+  // after what is buffered when it starts over: MSEPipeline._fixTimeline). live() clears
+  // it and reconnects the socket: the server's init and GOP start the live edge again.
+  // Events: 'recording' {wall, end, pos} once a part is appended (wall-clock ms wall plays
+  // at media time pos), 'recording-end' {caughtUp: false} (nothing recorded after that),
+  // 'recording-error' {message}. The player goes live when its playhead nears now.
+
+  timeshift(fromMs) {
+    if (!this.pipeline || !this.pipeline.lastInit || !Number.isFinite(fromMs)) {
+      this._emit('recording-error', { message: 'no stream played yet to go back in' });
+      return;
+    }
+    this.shift = { next: fromMs, busy: false, done: false, pending: [], abort: null, parts: 0 };
+    this.socket.stop();
+    this.sinceInit = false;
+    clearTimeout(this.heldTimer);
+    this.held = null;
+    this.pipeline.clear(this._anchor());
+    this._fetchPart();
+  }
+
+  /** Where new media goes after a clear: just after the playhead, so it is never below 0. */
+  _anchor() {
+    return Number.isFinite(this.playhead) ? Math.max(0, this.playhead) + 0.5 : 0;
+  }
+
+  live() {
+    const sh = this.shift;
+    if (!sh) return;
+    this.shift = null;
+    if (sh.abort) sh.abort.abort();
+    if (this.pipeline) this.pipeline.clear(this._anchor());
+    this.needRebuild = false; // same MediaSource: the server's init goes on the same SourceBuffer
+    this.socket.start();
+  }
+
+  _maybeFetchPart() {
+    const sh = this.shift;
+    if (!sh || sh.busy || sh.done || !this.pipeline || Date.now() < (sh.retryAt || 0)) return;
+    const ranges = this.pipeline.bufferedRanges();
+    const end = ranges.length ? ranges[ranges.length - 1][1] : 0;
+    if (!ranges.length || end - this.playhead < AHEAD_S) this._fetchPart();
+  }
+
+  /** The recordings URL of this stream on the socket's node, and the token. */
+  _recordingRequest(fromMs, toMs, after) {
+    try {
+      const u = new URL(this.socket.url);
+      const m = /^\/ws\/watch\/([^/]+)$/.exec(u.pathname);
+      if (!m) return null;
+      const r = new URL(`/recordings/${m[1]}`, u.href.replace(/^ws/, 'http'));
+      r.searchParams.set('from', new Date(fromMs).toISOString());
+      r.searchParams.set('to', new Date(toMs).toISOString());
+      if (after) r.searchParams.set('after', '1'); // go on from the part before: no overlap
+      return { url: r.href, token: u.searchParams.get('token') || '' };
+    } catch {
+      return null;
+    }
+  }
+
+  async _fetchPart() {
+    const sh = this.shift;
+    if (!sh || sh.busy || sh.done) return;
+    const req = this._recordingRequest(sh.next, sh.next + PART_MS, sh.parts > 0);
+    if (!req) {
+      this._emit('recording-error', { message: 'no recordings URL for this socket' });
+      return;
+    }
+    sh.busy = true;
+    sh.abort = typeof AbortController === 'function' ? new AbortController() : null;
+    try {
+      const res = await fetch(req.url, {
+        headers: req.token ? { Authorization: `Bearer ${req.token}` } : {},
+        credentials: 'omit',
+        signal: sh.abort ? sh.abort.signal : undefined,
+      });
+      if (this.shift !== sh) return;
+      if (res.status === 404) {
+        // Nothing after sh.next yet: near now the file being written grows (ask again in a
+        // second); long ago the recording stopped there.
+        if (Date.now() - sh.next < NEAR_NOW_MS) {
+          sh.retryAt = Date.now() + 1000;
+        } else {
+          sh.done = true;
+          this._emit('recording-end', { caughtUp: false });
+        }
+        return;
+      }
+      if (!res.ok) throw new Error(`GET recording: HTTP ${res.status}`);
+      const wall = Date.parse(res.headers.get('X-Recording-Start'));
+      const end = Date.parse(res.headers.get('X-Recording-End'));
+      const mediaStart = parseFloat(res.headers.get('X-Recording-Media-Start'));
+      const buf = await res.arrayBuffer();
+      if (this.shift !== sh) return;
+      const split = initSegmentLength(buf);
+      if (!split || !Number.isFinite(wall) || !Number.isFinite(end) || !Number.isFinite(mediaStart)) {
+        throw new Error('the recording part is not an fMP4 with its times');
+      }
+      this.pipeline.handleInit(this.pipeline.lastInit.info, buf.slice(0, split));
+      sh.pending.push({ wall, end, mediaStart });
+      this.pipeline.appendSegment(buf.slice(split));
+      // The next part starts where this one ends (after=1: no overlap).
+      sh.parts++;
+      sh.next = end > sh.next ? end : sh.next + 1000;
+    } catch (e) {
+      if (this.shift === sh && !(e && e.name === 'AbortError')) {
+        this._emit('recording-error', { message: `recording: ${e.message || e}` });
+        sh.done = true;
+      }
+    } finally {
+      sh.busy = false;
+      sh.abort = null;
+    }
+  }
+
+  /** A part's media is in: tell where its start plays (the timeline op ran before it). */
+  _partAppended() {
+    const sh = this.shift;
+    const p = sh.pending.shift();
+    if (!p || !this.pipeline || !this.pipeline.sb) return;
+    this._emit('recording', { wall: p.wall, end: p.end, pos: p.mediaStart + this.pipeline.sb.timestampOffset });
   }
 }

@@ -5,7 +5,8 @@
 //
 // page -> worker: {type:'start', url, maxQueue}, {type:'stop'}, {type:'send', msg},
 //                 {type:'playhead', t}, {type:'evict', t, keep}, {type:'rebuild'},
-//                 {type:'stall', ms}
+//                 {type:'stall', ms}, {type:'timeshift', from} (wall-clock ms: play the
+//                 recording from there), {type:'live'} (back to the live socket)
 // worker -> page: {type:'handle', handle} (transferred), {type:'status', status},
 //                 {type:'event', ev} (StreamEngine events), {type:'fatal', message}
 import { StreamEngine } from './engine.js';
@@ -63,6 +64,12 @@ self.onmessage = (e) => {
       break;
     case 'stall':
       if (engine) engine.stall(m.ms);
+      break;
+    case 'timeshift':
+      if (engine) engine.timeshift(m.from);
+      break;
+    case 'live':
+      if (engine) engine.live();
       break;
     default:
   }

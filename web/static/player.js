@@ -50,7 +50,10 @@ export function detectMode(requested = 'auto', g = globalThis) {
   }
 }
 
-const VIDEO_EVENTS = ['playing', 'waiting', 'error', 'stalled', 'volumechange', 'ratechange', 'pause'];
+const VIDEO_EVENTS = ['playing', 'waiting', 'error', 'stalled', 'volumechange', 'ratechange', 'pause', 'loadeddata', 'canplay'];
+
+// In the recording, a playhead this close to now (ms) goes live again.
+const CAUGHT_UP_MS = 2000;
 
 const round = (x, d = 3) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : null);
 
@@ -97,6 +100,8 @@ class LocalBackend {
   setPlayhead(t) { this.engine.setPlayhead(t); }
   evict(t, keep) { this.engine.evict(t, keep); }
   rebuild() { this.engine.rebuild(); }
+  timeshift(from) { this.engine.timeshift(from); }
+  live() { this.engine.live(); }
   stall(ms) { this.engine.stall(ms); }
   status() { return this.engine.status(); }
 }
@@ -160,6 +165,8 @@ class WorkerBackend {
   setPlayhead(t) { this._post({ type: 'playhead', t }); }
   evict(t, keep) { this._post({ type: 'evict', t, keep }); }
   rebuild() { this._post({ type: 'rebuild' }); }
+  timeshift(from) { this._post({ type: 'timeshift', from }); }
+  live() { this._post({ type: 'live' }); }
   stall(ms) { this._post({ type: 'stall', ms }); }
   status() { return this.lastStatus || { bytes: 0, reconnects: 0, queue: 0, segments: 0, inits: 0, buffered: [] }; }
 }
@@ -226,6 +233,9 @@ export class MSEPlayer extends EventTarget {
 
     this.backend = null;
     this.started = false; // playhead placed into the buffer and play() called
+    this.attachedAt = 0; // when the current MediaSource was attached (performance.now())
+    this.prerolled = false; // the element had data at its playhead (readyState >= 2) since then
+    this.edgePending = false; // started without the seek to the live edge: do it once it may seek
     this.sinceInit = false; // media of a live init is flowing (not after eos/error)
     this.stopped = true;
     this.userPaused = false;
@@ -356,6 +366,98 @@ export class MSEPlayer extends EventTarget {
     this._play();
   }
 
+  // ---- time-shift (recordings) --------------------------------------------
+
+  /**
+   * Play the stream's recording from wall-clock time fromMs (ms since the epoch) through
+   * the same MediaSource (README "Recording"); goLive() comes back to the live edge.
+   * stats.position is then the wall-clock time of the frame shown.
+   */
+  timeshift(fromMs) {
+    if (!this.backend || this.stopped || !Number.isFinite(fromMs)) return false;
+    this.timeshifted = true;
+    this.tsParts = [];
+    this.tsEnd = false; // the last part is fetched
+    this.tsSeekTo = fromMs; // seek there once its part is in
+    this.speed = this.speed || 1;
+    this.started = true; // no live start: the recording's parts place the playhead
+    this.sinceInit = false; // no live reports while in the recording
+    this.stallTicks = 0;
+    this._setState('connecting', 'loading the recording');
+    this.backend.timeshift(fromMs);
+    this.dispatchEvent(new CustomEvent('timeshift', { detail: { on: true, from: fromMs } }));
+    return true;
+  }
+
+  /** Back from the recording to the live edge (seekLive when already live). */
+  goLive() {
+    if (!this.timeshifted) {
+      this.seekLive();
+      return;
+    }
+    this.timeshifted = false;
+    this.tsParts = [];
+    this.tsSeekTo = NaN;
+    this.speed = 1;
+    this._setSpeedRate(1);
+    this.started = false; // the server's init and GOP start at the live edge (_maybeStart)
+    this.smoothLatency = NaN;
+    this._setState('connecting', 'back to live');
+    this.backend.live();
+    this.dispatchEvent(new CustomEvent('timeshift', { detail: { on: false } }));
+  }
+
+  /** Playback speed in the recording: 1 or 2 (live plays at 1, trimmed by the controller). */
+  setSpeed(r) {
+    this.speed = r === 2 ? 2 : 1;
+    if (this.timeshifted) this._setSpeedRate(this.speed);
+  }
+
+  _setSpeedRate(r) {
+    const v = this.video;
+    if (Math.abs(v.playbackRate - r) < 0.004) return;
+    try {
+      if ('preservesPitch' in v) v.preservesPitch = true;
+      else if ('webkitPreservesPitch' in v) v.webkitPreservesPitch = true;
+      v.playbackRate = r;
+    } catch { /* ignore */ }
+    if (v.muted !== this.wantMuted) v.muted = this.wantMuted; // WebKitGTK unmutes on a rate change
+  }
+
+  /** Wall-clock ms of media time t in the recording (NaN when not in a part). */
+  _wallAt(t) {
+    const parts = this.tsParts || [];
+    for (let i = parts.length - 1; i >= 0; i--) {
+      const p = parts[i];
+      if (t >= p.pos - 0.05) return p.wall + (t - p.pos) * 1000;
+    }
+    return NaN;
+  }
+
+  _tickTimeshift(now, t, b) {
+    const v = this.video;
+    if (Number.isFinite(this.tsSeekTo)) return; // its part is not in yet
+    if (v.paused && !this.userPaused && !this.needsGesture && this._ahead(b, t) > 0.2) this._play();
+    this._setSpeedRate(this.speed || 1);
+    const moving = Math.abs(t - this.lastT) > 0.001;
+    if (!v.paused && !v.seeking && !moving) {
+      if (++this.stallTicks >= 2) this._jumpGap();
+    } else {
+      this.stallTicks = 0;
+    }
+    if (!v.paused && moving && this.state !== 'playing') this._setState('playing', 'playing the recording');
+    this.lastT = t;
+    // Caught up with now (at 2x), or played all there was: live again.
+    const wall = this._wallAt(t);
+    if ((Number.isFinite(wall) && Date.now() - wall < CAUGHT_UP_MS) || (this.tsEnd && b.end(b.length - 1) - t < 0.5)) {
+      this.goLive();
+    }
+    if (now - this.lastEvictAt > this.evictEveryMs) {
+      this.lastEvictAt = now;
+      this.backend.evict(t, this.evictKeep);
+    }
+  }
+
   /** Change the base target latency (seconds). */
   setTargetLatency(s) {
     if (!(s > 0)) return;
@@ -420,6 +522,9 @@ export class MSEPlayer extends EventTarget {
       case 'pipeline':
       case 'rebuilt':
         this.started = false;
+        this.attachedAt = performance.now();
+        this.prerolled = false;
+        this.edgePending = false;
         break;
       case 'appended':
         if (!this.started) this._maybeStart();
@@ -443,6 +548,32 @@ export class MSEPlayer extends EventTarget {
       case 'timeline':
         console.info(`MSE: new timeline mapped to ${Number(ev.to).toFixed(3)}s`);
         break;
+      case 'recording':
+        if (!this.timeshifted) break;
+        this.tsParts.push({ wall: ev.wall, pos: ev.pos, end: ev.end });
+        if (this.tsParts.length > 50) this.tsParts.shift();
+        if (Number.isFinite(this.tsSeekTo)) {
+          this._seek(ev.pos + Math.max(0, this.tsSeekTo - ev.wall) / 1000);
+          this.tsSeekTo = NaN;
+          this.lastT = NaN;
+          if (!this.userPaused) this._play();
+        }
+        break;
+      case 'recording-end':
+        // Nothing more to fetch: the recording reaches now (or stops). Once the playhead
+        // gets to the end of what is buffered, the live edge again (_tickTimeshift).
+        if (!this.timeshifted) break;
+        this.tsEnd = true;
+        if (!this.tsParts.length) {
+          this.lastError = 'nothing recorded at that time';
+          this.goLive();
+        }
+        break;
+      case 'recording-error':
+        this.lastError = ev.message;
+        console.warn('MSE:', ev.message);
+        if (this.timeshifted) this.goLive();
+        break;
       default:
     }
   }
@@ -452,7 +583,17 @@ export class MSEPlayer extends EventTarget {
   _videoEvent(ev) {
     const v = this.video;
     this._trace(`video:${ev.type}`, `muted=${v.muted} rate=${v.playbackRate} paused=${v.paused}`);
+    if (v.readyState >= 2) this.prerolled = true;
     switch (ev.type) {
+      case 'loadeddata':
+      case 'canplay':
+        // Data at the playhead at last: the seek to the live edge _maybeStart left.
+        if (this.edgePending && this.started && this._canSeek()) {
+          this.edgePending = false;
+          const b = v.buffered;
+          if (b.length) this._seek(Math.max(b.start(b.length - 1), b.end(b.length - 1) - this.targetLatency));
+        }
+        break;
       case 'playing':
         if (this.sinceInit && this.state !== 'playing') this._setState('playing', 'playing');
         break;
@@ -529,6 +670,7 @@ export class MSEPlayer extends EventTarget {
     if (!Number.isFinite(t)) return;
     this._trace('seek', t.toFixed(3));
     this.smoothLatency = NaN;
+    this.edgePending = false;
     try {
       this.video.currentTime = t;
       this.seeks++;
@@ -598,10 +740,28 @@ export class MSEPlayer extends EventTarget {
   _canSeek() {
     const v = this.video;
     if (v.readyState >= 2) return true;
+    if (this._prerolling()) return false;
     const b = v.buffered;
     const t = v.currentTime;
     for (let i = 0; i < b.length; i++) if (t > b.start(i) - 1 && t <= b.end(i)) return false;
     return true;
+  }
+
+  /**
+   * A MediaSource attached less than 3 s ago whose element has not had data at its
+   * playhead yet (readyState < HAVE_CURRENT_DATA all along). WebKitGTK is then still
+   * building its GStreamer pipeline (its readyState stays at HAVE_METADATA until that
+   * pipeline prerolled), and a seek then can block the page's main thread for good
+   * (the flush waits on a pad of the pipeline being built; see web/README.md). The
+   * engine's data starts at the playhead (engine.js _anchorTimeline), so nothing needs
+   * a seek then; other engines reach HAVE_CURRENT_DATA at once and are not held back.
+   */
+  _prerolling() {
+    if (this.prerolled || this.video.readyState >= 2) {
+      this.prerolled = true;
+      return false;
+    }
+    return performance.now() - this.attachedAt < 3000;
   }
 
   _maybeStart() {
@@ -611,7 +771,10 @@ export class MSEPlayer extends EventTarget {
     const i = b.length - 1;
     // A cold stream starts where the playhead is: play from there, the controller
     // trims the latency once the element has data (see _canSeek).
-    if (this._canSeek()) this._seek(Math.max(b.start(i), b.end(i) - this.targetLatency));
+    const cs = this._canSeek();
+    // Not while the element prerolls (see _canSeek): the seek waits for 'canplay'.
+    if (cs) this._seek(Math.max(b.start(i), b.end(i) - this.targetLatency));
+    this.edgePending = !cs;
     this.started = true;
     this.startedAt = performance.now();
     this.stallTicks = 0;
@@ -621,6 +784,9 @@ export class MSEPlayer extends EventTarget {
 
   /** If stalled in front of a hole with data after it, skip to the next range. */
   _jumpGap() {
+    // WebKitGTK prerolling a new pipeline fires waiting with the playhead just before
+    // the first frame (a few ms of audio cut at 0): it starts by itself, a seek could hang it.
+    if (this._prerolling()) return false;
     const v = this.video;
     const b = v.buffered;
     const t = v.currentTime;
@@ -670,6 +836,10 @@ export class MSEPlayer extends EventTarget {
     this.backend.setPlayhead(t);
     const b = v.buffered;
     if (!b.length) return;
+    if (this.timeshifted) {
+      this._tickTimeshift(performance.now(), t, b);
+      return;
+    }
     if (!this.started) {
       this._maybeStart();
       return;
@@ -820,6 +990,12 @@ export class MSEPlayer extends EventTarget {
       rebuilds: this.rebuilds,
       reconnects: st.reconnects || 0,
       failovers: st.failovers || 0, // moves to another cluster node after a drop
+      timeshifted: !!this.timeshifted, // playing the recording (timeshift), not live
+      speed: this.timeshifted ? this.speed || 1 : 1,
+      // Wall-clock ms of the frame shown: in the recording from its parts' times, live
+      // the time now less the latency.
+      position: this.timeshifted ? round(this._wallAt(v.currentTime), 0) : (latency === null ? null : round(Date.now() - latency * 1000, 0)),
+      mediaSources: st.pipelines || 0, // MediaSources made since start (time-shift keeps one)
       nodes: st.nodes || 0,         // cluster nodes known to move to (0: none)
       server: st.url || '',         // the viewer socket's URL (token elided)
       mime: this.initInfo ? this.initInfo.mime : null,

@@ -81,7 +81,11 @@ function setupControls(player) {
   video.addEventListener('volumechange', syncMute);
   syncMute();
 
-  $('live').addEventListener('click', () => player.seekLive());
+  $('live').addEventListener('click', () => {
+    if (player.timeshifted) player.goLive();
+    else player.seekLive();
+  });
+  setupTimeline(player);
 
   const statsBox = $('stats');
   const statsBtn = $('stats-toggle');
@@ -112,6 +116,71 @@ function setupControls(player) {
   gesture.addEventListener('click', () => {
     gesture.hidden = true;
     player.play();
+  });
+}
+
+// The DVR timeline: shown when the stream has recordings on this node (GET
+// /api/recordings). Its range is the oldest recording's start .. now; dragging it back
+// plays the recording from there through the same MediaSource (player.timeshift), the
+// Live button comes back to the live edge, the speed button toggles 1x / 2x.
+const DVR_LOOKBACK_MS = 24 * 3600 * 1000;
+const LIVE_SNAP_MS = 3000; // released this close to now: live
+
+function setupTimeline(player) {
+  const dvr = $('dvr');
+  const bar = $('timeline');
+  const at = $('timeline-at');
+  const speed = $('speed');
+  let oldest = null; // wall-clock ms of the oldest recording
+  let dragging = false;
+
+  const refresh = async () => {
+    const from = new Date(Date.now() - DVR_LOOKBACK_MS).toISOString();
+    try {
+      const res = await fetch(`/api/recordings?stream=${encodeURIComponent(name)}&from=${encodeURIComponent(from)}`,
+        { headers: token ? { Authorization: `Bearer ${token}` } : {}, credentials: 'omit' });
+      if (!res.ok) return;
+      const files = await res.json();
+      oldest = Array.isArray(files) && files.length ? Date.parse(files[0].start) : null;
+    } catch { /* keep what we had */ }
+    dvr.hidden = oldest === null;
+  };
+  refresh();
+  setInterval(refresh, 10000);
+
+  const label = (ms) => {
+    const behind = Math.max(0, Date.now() - ms) / 1000;
+    if (behind < 1.5) return 'live';
+    const m = Math.floor(behind / 60);
+    const s = Math.floor(behind % 60);
+    return `−${m}:${String(s).padStart(2, '0')}`;
+  };
+  const render = () => {
+    if (oldest === null || dragging) return;
+    const now = Date.now();
+    bar.max = String(Math.max(1, Math.round((now - oldest) / 1000)));
+    const pos = player.timeshifted && Number.isFinite(player.stats.position) ? player.stats.position : now;
+    bar.value = String(Math.round((Math.min(pos, now) - oldest) / 1000));
+    at.textContent = player.timeshifted ? label(pos) : 'live';
+    document.body.dataset.timeshift = player.timeshifted ? '1' : '0';
+    speed.hidden = !player.timeshifted;
+    speed.textContent = `${player.speed || 1}×`;
+  };
+  setInterval(render, 500);
+  bar.addEventListener('input', () => {
+    dragging = true;
+    at.textContent = label(oldest + Number(bar.value) * 1000);
+  });
+  bar.addEventListener('change', () => {
+    dragging = false;
+    const target = oldest + Number(bar.value) * 1000;
+    if (Date.now() - target < LIVE_SNAP_MS) player.goLive();
+    else player.timeshift(target);
+    render();
+  });
+  speed.addEventListener('click', () => {
+    player.setSpeed((player.speed || 1) === 1 ? 2 : 1);
+    render();
   });
 }
 

@@ -10,9 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/mseway/mseway/configs"
 )
 
 // firefoxReport is what the harness page posts every second.
@@ -26,25 +27,26 @@ type firefoxReport struct {
 	Dropped     int      `json:"dropped"`
 	Sockets     int      `json:"sockets"`
 	Errors      []string `json:"errors"`
+	// time-shift (TestFirefoxTimeshift)
+	Timeshifted bool    `json:"timeshifted"`
+	Behind      float64 `json:"behind"` // ms between now and the wall-clock time shown
+	Latency     float64 `json:"latency"`
+	Phase       string  `json:"phase"`
 }
 
-// TestFirefoxPlays: headless Firefox (no MSE in workers there) plays a stream
-// through <mse-player> embedded from another origin, on the main-thread
-// path that auto mode must pick. Firefox cannot be driven by chromedp, so
-// the page reports to the test over HTTP.
-func TestFirefoxPlays(t *testing.T) {
-	firefox := requireBinary(t, "Firefox", "apt-get install firefox-esr", os.Getenv("FIREFOX"), "firefox-esr", "firefox")
-	gw := startGateway(t, nil)
-	video, audio := testMedia(t)
-	publish(t, gw, "fx", video, audio)
-
-	reports := make(chan firefoxReport, 100)
+// firefoxHarness serves a page that embeds <mse-player stream=stream> from
+// the gateway at base (another origin), runs script (a module; el is the
+// element) and posts a firefoxReport every second to /report; the reports
+// come out of the channel.
+func firefoxHarness(t *testing.T, base, stream, script string) (url string, reports <-chan firefoxReport) {
+	t.Helper()
+	out := make(chan firefoxReport, 100)
 	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/report" {
 			var rep firefoxReport
 			if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&rep); err == nil {
 				select {
-				case reports <- rep:
+				case out <- rep:
 				default:
 				}
 			}
@@ -54,27 +56,38 @@ func TestFirefoxPlays(t *testing.T) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprintf(w, `<!doctype html><title>Firefox check</title>
 <script>
-  window.__errors = []; window.__sockets = 0;
+  window.__errors = []; window.__sockets = 0; window.__phase = '';
   addEventListener('error', (e) => __errors.push(String(e.message)));
   addEventListener('unhandledrejection', (e) => __errors.push('unhandled: ' + String(e.reason)));
   const WS = window.WebSocket;
   window.WebSocket = class extends WS { constructor(...a) { super(...a); window.__sockets++; } };
 </script>
-<script type="module" src="%s/mse-player.js"></script>
-<mse-player id="p" stream="fx" style="width: 640px"></mse-player>
+<script type="module" src="%[1]s/mse-player.js"></script>
+<mse-player id="p" stream="%[2]s" style="width: 640px"></mse-player>
 <script type="module">
+  const el = document.getElementById('p');
   setInterval(() => {
-    const el = document.getElementById('p'), v = el.video, q = v && v.getVideoPlaybackQuality();
+    const v = el.video, q = v && v.getVideoPlaybackQuality(), p = el.player, st = (p && p.stats) || {};
     fetch('/report', { method: 'POST', body: JSON.stringify({
-      state: el.state, mode: (el.player && el.player.mode) || '', currentTime: v ? v.currentTime : 0,
+      state: el.state, mode: (p && p.mode) || '', currentTime: v ? v.currentTime : 0,
       width: v ? v.videoWidth : 0, height: v ? v.videoHeight : 0,
       total: q ? q.totalVideoFrames : 0, dropped: q ? q.droppedVideoFrames : 0,
-      sockets: window.__sockets, errors: window.__errors }) }).catch(() => {});
+      sockets: window.__sockets, errors: window.__errors,
+      timeshifted: !!(p && p.timeshifted), behind: Number.isFinite(st.position) ? Date.now() - st.position : -1,
+      latency: st.latency == null ? -1 : st.latency, phase: window.__phase }) }).catch(() => {});
   }, 1000);
-</script>`, gw.base)
+  %[3]s
+</script>`, base, stream, script)
 	}))
-	defer site.Close()
+	t.Cleanup(site.Close)
+	return site.URL + "/", out
+}
 
+// startFirefox runs headless Firefox on url until the test ends; done is
+// closed when it exits, output is what it printed.
+func startFirefox(t *testing.T, url string) (done <-chan struct{}, output func() string) {
+	t.Helper()
+	firefox := requireBinary(t, "Firefox", "apt-get install firefox-esr", os.Getenv("FIREFOX"), "firefox-esr", "firefox")
 	profile := t.TempDir()
 	prefs := `user_pref("browser.shell.checkDefaultBrowser", false);
 user_pref("browser.aboutwelcome.enabled", false);
@@ -87,21 +100,34 @@ user_pref("app.normandy.enabled", false);
 	if err := os.WriteFile(filepath.Join(profile, "user.js"), []byte(prefs), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, firefox, "--headless", "--no-remote", "--profile", profile, site.URL+"/")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	cmd := exec.CommandContext(ctx, firefox, "--headless", "--no-remote", "--profile", profile, url)
 	cmd.Env = append(os.Environ(), "MOZ_HEADLESS=1")
-	var out strings.Builder
+	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
+		cancel()
 		t.Fatalf("start Firefox: %v", err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	defer func() {
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
 		cancel()
-		<-done
-	}()
+		<-exited
+	})
+	return exited, out.String
+}
+
+// TestFirefoxPlays: headless Firefox (no MSE in workers there) plays a stream
+// through <mse-player> embedded from another origin, on the main-thread
+// path that auto mode must pick. Firefox cannot be driven by chromedp, so
+// the page reports to the test over HTTP.
+func TestFirefoxPlays(t *testing.T) {
+	gw := startGateway(t, nil)
+	video, audio := testMedia(t)
+	publish(t, gw, "fx", video, audio)
+	url, reports := firefoxHarness(t, gw.base, "fx", "")
+	done, output := startFirefox(t, url)
 
 	// Wait until it plays, then for 3 s more of media.
 	var first, last firefoxReport
@@ -114,9 +140,9 @@ user_pref("app.normandy.enabled", false);
 				first = r
 			}
 		case <-done:
-			t.Fatalf("Firefox exited early:\n%s", out.String())
+			t.Fatalf("Firefox exited early:\n%s", output())
 		case <-deadline:
-			t.Fatalf("no 3 s of playback in 90 s; last report %+v; Firefox output:\n%s", last, out.String())
+			t.Fatalf("no 3 s of playback in 90 s; last report %+v; Firefox output:\n%s", last, output())
 		}
 		if first.State != "" && last.CurrentTime >= first.CurrentTime+3 {
 			break
@@ -131,6 +157,75 @@ user_pref("app.normandy.enabled", false);
 	}
 	if last.Sockets != 1 {
 		t.Errorf("%d viewer sockets opened, want 1", last.Sockets)
+	}
+	if len(last.Errors) > 0 {
+		t.Errorf("page errors: %q", last.Errors)
+	}
+}
+
+// TestFirefoxTimeshift: in Firefox (main-thread MSE) the player goes 8 s
+// back into a stream's recording and plays it (the wall-clock time it shows
+// is 8 s old and moves on), then comes back live, on the same page.
+func TestFirefoxTimeshift(t *testing.T) {
+	dir := t.TempDir()
+	gw := startGateway(t, func(c *configs.Config) {
+		c.StreamDefaults.Record = true
+		c.Record.Path = filepath.Join(dir, "%stream", "%Y-%m-%d_%H-%M-%S-%f.mp4")
+		c.Record.SegmentDuration = 4 * time.Second
+	})
+	video, audio := testMedia(t)
+	publish(t, gw, "fxdvr", video, audio)
+	time.Sleep(12 * time.Second) // recorded before going back
+	// Back 8 s once it plays; live again after 6 s of the recording.
+	url, reports := firefoxHarness(t, gw.base, "fxdvr", `
+  let phase = 'live', at = 0;
+  setInterval(() => {
+    const p = el.player;
+    if (!p) return;
+    if (phase === 'live' && p.state === 'playing' && el.video.currentTime > 1) { phase = 'back'; at = Date.now(); p.timeshift(Date.now() - 8000); }
+    else if (phase === 'back' && Date.now() - at > 6000) { phase = 'live-again'; p.goLive(); }
+    window.__phase = phase;
+  }, 250);`)
+	done, output := startFirefox(t, url)
+
+	var back []firefoxReport
+	var last firefoxReport
+	deadline := time.After(120 * time.Second)
+	for last.Phase != "live-again" || last.State != "playing" || last.Timeshifted || len(back) == 0 {
+		select {
+		case r := <-reports:
+			last = r
+			if r.Phase == "back" && r.Timeshifted && r.State == "playing" {
+				back = append(back, r)
+			}
+		case <-done:
+			t.Fatalf("Firefox exited early:\n%s", output())
+		case <-deadline:
+			t.Fatalf("no time-shift and back in 120 s; last report %+v, %d in the recording; Firefox output:\n%s", last, len(back), output())
+		}
+	}
+	// A few more reports, live.
+	for range 3 {
+		select {
+		case last = <-reports:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no report")
+		}
+	}
+	t.Logf("Firefox in the recording: %+v", back)
+	t.Logf("Firefox live again: %+v", last)
+	b := back[len(back)-1]
+	if b.Behind < 7000 || b.Behind > 11000 {
+		t.Errorf("in the recording the frame shown is %.0f ms old, want about 8 s", b.Behind)
+	}
+	if len(back) >= 2 && back[len(back)-1].Total <= back[0].Total {
+		t.Errorf("no frame decoded while in the recording: %d -> %d", back[0].Total, back[len(back)-1].Total)
+	}
+	if last.Timeshifted || last.Latency < 0 || last.Latency > 1 || last.Behind > 1500 {
+		t.Errorf("live again: %+v", last)
+	}
+	if last.Sockets > 2 {
+		t.Errorf("%d viewer sockets opened, want 2 (live, live again)", last.Sockets)
 	}
 	if len(last.Errors) > 0 {
 		t.Errorf("page errors: %q", last.Errors)

@@ -88,6 +88,11 @@ type Record struct {
 	// QueueBytes bounds what waits for the disk per stream; past it that
 	// stream's recording stops (the disk does not keep up).
 	QueueBytes int `yaml:"queue_bytes"`
+	// Node, in a cluster, is the node that records (its cluster.node_id):
+	// it follows every recorded stream of the other nodes and records it;
+	// the others record nothing. Empty: each stream is recorded by the node
+	// its publisher feeds.
+	Node string `yaml:"node"`
 }
 
 // TLS holds the HTTPS settings beyond tls_cert and tls_key (which stay at
@@ -665,6 +670,9 @@ func (c *Config) validate() error {
 	}
 	if err := c.Record.validate(); err != nil {
 		return err
+	}
+	if c.Record.Node != "" && !c.Cluster.Enabled() {
+		return fmt.Errorf("record.node: %q names a node of a cluster, and the cluster is off (cluster.nats_urls, cluster.embedded)", c.Record.Node)
 	}
 	l := c.Limits
 	for _, f := range []struct {

@@ -48,6 +48,10 @@ type clusterGlue struct {
 	// settings are the streams' settings: allow_takeover holds for the
 	// whole cluster.
 	settings func(name string) configs.Stream
+	// recordsAll: this node is record.node, it follows every stream of
+	// the cluster that is recorded, to record it.
+	recordsAll bool
+	recordNode string // record.node ("": each origin records its streams)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -84,7 +88,7 @@ type follows struct {
 }
 
 // startCluster joins the cluster when the config asks for it (nil when not).
-func startCluster(cfg configs.Cluster, settings func(string) configs.Stream, reg *mseout.Registry, log *slog.Logger) (*clusterGlue, error) {
+func startCluster(cfg configs.Cluster, recordNode string, settings func(string) configs.Stream, reg *mseout.Registry, log *slog.Logger) (*clusterGlue, error) {
 	if !cfg.Enabled() {
 		return nil, nil
 	}
@@ -96,6 +100,7 @@ func startCluster(cfg configs.Cluster, settings func(string) configs.Stream, reg
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	g.node = node
+	g.recordNode, g.recordsAll = recordNode, recordNode != "" && recordNode == node.ID()
 	g.metrics = &relay.Metrics{}
 	rc := cfg.Relay
 	g.origin, err = relay.NewOrigin(node.Conn(), reg, relay.OriginOptions{
@@ -314,6 +319,16 @@ func (g *clusterGlue) lost(stream string, epoch uint64) {
 	}
 }
 
+// records reports whether this node records a stream whose publication is
+// relayed from another node (relayed) or fed here: without a cluster or
+// record.node, the node a publisher feeds; with record.node, that node only.
+func (g *clusterGlue) records(relayed bool) bool {
+	if g == nil || g.recordNode == "" {
+		return !relayed
+	}
+	return g.recordsAll
+}
+
 // viewerJoined wakes the reconcile loop when a viewer arrives for a stream
 // with no publisher here: if another node publishes it, following starts
 // now rather than at the next tick (the first viewer's time to first frame).
@@ -377,6 +392,13 @@ func (g *clusterGlue) reconcile() {
 	for _, s := range local {
 		if s.Viewers > 0 {
 			watched[s.Name] = true
+		}
+	}
+	if g.recordsAll { // record.node: every recorded stream is wanted here
+		for _, si := range g.node.Streams() {
+			if si.Node != self && g.settings(si.Stream).Record {
+				watched[si.Stream] = true
+			}
 		}
 	}
 	g.announce(local)

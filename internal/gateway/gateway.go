@@ -173,14 +173,14 @@ func New(cfg *configs.Config, log *slog.Logger, opts Options) (*Gateway, error) 
 		// The node a publisher feeds records its stream (a node relaying
 		// it from another does not): never two nodes the same stream.
 		OnPublish: func(name string, info mseout.PublisherInfo) {
-			if info.Protocol == "relay" || !live.Load().StreamSettings(name).Record {
+			if !live.Load().StreamSettings(name).Record || !glue.records(info.Protocol == "relay") {
 				return
 			}
 			recorder.Start(name, func(out record.Output) (func(), error) { return registry.Attach(name, out) })
 		},
 		Logger: log,
 	})
-	glue, err = startCluster(cfg.Cluster, settings, registry, log)
+	glue, err = startCluster(cfg.Cluster, cfg.Record.Node, settings, registry, log)
 	if err != nil {
 		registry.Close()
 		recorder.Close()

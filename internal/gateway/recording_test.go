@@ -256,3 +256,35 @@ func TestRecordingInCluster(t *testing.T) {
 		t.Errorf("files on a (the origin): %d, on b (relaying): %d; want some and none", len(onA), len(onB))
 	}
 }
+
+// TestRecordingNamedNode: with record.node set to b, a stream published on
+// a is recorded by b (which follows it with no viewer) and not by a.
+func TestRecordingNamedNode(t *testing.T) {
+	nats := startNATS(t)
+	dirs := map[string]string{"a": t.TempDir(), "b": t.TempDir()}
+	node := func(id string) *testGateway {
+		return clusterNode(t, nats, id, func(c *configs.Config) {
+			c.StreamDefaults.Record = true
+			c.Record.Node = "b"
+			c.Record.Path = filepath.Join(dirs[id], "%stream", "%Y-%m-%d_%H-%M-%S-%f.mp4")
+			c.Record.SegmentDuration = time.Second
+		})
+	}
+	a, _ := node("a"), node("b")
+	video, audio := testMedia(t)
+	publish(t, a, "named", video, audio)
+	var onB []string
+	eventually(t, "b recording a stream published on a", 30*time.Second, func() bool {
+		onB, _ = filepath.Glob(filepath.Join(dirs["b"], "named", "*.mp4"))
+		return len(onB) >= 2
+	})
+	onA, _ := filepath.Glob(filepath.Join(dirs["a"], "named", "*.mp4"))
+	if len(onA) != 0 {
+		t.Errorf("a, where the stream is published, recorded %d files though record.node is b", len(onA))
+	}
+	fmp4check.RequireFFmpeg(t)
+	p, err := fmp4check.Probe(onB[0])
+	if err != nil || p.Errors != "" || !p.Video || !p.Audio {
+		t.Errorf("b's first file: %+v %v", p, err)
+	}
+}

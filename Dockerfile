@@ -11,7 +11,8 @@
 # WebSockets) and 8189/udp (all ICE media), and start with the config
 # embedded in the binary (`gateway -print-config` shows it); mount your own
 # and pass `-config /etc/mseway/gateway.yaml`. /data (owned by the user) is
-# for state: the embedded NATS server's store_dir (/data/nats), certificates.
+# for state: the embedded NATS server's store_dir (/data/nats), certificates,
+# recordings (the working directory: record.path is relative to it).
 #
 # The build stamps the VCS revision into the binary (`gateway -version`)
 # when the context holds the .git directory; keep it out of .dockerignore.
@@ -51,6 +52,8 @@ RUN CGO_ENABLED=1 go build -trimpath -buildvcs=auto -tags "$TAGS" -o /out/gatewa
 FROM gcr.io/distroless/static-debian12 AS static
 COPY --from=build-static /out/gateway /usr/local/bin/gateway
 COPY --from=build-static --chown=10001:10001 /out/data /data
+# Relative paths of the config (record.path: recordings/...) land in the volume.
+WORKDIR /data
 USER 10001:10001
 EXPOSE 8080/tcp 8189/udp
 ENTRYPOINT ["/usr/local/bin/gateway"]
@@ -68,6 +71,7 @@ RUN set -eux; pkgs="ca-certificates libasound2"; \
     useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home --shell /usr/sbin/nologin mseway
 COPY --from=build-capture /out/gateway /usr/local/bin/gateway
 COPY --from=build-capture --chown=10001:10001 /out/data /data
+WORKDIR /data
 # Cameras: run with --device /dev/video0 --group-add video.
 USER 10001:10001
 EXPOSE 8080/tcp 8189/udp

@@ -30,14 +30,7 @@ func TestStartsWhileAnAddressIsTentative(t *testing.T) {
 		runInNetns(t)
 		return
 	}
-	ip := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command("ip", args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	ip := func(args ...string) string { t.Helper(); return runIP(t, args...) }
 	ip("link", "set", "lo", "up")
 	ip("link", "add", "mv0", "type", "veth", "peer", "name", "mv1")
 	// Duplicate address detection on, and slow: 5 probes, about 5 s.
@@ -88,4 +81,15 @@ func TestStartsWhileAnAddressIsTentative(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("ICE on %v", gw.g.ICEAddrs())
+}
+
+// runIP runs the ip command (iproute2) in the test's network namespace and
+// returns its output; a failure fails the test.
+func runIP(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }

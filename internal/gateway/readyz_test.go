@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -27,14 +26,7 @@ func TestReadyzUntilICEBound(t *testing.T) {
 		runInNetns(t)
 		return
 	}
-	ip := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command("ip", args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	ip := func(args ...string) string { t.Helper(); return runIP(t, args...) }
 	ip("link", "set", "lo", "up")
 	ip("link", "add", "mv0", "type", "veth", "peer", "name", "mv1")
 	for f, val := range map[string]string{"accept_dad": "1", "dad_transmits": "1"} {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ type webkit struct {
 	base    string // http://127.0.0.1:PORT/session/ID
 	client  *http.Client
 	logPath string
+	driver  int // WebKitWebDriver's pid: the browser's processes are its descendants
 }
 
 // miniBrowserPath finds WebKitGTK's MiniBrowser (not on PATH in Debian).
@@ -106,7 +108,7 @@ func newWebKit(t *testing.T) *webkit {
 	}
 	t.Cleanup(func() { _ = d.Process.Kill(); _ = d.Wait(); logf.Close() })
 
-	wk := &webkit{t: t, client: &http.Client{Timeout: 60 * time.Second}, logPath: logPath}
+	wk := &webkit{t: t, client: &http.Client{Timeout: 60 * time.Second}, logPath: logPath, driver: d.Process.Pid}
 	root := "http://127.0.0.1:" + port
 	caps := map[string]any{"capabilities": map[string]any{"alwaysMatch": map[string]any{
 		"webkitgtk:browserOptions": map[string]any{"binary": browser, "args": []string{"--automation"}},
@@ -155,7 +157,15 @@ func (wk *webkit) call(method, url string, in, out any) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	// A command still unanswered after 20 s: the web process is likely blocked;
+	// record what its threads are doing while it still is.
+	stuck := make(chan string, 1)
+	timer := time.AfterFunc(20*time.Second, func() { stuck <- wk.procState() })
 	res, err := wk.client.Do(req)
+	if !timer.Stop() {
+		state := <-stuck
+		wk.t.Logf("WebDriver %s %s unanswered after 20 s (answered in the end: %v); the browser's processes then:\n%s", method, url, err == nil, state)
+	}
 	if err != nil {
 		return err
 	}
@@ -208,7 +218,9 @@ func (wk *webkit) wait(what, expr string, timeout time.Duration, debug string) {
 			var state string
 			_ = wk.eval(debug, &state)
 			// A call that timed out means the web process stopped answering: the
-			// driver's and browser's own log (GStreamer, WebKit) is the clue.
+			// driver's and browser's own log (GStreamer, WebKit) is a clue, and the
+			// processes' state logged 20 s into the call (see call) tells a blocked
+			// web process (its main thread waiting, no CPU used) from a slow one.
 			wk.t.Fatalf("%s: not within %v (last error %v); page state: %s\nWebKit log (tail):\n%s", what, timeout, err, state, wk.log())
 		}
 		time.Sleep(250 * time.Millisecond)
@@ -348,15 +360,22 @@ func TestWebKitWatch(t *testing.T) {
 		wk.mustEval(`window.__gapAt`, &at)
 		var dbg string
 		_ = wk.eval(webkitDebugJS, &dbg)
-		t.Logf("inits %d -> %d, %dx%d; %d frames presented (rVFC, may stop at a MediaSource rebuild) in the last 3 s; longest gap between presented frames %.0f ms at %s; %s", a.Inits, c.Inits, c.Width, c.Height, f1-f0, gap, at, dbg)
-		// WebKitGTK rebuilds the MediaSource at some new inits and then at times decodes
-		// nothing for seconds (see docs/BENCHMARKS.md, issue 16): the playhead must move
-		// and the stream keep playing; frames are logged, not asserted, until that is fixed.
+		t.Logf("inits %d -> %d, %dx%d; %d frames presented (rVFC) in the last 3 s; longest gap between presented frames %.0f ms at %s; %s", a.Inits, c.Inits, c.Width, c.Height, f1-f0, gap, at, dbg)
+		// WebKitGTK has no changeType: a new init of the same codec goes on the same
+		// SourceBuffer (engine.js), no MediaSource rebuild, so frames keep coming
+		// (about 90 in 3 s at 30 fps; before, a rebuild at each init could leave the
+		// new pipeline decoding nothing for seconds). A loose bound: a loaded machine.
+		if presented := f1 - f0; presented < 20 {
+			t.Errorf("%d frames presented in 3 s of playback across resolution changes", presented)
+		}
+		// The element's counters restart at a flush and the running totals follow them
+		// only once a second: logged, not asserted.
 		t.Logf("frames decoded in those 3 s: %d", c.Total-b.Total)
 		if c.State != "playing" {
 			t.Errorf("state %q after the changes", c.State)
 		}
-		// WebKitGTK still shows a hole at a new init (see web/README.md): logged, not asserted.
+		// WebKitGTK still shows a hole at a new init (up to ~1.2 s, the new SPS's decoder
+		// reconfiguration): logged, not asserted.
 		var unmuted int
 		wk.mustEval(`window.__unmuted`, &unmuted)
 		if unmuted > 0 {
@@ -420,4 +439,132 @@ func gop(units []mediafile.AccessUnit, n int) []mediafile.AccessUnit {
 		}
 	}
 	return units[:min(n, len(units))]
+}
+
+// procState describes the browser's processes (the driver's descendants) while a
+// WebDriver command goes unanswered: every WebKit process's threads with their state,
+// kernel wait channel and CPU time, whether the web process's main thread used any CPU
+// in one second (none: blocked, the page is frozen for its user too; some: only slow),
+// and, when gdb is installed, the web process's stacks: the main thread's whole, the
+// others' top frames. A main thread waiting inside GStreamer is WebKit's, not the page's.
+func (wk *webkit) procState() string {
+	parent, comm := map[int]int{}, map[int]string{}
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		if st, ok := readProcStat(filepath.Join("/proc", d.Name(), "stat")); ok {
+			parent[pid], comm[pid] = st.ppid, st.name
+		}
+	}
+	var out strings.Builder
+	for pid, name := range comm {
+		up := parent[pid]
+		for up > 1 && up != wk.driver {
+			up = parent[up]
+		}
+		if !strings.HasPrefix(name, "WebKit") || pid == wk.driver || up != wk.driver {
+			continue
+		}
+		fmt.Fprintf(&out, "process %d %s:\n", pid, name)
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, task := range tasks {
+			dir := fmt.Sprintf("/proc/%d/task/%s", pid, task.Name())
+			if st, ok := readProcStat(dir + "/stat"); ok {
+				wchan, _ := os.ReadFile(dir + "/wchan")
+				fmt.Fprintf(&out, "  thread %s %-16s %s cpu %d ticks, waits in %s\n", task.Name(), st.name, st.state, st.cpu, wchan)
+			}
+		}
+		if name != "WebKitWebProces" { // comm is cut at 15 bytes
+			continue
+		}
+		main := fmt.Sprintf("/proc/%d/stat", pid)
+		a, _ := readProcStat(main)
+		time.Sleep(time.Second)
+		b, _ := readProcStat(main)
+		if b.cpu == a.cpu {
+			fmt.Fprintf(&out, "  the main thread used no CPU in 1 s (state %s): it is blocked, not busy\n", b.state)
+		} else {
+			fmt.Fprintf(&out, "  the main thread used %d ticks of CPU in 1 s: busy, not blocked\n", b.cpu-a.cpu)
+		}
+		gdb, err := exec.LookPath("gdb")
+		if err != nil {
+			continue
+		}
+		cmd := exec.Command(gdb, "-p", strconv.Itoa(pid), "-batch", "-nx", "-ex", "set pagination off", "-ex", "thread apply all bt 100")
+		done := make(chan []byte, 1)
+		go func() { b, _ := cmd.CombinedOutput(); done <- b }()
+		select {
+		case b := <-done:
+			stacks, inGst := gdbStacks(b, pid)
+			if inGst {
+				out.WriteString("  the main thread waits inside GStreamer (see its stack): WebKit's media pipeline, not the page's JavaScript\n")
+			}
+			out.WriteString(stacks)
+		case <-time.After(90 * time.Second):
+			_ = cmd.Process.Kill()
+			out.WriteString("  (gdb did not finish)\n")
+		}
+	}
+	return out.String()
+}
+
+type procStat struct {
+	name, state string
+	ppid        int
+	cpu         int // utime + stime, clock ticks
+}
+
+// readProcStat reads /proc/PID[/task/TID]/stat.
+func readProcStat(path string) (procStat, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return procStat{}, false
+	}
+	s := string(b)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return procStat{}, false
+	}
+	f := strings.Fields(s[end+1:]) // from field 3 (state) on
+	if len(f) < 13 {
+		return procStat{}, false
+	}
+	st := procStat{name: s[open+1 : end], state: f[0]}
+	st.ppid, _ = strconv.Atoi(f[1])
+	utime, _ := strconv.Atoi(f[11])
+	stime, _ := strconv.Atoi(f[12])
+	st.cpu = utime + stime
+	return st, true
+}
+
+// gdbStacks keeps the frames of gdb's "thread apply all bt": all of the main
+// thread's (LWP pid), the first 6 of every other thread's; inGst: the main thread
+// is in a GStreamer function.
+func gdbStacks(b []byte, pid int) (stacks string, inGst bool) {
+	var out strings.Builder
+	mainLWP := fmt.Sprintf("(LWP %d)", pid)
+	isMain, frames := false, 0
+	for _, line := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(line, "Thread "):
+			isMain, frames = strings.Contains(line, mainLWP), 0
+			if isMain {
+				line += " <- main thread"
+			}
+			out.WriteString("  " + line + "\n")
+		case strings.HasPrefix(line, "#"):
+			if isMain && strings.Contains(line, " gst_") {
+				inGst = true
+			}
+			if frames++; isMain || frames <= 6 {
+				out.WriteString("    " + line + "\n")
+			} else if frames == 7 {
+				out.WriteString("    ...\n")
+			}
+		}
+	}
+	return out.String(), inGst
 }

@@ -2,8 +2,6 @@ package peer_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -11,7 +9,6 @@ import (
 	"github.com/mseway/mseway/contain"
 	"github.com/mseway/mseway/internal/testkit/mediafile"
 	"github.com/mseway/mseway/internal/testkit/whipclient"
-	"github.com/mseway/mseway/peer"
 	"github.com/mseway/mseway/remux"
 )
 
@@ -26,13 +23,7 @@ func (panickySink) WriteSegment(*remux.Segment) { panic("test: fan-out bug") }
 // done and closes without hanging), is counted, and leaves the process and
 // its engine serving.
 func TestPublisherPanicEndsOnlyThatSession(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	engine, err := peer.NewEngine(peer.Config{UDPAddress: "127.0.0.1", IncludeLoopback: true, LoopbackOnly: true, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer engine.Close()
-	url, sessions := serveWHIP(t, engine, log, panickySink{})
+	url, sessions := serveWHIP(t, panickySink{})
 	video, err := mediafile.ReadH264(filepath.Join("..", "testdata", "media", "h264_640x360_30fps_2slices.h264"))
 	if err != nil {
 		t.Fatal(err)

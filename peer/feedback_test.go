@@ -2,8 +2,6 @@ package peer_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -24,13 +22,7 @@ func (discardSink) WriteSegment(*remux.Segment) {}
 // reports, the ICE round-trip time, and the payload bytes received; a
 // clean link NACKs nothing.
 func TestFeedback(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	engine, err := peer.NewEngine(peer.Config{UDPAddress: "127.0.0.1", IncludeLoopback: true, LoopbackOnly: true, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer engine.Close()
-	url, sessions := serveWHIP(t, engine, log, discardSink{})
+	url, sessions := serveWHIP(t, discardSink{})
 	video, err := mediafile.ReadH264(filepath.Join("..", "testdata", "media", "h264_640x360_30fps_2slices.h264"))
 	if err != nil {
 		t.Fatal(err)

@@ -11,11 +11,17 @@ import (
 	"github.com/mseway/mseway/remux"
 )
 
-// serveWHIP answers WHIP POSTs with engine's sessions, each started into
-// sink; the sessions come out of the channel as they are made. The server
-// closes with the test.
-func serveWHIP(t *testing.T, engine *peer.Engine, log *slog.Logger, sink remux.Sink) (url string, sessions <-chan *peer.Session) {
+// serveWHIP answers WHIP POSTs with the sessions of an engine on loopback,
+// each started into sink; the sessions come out of the channel as they are
+// made. The engine and the server close with the test.
+func serveWHIP(t *testing.T, sink remux.Sink) (url string, sessions <-chan *peer.Session) {
 	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	engine, err := peer.NewEngine(peer.Config{UDPAddress: "127.0.0.1", IncludeLoopback: true, LoopbackOnly: true, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = engine.Close() })
 	out := make(chan *peer.Session, 4)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		offer, _ := io.ReadAll(r.Body)

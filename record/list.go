@@ -36,9 +36,61 @@ func (r *Recorder) openFiles() map[string]bool {
 	return open
 }
 
+// listTTL: a stream's files are read from the directory at most this
+// often for List (every watch page asks for them; thousands of viewers
+// must not mean thousands of directory reads a second).
+const (
+	listTTL       = 2 * time.Second
+	maxListCached = 1024 // streams
+)
+
+type cachedList struct {
+	at    time.Time
+	files []File
+}
+
 // List returns the files of stream ("": every stream) that overlap
 // [from, to] (a zero bound is open), oldest first.
 func (r *Recorder) List(stream string, from, to time.Time) ([]File, error) {
+	if stream == "" { // retention: always fresh
+		return r.list("", from, to)
+	}
+	now := time.Now()
+	r.listMu.Lock()
+	c, ok := r.listCache[stream]
+	r.listMu.Unlock()
+	if !ok || now.Sub(c.at) > listTTL {
+		all, err := r.list(stream, time.Time{}, time.Time{})
+		if err != nil {
+			return nil, err
+		}
+		c = cachedList{at: now, files: all}
+		r.listMu.Lock()
+		if len(r.listCache) >= maxListCached {
+			clear(r.listCache)
+		}
+		r.listCache[stream] = c
+		r.listMu.Unlock()
+	}
+	var out []File
+	for _, f := range c.files {
+		if (!from.IsZero() && f.End.Before(from)) || (!to.IsZero() && f.Start.After(to)) {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// forget drops the cached listing of stream (a file of it was opened,
+// closed or deleted).
+func (r *Recorder) forget(stream string) {
+	r.listMu.Lock()
+	delete(r.listCache, stream)
+	r.listMu.Unlock()
+}
+
+func (r *Recorder) list(stream string, from, to time.Time) ([]File, error) {
 	paths, err := filepath.Glob(r.pat.glob(stream))
 	if err != nil {
 		return nil, err
@@ -126,6 +178,7 @@ func (r *Recorder) enforceRetention(now time.Time) {
 			return false
 		}
 		r.m.deleted[why].Add(1)
+		r.forget(f.Stream)
 		total -= f.Bytes
 		r.log.Info("recording deleted", "path", f.Path, "why", reason, "bytes", f.Bytes)
 		removeEmptyDirs(filepath.Dir(f.Path), r.pat.root())

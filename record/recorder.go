@@ -67,6 +67,9 @@ type Recorder struct {
 	streams map[string]*streamRecorder // recording now
 	closed  bool
 
+	listMu    sync.Mutex
+	listCache map[string]cachedList // List's, by stream
+
 	m metrics
 }
 
@@ -94,7 +97,7 @@ func New(cfg Config) (*Recorder, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	r := &Recorder{cfg: cfg, pat: pat, log: cfg.Logger, streams: map[string]*streamRecorder{}}
+	r := &Recorder{cfg: cfg, pat: pat, log: cfg.Logger, streams: map[string]*streamRecorder{}, listCache: map[string]cachedList{}}
 	r.ctx, r.stop = context.WithCancel(context.Background())
 	if cfg.MaxAge > 0 || cfg.MaxBytes > 0 {
 		r.wg.Add(1)
@@ -372,6 +375,7 @@ func (s *streamRecorder) openFile(at time.Time) error {
 		s.mu.Lock()
 		s.current = path
 		s.mu.Unlock()
+		s.r.forget(s.stream)
 		s.r.m.files.Add(1)
 		s.r.m.bytes.Add(int64(len(s.init.Data)))
 		s.log.Debug("recording file opened", "path", path)
@@ -408,6 +412,7 @@ func (s *streamRecorder) closeFile() error {
 	s.mu.Lock()
 	s.current = ""
 	s.mu.Unlock()
+	s.r.forget(s.stream)
 	return err
 }
 

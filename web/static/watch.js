@@ -148,7 +148,7 @@ function setupTimeline(player) {
     dvr.hidden = oldest === null;
   };
   refresh();
-  setInterval(refresh, 10000);
+  setInterval(refresh, 30000); // the window's start moves slowly; the server caches the listing too
 
   const label = (ms) => {
     const behind = Math.max(0, Date.now() - ms) / 1000;

@@ -165,6 +165,17 @@ func be32(b []byte, at int) (uint32, bool) {
 	return binary.BigEndian.Uint32(b[at:]), true
 }
 
+// afterTimes reads the 32-bit field after the creation and modification
+// times of a tkhd or mdhd payload (the track ID, the timescale): 4 bytes
+// each in version 0, 8 in version 1.
+func afterTimes(p []byte) (uint32, bool) {
+	at := 12
+	if len(p) > 0 && p[0] == 1 {
+		at = 20
+	}
+	return be32(p, at)
+}
+
 // firstTrack reads the first trak of a moov's payload (and its trex).
 func firstTrack(moov []byte) (trackInfo, error) {
 	var t trackInfo
@@ -180,11 +191,7 @@ func firstTrack(moov []byte) (trackInfo, error) {
 			return walkBoxes(p, func(typ string, p []byte, _ int) error {
 				switch typ {
 				case "tkhd":
-					at := 12 // version 0: creation, modification (4 each)
-					if len(p) > 0 && p[0] == 1 {
-						at = 20
-					}
-					id, ok := be32(p, at)
+					id, ok := afterTimes(p)
 					if !ok {
 						return errNotFMP4
 					}
@@ -193,11 +200,7 @@ func firstTrack(moov []byte) (trackInfo, error) {
 					return walkBoxes(p, func(typ string, p []byte, _ int) error {
 						switch typ {
 						case "mdhd":
-							at := 12
-							if len(p) > 0 && p[0] == 1 {
-								at = 20
-							}
-							ts, ok := be32(p, at)
+							ts, ok := afterTimes(p)
 							if !ok {
 								return errNotFMP4
 							}

@@ -109,18 +109,8 @@ func startChallTestSrv(t *testing.T, bin, name string) *challTestSrv {
 		"-dnsserver", s.addr, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
 		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
 		"-management", strings.TrimPrefix(s.mgmt, "http://"))
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("pebble-challtestsrv:\n%s", out.String())
-		}
-	})
+	out := &syncBuffer{}
+	startForTest(t, "pebble-challtestsrv", cmd, out)
 	// pebble asks over TCP; so does this resolver.
 	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "tcp", s.addr)

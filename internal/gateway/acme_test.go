@@ -109,17 +109,7 @@ func startPebbleWith(t *testing.T, bin string, opts pebbleOptions) *pebbleCA {
 	}
 	cmd := exec.Command(filepath.Join(bin, "pebble"), args...)
 	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = ca.log, ca.log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("pebble:\n%s", ca.log.String())
-		}
-	})
+	startForTest(t, "pebble", cmd, ca.log)
 	httpsRoot, err := os.ReadFile(ca.httpsRoot)
 	if err != nil {
 		t.Fatal(err)
@@ -259,4 +249,21 @@ func TestACMEPebble(t *testing.T) {
 	if !slices.Contains(files, domain+".crt") || !slices.Contains(files, domain+".key") {
 		t.Fatalf("acme_storage holds %v; want %s.crt and .key", files, domain)
 	}
+}
+
+// startForTest starts cmd with its output into out, and kills it at the
+// end of the test, logging that output when the test failed.
+func startForTest(t *testing.T, name string, cmd *exec.Cmd, out *syncBuffer) {
+	t.Helper()
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s:\n%s", name, out.String())
+		}
+	})
 }

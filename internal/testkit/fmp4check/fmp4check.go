@@ -162,7 +162,7 @@ func Decode(dir string, init []byte, segments [][]byte) (errOutput string, video
 		return "", 0, err
 	}
 	f.Close()
-	out, err := exec.Command("ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", path, "-map", "0", "-f", "null", "-").CombinedOutput()
+	out, err := decodeAll(path)
 	if err != nil && len(out) == 0 {
 		return "", 0, fmt.Errorf("ffmpeg: %w", err)
 	}
@@ -172,6 +172,17 @@ func Decode(dir string, init []byte, segments [][]byte) (errOutput string, video
 		videoFrames, _ = strconv.Atoi(strings.TrimSpace(strings.Split(string(probe), "\n")[0]))
 	}
 	return strings.TrimSpace(string(out)), videoFrames, nil
+}
+
+// decodeAll decodes every stream of path with ffmpeg and returns what it
+// printed. Live video has a variable frame rate (a browser's capture clock
+// under load): frames are kept with their own timestamps and time base, since
+// by default ffmpeg rescales them to 1/frame-rate, where two frames closer
+// than a frame period collide and its muxer reports a non-monotonic dts that
+// is not in the file.
+func decodeAll(path string) ([]byte, error) {
+	return exec.Command("ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", path, "-map", "0",
+		"-fps_mode", "passthrough", "-enc_time_base", "-1", "-f", "null", "-").CombinedOutput()
 }
 
 // TB is the part of testing.TB that RequireFFmpeg uses.

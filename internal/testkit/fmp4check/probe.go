@@ -55,7 +55,7 @@ func Probe(path string) (FileProbe, error) {
 			p.Audio, p.AudioDuration = true, d
 		}
 	}
-	dec, err := exec.Command("ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", path, "-map", "0", "-f", "null", "-").CombinedOutput()
+	dec, err := decodeAll(path)
 	if err != nil && len(dec) == 0 {
 		return p, fmt.Errorf("ffmpeg %s: %w", path, err)
 	}

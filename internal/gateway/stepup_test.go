@@ -8,16 +8,30 @@ import (
 )
 
 // frameGapJS records the longest time between two presented video frames
-// (requestVideoFrameCallback), from the moment it is installed.
+// (requestVideoFrameCallback), from the moment it is installed: overall
+// (__maxGap, where: __gapAt), and split by place: __switchGap is the longest
+// gap that ends on a frame of another size than the one before it or within
+// the 10 frames after such a change (a new init's decoder reconfiguration),
+// __steadyGap the longest elsewhere (what the machine's load alone costs).
 const frameGapJS = `(() => {
   const v = document.querySelector('video');
   window.__maxGap = 0; window.__lastFrame = 0; window.__frames = 0; window.__gapAt = '';
+  window.__switchGap = 0; window.__steadyGap = 0; window.__switches = 0;
+  let lastSize = '', sinceSwitch = Infinity;
   const cb = (now, md) => {
-    if (window.__lastFrame && now - window.__lastFrame > window.__maxGap) {
-      window.__maxGap = now - window.__lastFrame;
-      window.__gapAt = 'media ' + (window.__lastMedia || 0).toFixed(3) + ' -> ' + md.mediaTime.toFixed(3) + ' inits ' + (window.player && window.player.inits) +
-        ' width ' + md.width + ' frame ' + window.__frames;
+    const size = md.width + 'x' + md.height;
+    if (lastSize && size !== lastSize) { window.__switches++; sinceSwitch = 0; } else sinceSwitch++;
+    if (window.__lastFrame) {
+      const gap = now - window.__lastFrame;
+      if (gap > window.__maxGap) {
+        window.__maxGap = gap;
+        window.__gapAt = 'media ' + (window.__lastMedia || 0).toFixed(3) + ' -> ' + md.mediaTime.toFixed(3) + ' inits ' + (window.player && window.player.inits) +
+          ' width ' + md.width + ' frame ' + window.__frames;
+      }
+      if (sinceSwitch <= 10) window.__switchGap = Math.max(window.__switchGap, gap);
+      else window.__steadyGap = Math.max(window.__steadyGap, gap);
     }
+    lastSize = size;
     window.__lastFrame = now; window.__lastMedia = md.mediaTime; window.__frames++;
     v.requestVideoFrameCallback(cb);
   };

@@ -158,6 +158,61 @@ export function trackStartTime(buf, timescales, id) {
   return ts ? segmentStartTime(buf, new Map([[id, ts]])) : NaN;
 }
 
+/**
+ * ArrivalJitter: how late media arrives against its own clock, the margin a live
+ * player needs above one frame so its buffer never runs dry (the idea of a WebRTC
+ * jitter buffer's target delay). For each media segment, transit = arrival time -
+ * decode time of its first sample (of the video track when there is one). The least
+ * transit over the window is the path's base; a segment's lateness is its transit
+ * above that base; the estimate is the 95th percentile of lateness over the last
+ * WINDOW_S seconds. A new init starts a new window (its timeline may restart), and
+ * the segments of the first SETTLE_S after it are left out: the server sends the
+ * cached GOP right after the init, media from before the join arriving at once.
+ * Until a window has MIN_SAMPLES, the previous window's estimate stands.
+ */
+export class ArrivalJitter {
+  static WINDOW_S = 10;
+  static SETTLE_S = 1;
+  static MIN_SAMPLES = 30;
+
+  constructor() {
+    this.samples = []; // {at, transit}, arrival order
+    this.timescales = new Map();
+    this.trackId = undefined;
+    this.initAt = -Infinity;
+    this.estimate = 0; // seconds
+  }
+
+  /** A new init at time now (seconds): its timescales, and the track to follow. */
+  reset(initData, tracks, now) {
+    this.timescales = parseInitTimescales(initData);
+    const video = Array.isArray(tracks) && tracks.find((t) => t && t.kind === 'video' && this.timescales.has(t.id));
+    this.trackId = video ? video.id : undefined;
+    this.samples = [];
+    this.initAt = now;
+  }
+
+  /** A media segment that arrived at time now (seconds). */
+  add(data, now) {
+    if (now - this.initAt < ArrivalJitter.SETTLE_S) return;
+    const t = this.trackId !== undefined ? trackStartTime(data, this.timescales, this.trackId) : segmentStartTime(data, this.timescales);
+    if (!Number.isFinite(t)) return; // another track's segment, or none parsed
+    const s = this.samples;
+    s.push({ at: now, transit: now - t });
+    let drop = 0;
+    while (drop < s.length && now - s[drop].at > ArrivalJitter.WINDOW_S) drop++;
+    if (drop) s.splice(0, drop);
+    if (s.length >= ArrivalJitter.MIN_SAMPLES) this.estimate = this._p95();
+  }
+
+  _p95() {
+    let base = Infinity;
+    for (const x of this.samples) base = Math.min(base, x.transit);
+    const late = this.samples.map((x) => x.transit - base).sort((a, b) => a - b);
+    return late[Math.min(late.length - 1, Math.floor(0.95 * late.length))];
+  }
+}
+
 function trackSignature(tracks) {
   if (!Array.isArray(tracks)) return '';
   const n = { video: 0, audio: 0, other: 0 };
@@ -770,6 +825,7 @@ export class StreamEngine {
     this.held = null; // segments held back by stall() (test hook)
     this.heldTimer = null;
     this.playhead = NaN;
+    this.jitter = new ArrivalJitter();
   }
 
   _emit(type, extra) {
@@ -849,12 +905,14 @@ export class StreamEngine {
       buffered: p ? p.bufferedRanges() : [],
       pipelines: this.pipelines || 0, // MediaSources made since start
       timeshifted: !!this.shift,
+      jitter: this.jitter.estimate, // seconds: see ArrivalJitter
     };
   }
 
   _onInit(info, data) {
     this.inits++;
     this.sinceInit = true;
+    this.jitter.reset(data, info && info.tracks, performance.now() / 1000);
     if (this.needRebuild || !this.pipeline) {
       this.needRebuild = false;
       this._createPipeline();
@@ -871,6 +929,7 @@ export class StreamEngine {
 
   _onSegment(data) {
     this.segments++;
+    this.jitter.add(data, performance.now() / 1000);
     if (this.held) this.held.push(data);
     else this._append(data);
   }

@@ -209,7 +209,12 @@ export class MSEPlayer extends EventTarget {
     this.mode = null;
     this.workerURL = workerURL;
     this.baseLatency = targetLatency;
-    this.targetLatency = targetLatency; // adaptive: rises after stalls, creeps back down
+    // The target in force (adaptive): the larger of stallLatency (the base, raised by
+    // each stall, creeping back down) and the base plus the arrival jitter measured by
+    // the engine (ArrivalJitter in engine.js: the margin a jittery path needs).
+    this.targetLatency = targetLatency;
+    this.stallLatency = targetLatency;
+    this.jitter = 0;
     this.maxLatency = maxLatency > 0 ? Math.max(maxLatency, targetLatency) : Math.max(1, 4 * targetLatency);
     this.statsIntervalMs = statsIntervalMs;
     this.controlIntervalMs = controlIntervalMs;
@@ -463,6 +468,7 @@ export class MSEPlayer extends EventTarget {
     if (!(s > 0)) return;
     this.baseLatency = s;
     this.targetLatency = s;
+    this.stallLatency = s;
     this.maxLatency = Math.max(this.maxLatency, s);
   }
 
@@ -808,7 +814,23 @@ export class MSEPlayer extends EventTarget {
     this.inStall = true;
     this.stallStartedAt = now - 2 * this.controlIntervalMs; // noticed after two still ticks
     this.stalls++;
-    this.targetLatency = Math.min(this.maxLatency, round(this.targetLatency + 0.1));
+    this.stallLatency = Math.min(this.maxLatency, round(this.targetLatency + 0.1));
+    this.targetLatency = this.stallLatency;
+  }
+
+  /**
+   * The target in force: the stall-raised one (back down by 0.025 s every 2.5 s after
+   * 10 s without a stall) or the base plus the measured arrival jitter, the larger.
+   */
+  _adaptTarget(now) {
+    if (this.stallLatency > this.baseLatency && now - this.lastStallAt > 10000 && now - this.lastCreepAt > 2500) {
+      this.lastCreepAt = now;
+      this.stallLatency = Math.max(this.baseLatency, round(this.stallLatency - 0.025));
+    }
+    const st = this.backend ? this.backend.status() : null;
+    const j = st && Number.isFinite(st.jitter) ? Math.max(0, st.jitter) : 0;
+    this.jitter = j;
+    this.targetLatency = Math.min(this.maxLatency, Math.max(this.stallLatency, round(this.baseLatency + j)));
   }
 
   /** Seconds of media ahead of the playhead in the range that holds it. */
@@ -823,7 +845,8 @@ export class MSEPlayer extends EventTarget {
    * Live-edge control (every ~250 ms):
    *  - a real stall (playing, readyState < HAVE_FUTURE_DATA or < 0.1 s ahead, time not
    *    moving for 0.5 s) raises the target by 0.1 s (up to maxLatency); after 10 s
-   *    without a stall it comes back down by 0.025 s every 2.5 s to the base;
+   *    without a stall it comes back down by 0.025 s every 2.5 s to the base; the
+   *    target is never below the base plus the measured arrival jitter (_adaptTarget);
    *  - latency > target + max(1 s, target) (target + 0.3 s in the first 3 s: the
    *    GOP-cache burst) jumps to end - target;
    *  - a smoothed latency over target + 15 ms plays faster: 1 + 0.5 x excess, at most 1.15x;
@@ -862,10 +885,7 @@ export class MSEPlayer extends EventTarget {
         this.stallTime += Math.max(0, now - this.stallStartedAt) / 1000;
       }
     }
-    if (this.targetLatency > this.baseLatency && now - this.lastStallAt > 10000 && now - this.lastCreepAt > 2500) {
-      this.lastCreepAt = now;
-      this.targetLatency = Math.max(this.baseLatency, round(this.targetLatency - 0.025));
-    }
+    this._adaptTarget(now);
     const target = this.targetLatency;
     this._checkTrim(now, t);
 
@@ -978,6 +998,7 @@ export class MSEPlayer extends EventTarget {
       currentTime: round(v.currentTime),
       targetLatency: this.targetLatency,
       baseLatency: this.baseLatency,
+      jitter: round(this.jitter), // seconds of arrival jitter (95th percentile) the target covers
       segments: st.segments || 0,
       inits: this.inits,
       queue: st.queue || 0,

@@ -52,7 +52,7 @@ function renderState(state, message) {
 function renderStats(s) {
   $('s-latency').textContent = s.timeshifted
     ? `recording: ${Number.isFinite(s.position) ? ((Date.now() - s.position) / 1000).toFixed(1) : '?'} s behind now, ${s.speed}×`
-    : s.latency === null ? '—' : `${fmtSec(s.latency)} (target ${fmtSec(s.targetLatency)}${s.rateTrim === false ? ', seeks' : ''})`;
+    : s.latency === null ? '—' : `${fmtSec(s.latency)} (target ${fmtSec(s.targetLatency)}${s.jitter > 0.001 ? `, jitter ${fmtSec(s.jitter)}` : ''}${s.rateTrim === false ? ', seeks' : ''})`;
   $('s-buffer').textContent = s.buffered === null ? '—' : `${fmtSec(s.buffered)} ahead, ${s.bufferedRange.toFixed(1)} s kept`;
   $('s-mode').textContent = s.mode || '—';
   $('s-stalls').textContent = `${s.stalls} (${(s.stallTime || 0).toFixed(1)} s), ${s.jumps} jumps`;
@@ -189,7 +189,7 @@ function setupTimeline(player) {
 function main() {
   $('stream-name').textContent = name || '(none)';
   $('i-name').textContent = name || '—';
-  $('i-target').textContent = `${fmtSec(target)} (adapts after stalls)`;
+  $('i-target').textContent = `${fmtSec(target)} (adapts to jitter and stalls)`;
   document.title = `${name || 'Watch'} · mseway`;
 
   if (!validStreamName(name)) {

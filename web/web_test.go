@@ -46,6 +46,7 @@ func TestHandlerServesFiles(t *testing.T) {
 		{"/test/clock.js", "text/javascript", "clockReader"},
 		{"/test/g2g-publish.html", "text/html", "g2g-publish.js"},
 		{"/test/g2g-watch.html", "text/html", "g2g-watch.js"},
+		{"/test/g2g-minimal.html", "text/html", "g2g-minimal.js"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.path, func(t *testing.T) {
@@ -152,7 +153,7 @@ func TestPagesUnderCSP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{"/test/g2g-watch.html", "/test/clock.js", "/test/"} {
+	for _, p := range []string{"/test/g2g-watch.html", "/test/g2g-minimal.html", "/test/clock.js", "/test/"} {
 		if res := get(t, Handler(Options{}), http.MethodGet, p, nil); res.StatusCode != http.StatusNotFound {
 			t.Errorf("%s without test_pages: %d, want 404", p, res.StatusCode)
 		}

@@ -1,18 +1,45 @@
 // Clock viewer for the glass-to-glass latency test: plays the stream with MSEPlayer
 // and reads the painted clock from every presented frame.
-// Query: stream=NAME, mode=auto|worker|main, latency=target seconds.
-// Test hook: window.g2g = {player, reader}; window.player = the MSEPlayer.
+// Query: stream=NAME, mode=auto|worker|main, latency=target seconds (none: the player's
+// own default target).
+// Test hook: window.g2g = {player, reader, state, error, stalls, target, reset(), counters()};
+// window.player = the MSEPlayer.
 import { MSEPlayer } from '/player.js';
 import { clockReader, percentile } from '/test/clock.js';
 
 const q = new URLSearchParams(location.search);
 const name = q.get('stream') || 'g2g';
 const video = document.getElementById('video');
-const target = parseFloat(q.get('latency')) || 0.2;
-const player = new MSEPlayer(video, { stream: name, mode: q.get('mode') || 'auto', targetLatency: target });
+const opts = { stream: name, mode: q.get('mode') || 'auto' };
+const latency = parseFloat(q.get('latency'));
+if (latency > 0) opts.targetLatency = latency;
+const player = new MSEPlayer(video, opts);
 window.player = player;
 const reader = clockReader(video);
-window.g2g = { player, reader };
+
+// The player's stalls (its live counter; stats.stalls is refreshed once a second).
+const stallCount = () => player.stalls ?? (player.stats && player.stats.stalls) ?? 0;
+let since = { stalls: 0, target: player.targetLatency, targetMax: player.targetLatency };
+window.g2g = {
+  player,
+  reader,
+  get state() { return player.state; },
+  get error() { return player.lastError; },
+  get stalls() { return stallCount(); },
+  get target() { return player.targetLatency; },
+  /** Start a sample period: the clock samples and the player's counters. */
+  reset() {
+    reader.reset();
+    since = { stalls: stallCount(), target: player.targetLatency, targetMax: player.targetLatency };
+  },
+  /** Over the sample period: stalls, the target at its start, the highest target seen, the base target. */
+  counters() {
+    since.targetMax = Math.max(since.targetMax, player.targetLatency);
+    return { stalls: stallCount() - since.stalls, target: since.target, targetMax: since.targetMax, base: player.baseLatency };
+  },
+};
+// The adaptive target rises after a stall and creeps back down: keep its peak.
+setInterval(() => { since.targetMax = Math.max(since.targetMax, player.targetLatency); }, 100);
 document.getElementById('name').textContent = name;
 player.addEventListener('state', (e) => {
   document.body.dataset.state = e.detail.state;
@@ -21,5 +48,6 @@ player.addEventListener('state', (e) => {
 player.start();
 setInterval(() => {
   document.getElementById('lat').textContent =
-    `${reader.samples.length} samples, p50 ${percentile(reader.samples, 50)} ms, p95 ${percentile(reader.samples, 95)} ms; player latency ${player.stats.latency} s`;
+    `${reader.samples.length} samples, p50 ${percentile(reader.samples, 50)} ms, p95 ${percentile(reader.samples, 95)} ms; ` +
+    `player latency ${player.stats.latency} s, target ${player.targetLatency} s, stalls ${stallCount()}`;
 }, 1000);

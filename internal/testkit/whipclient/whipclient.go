@@ -2,7 +2,8 @@
 // video frames (H.264, VP9, AV1 or H.265) and Opus packets from memory at
 // real-time pace, looping them. It answers keyframe requests (PLI) by
 // jumping to the next keyframe, as an encoder would, and can impair its own
-// network (loss, reordering, shifted sender reports) for tests. The
+// network (loss, reordering, jitter, shifted sender reports) for tests, from
+// the start (Options.Impair) or during a publish (SetImpairment). The
 // integration tests and the load tool use it.
 package whipclient
 
@@ -53,7 +54,8 @@ type Options struct {
 	LoopbackOnly bool
 	// ConnectTimeout bounds negotiation and ICE/DTLS; 0 = 15 s.
 	ConnectTimeout time.Duration
-	// Impair, when set, makes the outgoing network lossy (tests).
+	// Impair, when set, makes the outgoing network lossy from the start
+	// (tests); SetImpairment changes it later, with or without it.
 	Impair *Impairment
 	// LogSent records every frame and audio packet with the time it was
 	// handed to Pion (see Sent): tests match what viewers receive with it.
@@ -95,7 +97,7 @@ type Publisher struct {
 	jumpToKey  atomic.Bool
 	framesSent atomic.Int64
 	audioSent  atomic.Int64
-	impair     *impairInterceptor
+	impair     *impairInterceptor // always there: SetImpairment needs it
 
 	sentMu sync.Mutex
 	sent   []Sent
@@ -144,13 +146,15 @@ func Publish(ctx context.Context, opts Options) (*Publisher, error) {
 		return nil, err
 	}
 	ir := &interceptor.Registry{}
-	var imp *impairInterceptor
+	// Registered first: it sits next to the network, behind the NACK
+	// responder, so lost packets can be retransmitted. Installed always, so
+	// that SetImpairment works on any publish: while no impairment was ever
+	// set, it costs one atomic load per packet.
+	imp := newImpairInterceptor()
 	if opts.Impair != nil {
-		// Registered first: it sits next to the network, behind the NACK
-		// responder, so lost packets can be retransmitted.
-		imp = newImpairInterceptor(*opts.Impair)
-		ir.Add(impairFactory{imp})
+		imp.set(*opts.Impair)
 	}
+	ir.Add(impairFactory{imp})
 	if opts.Lightweight {
 		if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 			return nil, err
@@ -425,13 +429,18 @@ func registerCodecs(me *webrtc.MediaEngine, video webrtc.RTPCodecCapability) err
 	return nil
 }
 
-// ImpairStats returns what the impairment did (zero without one).
-func (p *Publisher) ImpairStats() ImpairStats {
-	if p.impair == nil {
-		return ImpairStats{}
-	}
-	return p.impair.stats()
-}
+// ImpairStats returns what the impairment did (zero while none was set).
+func (p *Publisher) ImpairStats() ImpairStats { return p.impair.stats() }
+
+// SetImpairment replaces the impairment of the running publish, whether or
+// not it started with Options.Impair; it is safe to call from any goroutine.
+// The zero Impairment makes the network clean again: packets held back for
+// reordering go out at once, packets waiting for their jitter delay go out
+// at once and in order, and later packets go straight out once those are
+// gone. The generator restarts from imp.Seed. Packets already waiting for a
+// jitter delay keep their send times when the jitter changes to another
+// non-zero value.
+func (p *Publisher) SetImpairment(imp Impairment) { p.impair.set(imp) }
 
 // KeyframeRequests returns how many PLI/FIR the publisher received.
 func (p *Publisher) KeyframeRequests() int64 { return p.plis.Load() }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mseway/mseway/agent"
 	"github.com/mseway/mseway/configs"
+	"github.com/mseway/mseway/internal/testkit/fmp4check"
 	"github.com/mseway/mseway/internal/testkit/natstest"
 )
 
@@ -397,6 +398,10 @@ func TestClusterNodeLeavesNoGoroutines(t *testing.T) {
 	a := clusterNode(t, nats, "node-a", nil)
 	video, audio := testMedia(t)
 	publish(t, a, "leak", video, audio)
+	// The stream is live once the connection is up; Pion starts a track's
+	// goroutines with its first packet: wait for both kinds of media before
+	// counting what is already running.
+	waitBothKinds(t, a, "leak")
 	testHTTP.CloseIdleConnections()
 	baseline := goleak.IgnoreCurrent()
 
@@ -577,6 +582,39 @@ func TestClusterNATSServerLost(t *testing.T) {
 		t.Fatalf("%d video samples in 8 s after the loss, want 120 or more", n)
 	}
 	watch(t, b, "steady").expectInit(20 * time.Second)
+}
+
+// waitBothKinds waits until a viewer of stream on gw receives audio and
+// video samples: the publisher's tracks are both being read.
+func waitBothKinds(t *testing.T, gw *testGateway, stream string) {
+	t.Helper()
+	v := watch(t, gw, stream)
+	defer v.c.Close()
+	_, init := v.expectInit(20 * time.Second)
+	in, err := fmp4check.ParseInit(init)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	deadline := time.Now().Add(20 * time.Second)
+	for !seen["audio"] || !seen["video"] {
+		if time.Now().After(deadline) {
+			t.Fatalf("stream %s: only %v in 20 s", stream, seen)
+		}
+		segs, ctl := v.collect(500 * time.Millisecond)
+		if ctl != nil {
+			t.Fatalf("stream %s: %+v while waiting for media", stream, ctl)
+		}
+		for _, seg := range segs {
+			samples, err := fmp4check.ParseSegment(in, seg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range samples {
+				seen[in.Tracks[s.TrackID].Kind] = true
+			}
+		}
+	}
 }
 
 func freePortNum(t *testing.T) int {

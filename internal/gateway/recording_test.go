@@ -106,7 +106,13 @@ func TestRecording(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("%s: %d bytes, %+v", f.File, f.Bytes, p)
-		if p.Errors != "" || !p.Video || !p.Audio || p.Width != 640 || p.VideoFrames < 30 {
+		// Every file but the last holds a whole segment_duration; the last
+		// one what was left when the publish ended.
+		minFrames := 30
+		if i == len(files)-1 {
+			minFrames = 1
+		}
+		if p.Errors != "" || !p.Video || !p.Audio || p.Width != 640 || p.VideoFrames < minFrames {
 			t.Errorf("%s: %+v", f.File, p)
 		}
 		if math.Abs(p.VideoDuration-p.AudioDuration) > 0.1 {

@@ -49,22 +49,39 @@
 // timeline. AUD, filler data and end-of-sequence / end-of-stream NAL units
 // are dropped; SEI is kept.
 //
-// Presentation time is the RTP timestamp. Decode times run without gaps
-// inside a GOP (MSE drops frames after a decode-time jump on a non-sync
-// sample), so after a frame-rate gap a composition offset carries the gap
-// until the next keyframe. WebRTC encoders send no B-frames; other
-// publishers may. When the first keyframe's SPS declares reordering (H.264
-// VUI max_num_reorder_frames, H.265 sps_max_num_reorder_pics), presentation
-// of both tracks runs 50 ms per declared frame behind decode, which leaves
-// decode times room below the B-frames' presentation times: every frame is
-// presented at its own timestamp with a composition offset >= 0
-// (Stats.VideoReordered). Reordering deeper than declared, or repeated
-// timestamps, cannot be presented that way: such frames show in decode order
-// right after the latest frame (Stats.VideoOutOfOrder; the gateway logs a
-// warning). A video sample's duration is not known until the next frame
-// arrives, so a frame is emitted at once with the previous inter-frame delta
-// as its duration (1/30 s at the start; the frame interval once B-frames
-// were seen), never zero.
+// Presentation time is the RTP timestamp (but for the frame that closes a
+// short hole, below). A frame goes out the moment it is complete, before the
+// next one tells how long it shows, so in a stream without B-frames a frame
+// shows for its expected display time: the interval before it when that is
+// a normal frame step, the typical step (the lower median of the last 8
+// steps; 1/30 s at the start) when the interval before it is more than 1.5
+// times that (the encoder skipped frames: openh264 rate control, Chromium
+// under CPU load). A skip thus leaves a hole in the presentation timeline
+// after the frame before it; WebKit keeps such holes in its buffered ranges
+// and stalls in front of them (Chromium and Firefox bridge them). A hole of
+// up to 0.3 s is closed: the frame after it is presented from the end of the
+// frame before, its duration extended by the hole, so it still ends at its
+// own timestamp + its display time (the shift does not accumulate; that one
+// frame shows at most 0.3 s early). A longer hole (a paused publisher,
+// frames dropped until the next keyframe) stays a hole; overlaps stay too.
+// Decode times run without gaps inside a GOP (MSE drops frames after a
+// decode-time jump on a non-sync sample), so after a hole that stays, a
+// composition offset carries it until the next keyframe, where decode time
+// meets presentation time again; decode time never passes presentation
+// time.
+//
+// WebRTC encoders send no B-frames; other publishers may. When the first
+// keyframe's SPS declares reordering (H.264 VUI max_num_reorder_frames,
+// H.265 sps_max_num_reorder_pics), presentation of both tracks runs 50 ms
+// per declared frame behind decode, which leaves decode times room below the
+// B-frames' presentation times: every frame is presented at its own
+// timestamp with a composition offset >= 0 (Stats.VideoReordered). Such a
+// stream's frames show for the interval before them until the first B-frame
+// (no hole is closed there: moving a frame could put it where a B-frame
+// goes), then for the frame interval. Reordering deeper than declared, or
+// repeated timestamps, cannot be presented that way: such frames show in
+// decode order right after the latest frame (Stats.VideoOutOfOrder; the
+// gateway logs a warning). No duration is ever zero.
 //
 // The package does no I/O and starts no goroutines. A Stream is safe for
 // concurrent use: PushVideo and PushAudio may run on different goroutines;

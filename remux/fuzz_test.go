@@ -12,6 +12,8 @@ import (
 
 	"github.com/Eyevinn/mp4ff/mp4"
 	"github.com/pion/rtp"
+
+	"github.com/mseway/mseway/internal/testkit/fmp4check"
 )
 
 // splitChunks cuts fuzz input into payloads: a length byte, then that many
@@ -141,23 +143,50 @@ func encodeRecords(pkts []timedPacket) []byte {
 	return b
 }
 
-// checkingSink checks the Sink contract as output comes.
+// checkingSink checks the Sink contract as output comes, and the video
+// timing every segment must have: decode times that rise, composition
+// offsets >= 0 (decode time <= presentation time), durations > 0.
 type checkingSink struct {
 	t         *testing.T
 	init      *Init
+	fin       *fmp4check.Init
 	needKey   bool
 	buf       []byte
 	lastVideo time.Duration
 	nVideo    int
+	lastDTS   int64 // decode time of the last video sample (-1: none)
 }
 
 func (c *checkingSink) WriteInit(i *Init) {
 	if len(i.Data) == 0 || len(i.Tracks) == 0 || i.MIME == "" {
 		c.t.Fatalf("bad init %+v", i)
 	}
-	c.init = i
+	fin, err := fmp4check.ParseInit(i.Data)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if c.init == nil {
+		c.lastDTS = -1 // decode times run on across inits
+	}
+	c.init, c.fin = i, fin
 	c.needKey = true
 	c.buf = append(c.buf[:0], i.Data...)
+}
+
+func (c *checkingSink) checkVideoTiming(data []byte) {
+	samples, err := fmp4check.ParseSegment(c.fin, data)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, s := range samples {
+		if c.fin.Tracks[s.TrackID].Kind != "video" {
+			continue
+		}
+		if int64(s.DecodeTime) <= c.lastDTS || s.Offset < 0 || s.Duration == 0 {
+			c.t.Fatalf("video sample at decode time %d after %d, composition offset %d, duration %d", s.DecodeTime, c.lastDTS, s.Offset, s.Duration)
+		}
+		c.lastDTS = int64(s.DecodeTime)
+	}
 }
 
 func (c *checkingSink) WriteSegment(s *Segment) {
@@ -178,6 +207,7 @@ func (c *checkingSink) WriteSegment(s *Segment) {
 	if len(s.Data) < 8 || string(s.Data[4:8]) != "moof" {
 		c.t.Fatal("segment does not start with moof")
 	}
+	c.checkVideoTiming(s.Data)
 	c.buf = append(c.buf, s.Data...)
 }
 

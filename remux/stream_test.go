@@ -664,19 +664,23 @@ func continuousSamples(t *testing.T, h *harness, want int) (*Init, []byte, []fmp
 	return in, file, samples
 }
 
-// TestFrameGapsKeepDecodeContinuity: an encoder that skips frames leaves
-// timestamp gaps. Presentation times keep the gaps; decode times stay
+// TestFrameGapsKeepDecodeContinuity: a timestamp gap longer than
+// maxHoleTicks (a paused publisher; shorter skips are closed, see
+// TestFrameSkips). Presentation times keep the gap; decode times stay
 // contiguous inside a GOP (MSE drops frames until the next keyframe after a
 // decode-time jump of more than twice a sample's duration) and meet
 // presentation time again at the next keyframe.
 func TestFrameGapsKeepDecodeContinuity(t *testing.T) {
 	aus := loadAUs(t, fileSlices)
 	pkts := packetizeH264(aus, pktOpts{mtu: 1200, seq: 1, ts: 1000})
-	const gapAt, gapTicks = 5, 4 * 3000 // frames 5.. arrive 4 frame intervals late
+	const gapAt, gapTicks = 5, 10 * 3000 // frames 5.. arrive 10 frame intervals late
+	if gapTicks <= maxHoleTicks {
+		t.Fatal("the gap would be closed")
+	}
 	for i := range pkts {
 		if pkts[i].frame >= gapAt {
 			pkts[i].pkt.Timestamp += gapTicks
-			pkts[i].arrival = pkts[i].arrival.Add(4 * time.Second / 30)
+			pkts[i].arrival = pkts[i].arrival.Add(10 * time.Second / 30)
 		}
 	}
 	h := newHarness(t, true, false)

@@ -103,7 +103,9 @@ func waitJS(t *testing.T, tab context.Context, what, expr string, timeout time.D
 	t.Helper()
 	ctx, cancel := context.WithTimeout(tab, timeout)
 	defer cancel()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(200*time.Millisecond))); err != nil {
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(200*time.Millisecond),
+		// Poll's own timeout (30 s by default) would cut longer waits short: ctx bounds it.
+		chromedp.WithPollingTimeout(0))); err != nil {
 		state, _ := chromedp.Run(tab, chromedp.Evaluate[string](debugExpr))
 		t.Fatalf("%s: %v; page state: %s", what, err, state)
 	}

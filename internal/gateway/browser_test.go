@@ -157,7 +157,7 @@ func TestBrowserPublishWatch(t *testing.T) {
 	waitJS(t, pubTab, "publisher connected", `document.body.dataset.state === 'connected'`, 45*time.Second,
 		`JSON.stringify({state: document.body.dataset.state, error: String(window.publisher && window.publisher.error)})`)
 
-	watchTab := newTab(t, browser, gw.base+"/watch.html?stream=e2e")
+	watchTab := newTab(t, browser, gw.base+"/watch.html?stream=e2e&muted=0") // with sound: audio decoded too
 	start, end := playFor(t, watchTab, 3, 45*time.Second)
 
 	if end.Width <= 0 || end.Height <= 0 {

@@ -380,7 +380,7 @@ func TestLocalTestPatternBrowser(t *testing.T) {
 	}
 
 	browser := newBrowser(t)
-	tab := newTab(t, browser, gw.base+"/watch.html?stream=testpattern")
+	tab := newTab(t, browser, gw.base+"/watch.html?stream=testpattern&muted=0") // with sound: audio decoded too
 	start, end := playFor(t, tab, 2, 60*time.Second)
 	if end.Width != src.Width || end.Height != src.Height {
 		t.Errorf("video %dx%d, want %dx%d", end.Width, end.Height, src.Width, src.Height)

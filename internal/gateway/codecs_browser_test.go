@@ -60,7 +60,7 @@ func TestBrowserCodecs(t *testing.T) {
 				t.Fatalf("Chromium's MSE refuses the codec string %q", codec)
 			}
 
-			watchTab := newTab(t, browser, gw.base+"/watch.html?stream="+stream)
+			watchTab := newTab(t, browser, gw.base+"/watch.html?stream="+stream+"&muted=0") // with sound: audio decoded too
 			dbg := `JSON.stringify(` + playbackJS + `)`
 			waitJS(t, watchTab, "playback started", `document.querySelector('video').currentTime > 0.2`, 60*time.Second, dbg)
 			start := evalJS[playback](t, watchTab, playbackJS)

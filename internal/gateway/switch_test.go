@@ -18,6 +18,10 @@ func TestPlayerSwitch(t *testing.T) {
 	publishSwitching(t, gw, "switch")
 	browser := newBrowser(t)
 	inEachMode(t, browser, gw.base+"/watch.html?stream=switch", func(t *testing.T, mode string, tab context.Context) {
+		// From the live edge on: the join's catch-up (a jump over the cached GOP) is
+		// not a gap of steady playback.
+		waitJS(t, tab, "the live edge reached", `window.player.stats.latency !== null && window.player.stats.latency < window.player.targetLatency + 0.1`,
+			30*time.Second, playerDebugJS)
 		evalJS[bool](t, tab, frameGapJS)
 		a := readPlayer(t, tab)
 		waitJS(t, tab, "three resolution changes on screen", `window.__switches >= 3`, 60*time.Second, playerDebugJS)

@@ -85,7 +85,7 @@ function* boxes(view, start, end) {
       size = end - p;
     }
     if (size < hdr || p + size > end) return;
-    yield { type, body: p + hdr, end: p + size };
+    yield { type, start: p, body: p + hdr, end: p + size };
     p += size;
   }
 }
@@ -156,6 +156,151 @@ export function segmentStartTime(buf, timescales) {
 export function trackStartTime(buf, timescales, id) {
   const ts = timescales.get(id);
   return ts ? segmentStartTime(buf, new Map([[id, ts]])) : NaN;
+}
+
+// ---------------------------------------------------------------------------
+// Keeping only some tracks of an fMP4 stream (the player drops audio while muted: see
+// player.js, audioLatency). Boxes are copied byte for byte; only the traks/trex of an
+// init and the trafs and mdat bytes of a media segment that belong to dropped tracks go,
+// and the kept truns' data offsets are rewritten. A layout not understood is returned as
+// null: the caller keeps the original.
+
+function concatBytes(parts) {
+  let n = 0;
+  for (const p of parts) n += p.byteLength;
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.byteLength; }
+  return out;
+}
+
+function boxBytes(type, parts) {
+  const body = concatBytes(parts);
+  const out = new Uint8Array(8 + body.byteLength);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, out.byteLength);
+  for (let i = 0; i < 4; i++) out[4 + i] = type.charCodeAt(i);
+  out.set(body, 8);
+  return out;
+}
+
+/** The init segment with only the tracks in keep (a Set of track_IDs); null if unreadable. */
+export function filterInitTracks(buf, keep) {
+  try {
+    const v = toView(buf);
+    const bytes = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+    const slice = (b) => bytes.subarray(b.start, b.end);
+    const parts = [];
+    let sawMoov = false;
+    for (const top of boxes(v, 0, v.byteLength)) {
+      if (top.type !== 'moov') { parts.push(slice(top)); continue; }
+      sawMoov = true;
+      const kids = [];
+      for (const b of boxes(v, top.body, top.end)) {
+        if (b.type === 'trak') {
+          const tkhd = child(v, b, 'tkhd');
+          if (!tkhd) return null;
+          const id = v.getUint32(tkhd.body + (v.getUint8(tkhd.body) === 1 ? 20 : 12));
+          if (keep.has(id)) kids.push(slice(b));
+        } else if (b.type === 'mvex') {
+          const ex = [];
+          for (const e of boxes(v, b.body, b.end)) {
+            if (e.type === 'trex' && !keep.has(v.getUint32(e.body + 4))) continue;
+            ex.push(slice(e));
+          }
+          kids.push(boxBytes('mvex', ex));
+        } else {
+          kids.push(slice(b));
+        }
+      }
+      parts.push(boxBytes('moov', kids));
+    }
+    return sawMoov ? concatBytes(parts).buffer : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A media segment with only the tracks in keep; an empty ArrayBuffer when none of its
+ * tracks is kept (nothing to append); null if its layout is not understood.
+ */
+export function filterSegmentTracks(buf, keep) {
+  try {
+    const v = toView(buf);
+    const bytes = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+    const whole = (b) => bytes.subarray(b.start, b.end);
+    const out = [];
+    let plan = null; // the moof before the next mdat: {mfhd, trafs: [{bytes, runs: [{at, start, len}]}]}
+    let any = false;
+    for (const top of boxes(v, 0, v.byteLength)) {
+      if (top.type === 'moof') {
+        plan = { moofStart: top.start, head: [], trafs: [] };
+        for (const b of boxes(v, top.body, top.end)) {
+          if (b.type !== 'traf') { plan.head.push(whole(b)); continue; }
+          const tfhd = child(v, b, 'tfhd');
+          if (!tfhd) return null;
+          const tf = v.getUint32(tfhd.body) & 0xffffff;
+          const id = v.getUint32(tfhd.body + 4);
+          if (!keep.has(id)) continue;
+          if (tf & 0x1) return null; // base_data_offset: not the default-base-is-moof layout
+          let p = tfhd.body + 8;
+          if (tf & 0x2) p += 4; // sample_description_index
+          if (tf & 0x8) p += 4; // default_sample_duration
+          const defSize = tf & 0x10 ? v.getUint32(p) : -1;
+          const copy = whole(b).slice(); // patched below: the truns' data offsets
+          const trafStart = b.start;
+          const runs = [];
+          for (const r of boxes(v, b.body, b.end)) {
+            if (r.type !== 'trun') continue;
+            const fl = v.getUint32(r.body) & 0xffffff;
+            const count = v.getUint32(r.body + 4);
+            if (!(fl & 0x1)) return null; // no data_offset: not ours
+            const off = v.getInt32(r.body + 8);
+            let q = r.body + 12 + (fl & 0x4 ? 4 : 0);
+            const per = (fl & 0x100 ? 4 : 0) + (fl & 0x200 ? 4 : 0) + (fl & 0x400 ? 4 : 0) + (fl & 0x800 ? 4 : 0);
+            let len = 0;
+            for (let i = 0; i < count; i++) {
+              if (fl & 0x200) len += v.getUint32(q + (fl & 0x100 ? 4 : 0));
+              else if (defSize >= 0) len += defSize;
+              else return null;
+              q += per;
+            }
+            runs.push({ at: r.body + 8 - trafStart, start: plan.moofStart + off, len });
+          }
+          plan.trafs.push({ bytes: copy, runs });
+        }
+        continue;
+      }
+      if (top.type === 'mdat' && plan) {
+        const p = plan;
+        plan = null;
+        if (!p.trafs.length) continue; // nothing of this fragment is kept
+        any = true;
+        const moofSize = 8 + p.head.reduce((n, h) => n + h.byteLength, 0) + p.trafs.reduce((n, t) => n + t.bytes.byteLength, 0);
+        const data = [];
+        let pos = moofSize + 8; // the new mdat's payload, from the new moof's start
+        for (const t of p.trafs) {
+          const dv = new DataView(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength);
+          for (const r of t.runs) {
+            if (r.start < top.body || r.start + r.len > top.end) return null;
+            dv.setInt32(r.at, pos);
+            data.push(bytes.subarray(r.start, r.start + r.len));
+            pos += r.len;
+          }
+        }
+        out.push(boxBytes('moof', [...p.head, ...p.trafs.map((t) => t.bytes)]));
+        out.push(boxBytes('mdat', data));
+        continue;
+      }
+      if (plan) return null; // a moof not followed by its mdat
+      out.push(whole(top));
+    }
+    if (plan) return null;
+    return any ? concatBytes(out).buffer : new ArrayBuffer(0);
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -797,8 +942,13 @@ export class MSEPipeline {
  * 'dropped' {count}, 'timeline' {from, to, offset}.
  */
 export class StreamEngine {
-  constructor({ url, attach, onEvent, maxQueue = 200, MSClass = MS, minBackoff = 500, maxBackoff = 8000 } = {}) {
+  constructor({ url, attach, onEvent, maxQueue = 200, MSClass = MS, minBackoff = 500, maxBackoff = 8000, audio = true } = {}) {
     this.url = url;
+    // false: a stream's audio is left out (the player while muted): video alone plays
+    // nearer the live edge (see player.js, audioLatency). keep: the track_IDs kept of the
+    // current init, null when everything is kept.
+    this.audio = audio;
+    this.keep = null;
     this.attach = attach;
     this.onEvent = onEvent || (() => {});
     this.maxQueue = maxQueue;
@@ -906,12 +1056,59 @@ export class StreamEngine {
       pipelines: this.pipelines || 0, // MediaSources made since start
       timeshifted: !!this.shift,
       jitter: this.jitter.estimate, // seconds: see ArrivalJitter
+      audioLeftOut: !!this.keep, // the stream's audio is not played (muted: see setAudio)
     };
+  }
+
+  /** Keep or leave out the audio of live streams; a change takes effect at a new connection. */
+  setAudio(on) {
+    on = !!on;
+    if (on === this.audio) return;
+    this.audio = on;
+    if (this.shift) return; // at live(): the recording parts go on as they are
+    if (this.socket.open || this.sinceInit) this._reconnect();
+  }
+
+  /** A fresh connection and MediaSource: the server sends the init and the GOP again. */
+  _reconnect() {
+    this.needRebuild = true;
+    this.sinceInit = false;
+    this.socket.stop();
+    this.socket.start();
+  }
+
+  /** info and data of an init as they go to MSE: without audio when it is left out. */
+  _filterInit(info, data) {
+    this.keep = null;
+    const tracks = info && Array.isArray(info.tracks) ? info.tracks : [];
+    const video = tracks.filter((t) => t && t.kind === 'video');
+    if (this.audio || !video.length || video.length === tracks.length) return { info, data };
+    const keep = new Set(video.map((t) => t.id));
+    const filtered = filterInitTracks(data, keep);
+    if (!filtered) return { info, data }; // not understood: play it all
+    this.keep = keep;
+    const codecs = video.map((t) => t.codec).filter(Boolean).join(',');
+    return {
+      info: Object.assign({}, info, { tracks: video, mime: `video/mp4; codecs="${codecs}"`, audioLeftOut: true }),
+      data: filtered,
+    };
+  }
+
+  /** A media segment as it goes to MSE (see _filterInit); null: nothing to append. */
+  _filterSegment(data) {
+    if (!this.keep) return data;
+    const f = filterSegmentTracks(data, this.keep);
+    if (f === null) {
+      this._emit('mse-error', { fatal: false, message: 'a segment could not be read to leave its audio out' });
+      return null;
+    }
+    return f.byteLength ? f : null;
   }
 
   _onInit(info, data) {
     this.inits++;
     this.sinceInit = true;
+    ({ info, data } = this._filterInit(info, data));
     this.jitter.reset(data, info && info.tracks, performance.now() / 1000);
     if (this.needRebuild || !this.pipeline) {
       this.needRebuild = false;
@@ -935,7 +1132,9 @@ export class StreamEngine {
   }
 
   _append(data) {
-    if (this.pipeline && this.sinceInit) this.pipeline.appendSegment(data);
+    if (!this.pipeline || !this.sinceInit) return;
+    const d = this._filterSegment(data);
+    if (d) this.pipeline.appendSegment(d);
   }
 
   _createPipeline() {
@@ -999,7 +1198,9 @@ export class StreamEngine {
     this.shift = null;
     if (sh.abort) sh.abort.abort();
     if (this.pipeline) this.pipeline.clear(this._anchor());
-    this.needRebuild = false; // same MediaSource: the server's init goes on the same SourceBuffer
+    // Same MediaSource: the server's init goes on the same SourceBuffer, unless the audio
+    // was switched meanwhile (another set of tracks).
+    this.needRebuild = !!this.pipeline && this.pipeline.lastInit && !!this.pipeline.lastInit.info.audioLeftOut === this.audio;
     this.socket.start();
   }
 
@@ -1065,9 +1266,13 @@ export class StreamEngine {
       if (!split || !Number.isFinite(wall) || !Number.isFinite(end) || !Number.isFinite(mediaStart)) {
         throw new Error('the recording part is not an fMP4 with its times');
       }
-      this.pipeline.handleInit(this.pipeline.lastInit.info, buf.slice(0, split));
+      // The recording has what the live stream has: leave out what the live init left out.
+      const init = this.keep ? filterInitTracks(buf.slice(0, split), this.keep) : buf.slice(0, split);
+      const media = this.keep ? filterSegmentTracks(buf.slice(split), this.keep) : buf.slice(split);
+      if (!init || !media) throw new Error('the recording part could not be read to leave its audio out');
+      this.pipeline.handleInit(this.pipeline.lastInit.info, init);
       sh.pending.push({ wall, end, mediaStart });
-      this.pipeline.appendSegment(buf.slice(split));
+      if (media.byteLength) this.pipeline.appendSegment(media);
       // The next part starts where this one ends (after=1: no overlap).
       sh.parts++;
       sh.next = end > sh.next ? end : sh.next + 1000;

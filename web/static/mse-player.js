@@ -1,12 +1,12 @@
 // <mse-player>: the gateway's live player as a custom element, for any site.
 //
 //   <script type="module" src="https://gateway.example.com/mse-player.js"></script>
-//   <mse-player stream="demo" latency="0.15"></mse-player>
+//   <mse-player stream="demo" latency="0.05"></mse-player>
 //
 // Attributes (all optional but stream):
 //   stream    stream name
 //   server    gateway base URL (default: where this module was loaded from)
-//   latency   target latency in seconds (default 0.15; adapts after stalls)
+//   latency   base target latency in seconds (default 0.05; adapts to jitter and stalls)
 //   token     viewer token, when the gateway needs one
 //   mode      auto | worker | main | managed (MSE path; default auto)
 //   keep      seconds of media kept behind the playhead (default 10)
@@ -15,7 +15,7 @@
 // Properties: player (the MSEPlayer: state, stats, ...), state, stats.
 // Events: 'state' {detail: {state, message}}, 'stats' {detail: stats}, 'init' {detail: info}.
 // Style it from outside with ::part(video), ::part(status), ::part(stats), ::part(unmute).
-import { MSEPlayer } from './player.js';
+import { MSEPlayer, DEFAULT_TARGET_LATENCY } from './player.js';
 import { validStreamName } from './common.js';
 
 const SERVER = new URL('.', import.meta.url).href;
@@ -88,7 +88,7 @@ export class MSEPlayerElement extends HTMLElement {
   attributeChangedCallback(name, oldV, newV) {
     if (oldV === newV || !this.isConnected) return;
     if (name === 'latency' && this.player) {
-      this.player.setTargetLatency(parseFloat(newV) || 0.15);
+      this.player.setTargetLatency(parseFloat(newV) || DEFAULT_TARGET_LATENCY);
       return;
     }
     if (name === 'stats') {
@@ -126,7 +126,7 @@ export class MSEPlayerElement extends HTMLElement {
       server: this.getAttribute('server') || SERVER,
       token: this.getAttribute('token') || '',
       mode: this.getAttribute('mode') || 'auto',
-      targetLatency: num('latency', 0.15),
+      targetLatency: num('latency', DEFAULT_TARGET_LATENCY),
       evictKeep: num('keep', 10),
     });
     this.player = p;
@@ -153,8 +153,8 @@ export class MSEPlayerElement extends HTMLElement {
     p.addEventListener('init', (e) => this.dispatchEvent(new CustomEvent('init', { detail: e.detail })));
     p.addEventListener('gesture', () => this._syncButton());
     this._show('connecting', 'connecting');
+    if (this.hasAttribute('unmuted')) p.setMuted(false); // before start: the first connection has audio
     p.start();
-    if (this.hasAttribute('unmuted')) p.setMuted(false);
     this._syncButton();
   }
 

@@ -3,7 +3,8 @@
 // wait for the page's main thread. The MediaSource's handle is transferred to the
 // page, which sets it as video.srcObject. Needs MediaSource.canConstructInDedicatedWorker.
 //
-// page -> worker: {type:'start', url, maxQueue}, {type:'stop'}, {type:'send', msg},
+// page -> worker: {type:'start', url, maxQueue, audio}, {type:'stop'}, {type:'send', msg},
+//                 {type:'audio', on} (keep or leave out the stream's audio: StreamEngine.setAudio),
 //                 {type:'playhead', t}, {type:'evict', t, keep}, {type:'rebuild'},
 //                 {type:'stall', ms}, {type:'timeshift', from} (wall-clock ms: play the
 //                 recording from there), {type:'live'} (back to the live socket)
@@ -34,6 +35,7 @@ self.onmessage = (e) => {
       engine = new StreamEngine({
         url: m.url,
         maxQueue: m.maxQueue || 200,
+        audio: m.audio !== false,
         MSClass: self.MediaSource,
         attach: (ms) => post({ type: 'handle', handle: ms.handle }, [ms.handle]),
         onEvent: (ev) => {
@@ -61,6 +63,9 @@ self.onmessage = (e) => {
       break;
     case 'rebuild':
       if (engine) engine.rebuild();
+      break;
+    case 'audio':
+      if (engine) engine.setAudio(m.on);
       break;
     case 'stall':
       if (engine) engine.stall(m.ms);

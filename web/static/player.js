@@ -19,6 +19,22 @@ export { WatchSocket, MSEPipeline, StreamEngine } from './engine.js';
 
 const MODULE_URL = import.meta.url;
 
+/**
+ * The default base target (seconds behind the live edge), chosen by measurement
+ * (docs/BENCHMARKS.md, "Glass-to-glass"): the lowest with no stall over 60 s of a real
+ * browser publisher and next to no dropped frames; a jittery path raises the target in
+ * force above it (ArrivalJitter), stalls too.
+ */
+export const DEFAULT_TARGET_LATENCY = 0.05;
+
+/**
+ * The least base target for a stream with audio (seconds), also chosen by measurement:
+ * Chromium's audio renderer stops with about 0.1 s still buffered and refills before it
+ * plays on, so below ~0.15 s a stream with audio stalls there every few seconds (video
+ * alone holds 0.05 s). Option audioLatency; 0 turns it off.
+ */
+export const DEFAULT_AUDIO_LATENCY = 0.15;
+
 /** ws(s)://host/ws/watch/NAME[?token=T]; host = server (an http(s) URL) or the page's. */
 export function watchSocketURL(stream, token, loc = globalThis.location, server = '') {
   const base = server ? new URL(server, loc.href) : loc;
@@ -71,6 +87,7 @@ class LocalBackend {
       url: player.url,
       maxQueue: player.maxQueue,
       MSClass,
+      audio: player._wantAudio(),
       attach: (ms) => this._attach(ms),
       onEvent: (ev) => {
         if (ev.type === 'mse-open') this._revoke();
@@ -103,6 +120,7 @@ class LocalBackend {
   timeshift(from) { this.engine.timeshift(from); }
   live() { this.engine.live(); }
   stall(ms) { this.engine.stall(ms); }
+  setAudio(on) { this.engine.setAudio(on); }
   status() { return this.engine.status(); }
 }
 
@@ -156,7 +174,8 @@ class WorkerBackend {
     try { this.worker.postMessage(msg); } catch (e) { console.warn('worker postMessage', e); }
   }
 
-  start() { this._post({ type: 'start', url: this.player.url, maxQueue: this.player.maxQueue }); }
+  start() { this._post({ type: 'start', url: this.player.url, maxQueue: this.player.maxQueue, audio: this.player._wantAudio() }); }
+  setAudio(on) { this._post({ type: 'audio', on }); }
   stop() {
     this._post({ type: 'stop' });
     this.worker.terminate();
@@ -182,7 +201,10 @@ class WorkerBackend {
  * Options:
  *   stream, token, server (gateway http(s) URL; default: the page's origin), url (ws URL)
  *   mode            'auto' | 'worker' | 'main' | 'managed'
- *   targetLatency   seconds behind the live edge to aim for (default 0.15)
+ *   targetLatency   base seconds behind the live edge to aim for (default DEFAULT_TARGET_LATENCY)
+ *   audioLatency    the least base target while the stream has audio (default DEFAULT_AUDIO_LATENCY; 0: none)
+ *   dropAudioWhenMuted  leave the stream's audio out while muted (default true): video alone
+ *                   plays at the base target; unmuting reconnects with audio (a short pause)
  *   maxLatency      the adaptive target never rises above this (default max(1, 4 x target))
  *   evictKeep       seconds kept behind the playhead (default 10)
  */
@@ -193,7 +215,9 @@ export class MSEPlayer extends EventTarget {
     server = '',
     url = '',
     mode = 'auto',
-    targetLatency = 0.15,
+    targetLatency = DEFAULT_TARGET_LATENCY,
+    audioLatency = DEFAULT_AUDIO_LATENCY,
+    dropAudioWhenMuted = true,
     maxLatency = 0,
     statsIntervalMs = 1000,
     controlIntervalMs = 250,
@@ -215,6 +239,9 @@ export class MSEPlayer extends EventTarget {
     this.targetLatency = targetLatency;
     this.stallLatency = targetLatency;
     this.jitter = 0;
+    this.audioLatency = audioLatency > 0 ? audioLatency : 0;
+    this.dropAudioWhenMuted = dropAudioWhenMuted !== false;
+    this.hasAudio = false; // the current init has an audio track
     this.maxLatency = maxLatency > 0 ? Math.max(maxLatency, targetLatency) : Math.max(1, 4 * targetLatency);
     this.statsIntervalMs = statsIntervalMs;
     this.controlIntervalMs = controlIntervalMs;
@@ -249,7 +276,9 @@ export class MSEPlayer extends EventTarget {
     this.rateTrim = true; // catch up by playbackRate (false: this engine cannot, see _rateQuirk)
     this.rateQuirk = ''; // why rate trimming was turned off, for stats and tests
     this.lastRateAt = -Infinity;
-    this.trimCheck = null; // {since, wall, media}: does a rate above 1 really catch up here?
+    this.trimCheck = null; // {wall, media, rate, underflows}: does a rate above 1 really catch up here?
+    this.trimFailures = 0; // windows in a row where it did not (see _checkTrim)
+    this.underflows = 0; // the element's 'waiting'/'stalled' events
     this.startedAt = 0;
     this.lastT = NaN;
     this.stallTicks = 0;
@@ -343,8 +372,13 @@ export class MSEPlayer extends EventTarget {
     for (const t of VIDEO_EVENTS) this.video.removeEventListener(t, this._onVideo);
   }
 
+  /** Whether the engine should play the stream's audio (not while muted: see dropAudioWhenMuted). */
+  _wantAudio() { return !this.dropAudioWhenMuted || !this.wantMuted; }
+
   setMuted(muted) {
+    const hadAudio = this._wantAudio();
     this.wantMuted = !!muted;
+    if (this.backend && this._wantAudio() !== hadAudio) this.backend.setAudio(this._wantAudio());
     this.video.muted = !!muted;
     if (!muted && this.video.volume === 0) this.video.volume = 1;
     if (!muted) this.play(); // unmuting inside a click also satisfies autoplay rules
@@ -494,6 +528,7 @@ export class MSEPlayer extends EventTarget {
         this.inits++;
         this.initInfo = ev.info;
         this.sinceInit = true;
+        this.hasAudio = !!(ev.info && Array.isArray(ev.info.tracks) && ev.info.tracks.some((t) => t && t.kind === 'audio'));
         this.dispatchEvent(new CustomEvent('init', { detail: ev.info }));
         if (this.state !== 'playing') this._setState('connecting', 'starting playback');
         break;
@@ -594,17 +629,29 @@ export class MSEPlayer extends EventTarget {
       case 'loadeddata':
       case 'canplay':
         // Data at the playhead at last: the seek to the live edge _maybeStart left.
-        if (this.edgePending && this.started && this._canSeek()) {
+        // Not while waiting for the viewer's click: the first tick after it goes to the edge.
+        if (this.edgePending && this.started && !this.needsGesture && this._canSeek()) {
           this.edgePending = false;
           const b = v.buffered;
           if (b.length) this._seek(Math.max(b.start(b.length - 1), b.end(b.length - 1) - this.targetLatency));
         }
         break;
       case 'playing':
+        this.underflowAt = 0;
         if (this.sinceInit && this.state !== 'playing') this._setState('playing', 'playing');
         break;
       case 'waiting':
       case 'stalled':
+        this.underflows = (this.underflows || 0) + 1; // a rate check spanning it proves nothing
+        // Ran out of data while playing live (not a seek of ours settling): a stall, even a
+        // short one. Chromium's audio renderer stops with ~0.1 s still buffered and waits
+        // to refill before it goes on: only a higher target avoids it.
+        // Counted by the controller if the playhead is still stuck at its next tick (a
+        // freeze one sees), from 5 s after the start (the join settles first).
+        if (ev.type === 'waiting' && this.started && this.sinceInit && !this.timeshifted && !v.paused && !v.seeking &&
+          !this.userPaused && performance.now() - (this.lastSeekAt || 0) > 1000 && performance.now() - this.startedAt > 5000) {
+          this.underflowAt = this.underflowAt || performance.now();
+        }
         this._jumpGap();
         break;
       case 'volumechange':
@@ -680,6 +727,7 @@ export class MSEPlayer extends EventTarget {
     try {
       this.video.currentTime = t;
       this.seeks++;
+      this.lastSeekAt = performance.now();
     } catch (e) {
       console.warn('seek failed', e);
     }
@@ -688,6 +736,9 @@ export class MSEPlayer extends EventTarget {
   _setRate(r) {
     const v = this.video;
     if (!this.rateTrim) r = 1;
+    // In steps of 0.02 (1 exactly when asked): every playbackRate change resets the
+    // engine's audio time-stretcher, which then needs data it may not have yet.
+    if (r !== 1) r = Math.max(0.9, Math.round(r * 50) / 50);
     if (Math.abs(v.playbackRate - r) > 0.004) {
       this.lastRateAt = performance.now();
       try {
@@ -717,16 +768,22 @@ export class MSEPlayer extends EventTarget {
     this._setRate(1);
   }
 
-  /** Does a rate above 1 really move the playhead faster? Checked over 3 s of trimming. */
+  /**
+   * Does a rate above 1 really move the playhead faster? Checked over windows of 3 s of
+   * trimming, from 5 s after the start (the element settles first). A window proves
+   * nothing when the element ran out of data in it ('waiting') or when the playhead
+   * reached the live edge (it gains no more than the data lets it); two failed windows
+   * in a row turn rate trimming off (one can be a scheduling hiccup on a busy machine).
+   */
   _checkTrim(now, t) {
     const v = this.video;
-    if (!this.rateTrim || v.paused || v.seeking || v.playbackRate < 1.05) {
+    if (!this.rateTrim || v.paused || v.seeking || v.playbackRate < 1.05 || now - this.startedAt < 5000) {
       this.trimCheck = null;
       return;
     }
     const c = this.trimCheck;
     if (!c) {
-      this.trimCheck = { wall: now, media: t, rate: v.playbackRate };
+      this.trimCheck = { wall: now, media: t, rate: v.playbackRate, underflows: this.underflows || 0 };
       return;
     }
     const wall = (now - c.wall) / 1000;
@@ -734,7 +791,16 @@ export class MSEPlayer extends EventTarget {
     const gained = (t - c.media) - wall; // media seconds gained on the wall clock
     const want = (c.rate - 1) * wall;
     this.trimCheck = null;
-    if (gained < 0.25 * want) this._rateQuirk(`playbackRate ${c.rate.toFixed(2)} gained ${(gained * 1000).toFixed(0)} ms in ${wall.toFixed(1)} s`);
+    const b = v.buffered;
+    const ahead = b.length ? b.end(b.length - 1) - t : 0;
+    if ((this.underflows || 0) !== c.underflows || ahead <= this.targetLatency + 0.05) return; // inconclusive
+    if (gained >= 0.25 * want) {
+      this.trimFailures = 0;
+      return;
+    }
+    if (++this.trimFailures >= 2) {
+      this._rateQuirk(`playbackRate ${c.rate.toFixed(2)} gained ${(gained * 1000).toFixed(0)} ms in ${wall.toFixed(1)} s`);
+    }
   }
 
   /**
@@ -807,13 +873,19 @@ export class MSEPlayer extends EventTarget {
     return false;
   }
 
-  /** One stall episode (counted once): raise the target by 0.1 s, up to maxLatency. */
-  _noteStall(now) {
+  /**
+   * One stall episode (counted once): raise the target by 0.1 s, up to maxLatency, and
+   * remember the target that did not hold: for the next minute the target creeps back
+   * down no lower than just above it (see _adaptTarget), so a player does not probe the
+   * same too-low target every 20 s. since: how long ago it began (ms).
+   */
+  _noteStall(now, since = 2 * this.controlIntervalMs) {
     this.lastStallAt = now;
     if (this.inStall) return;
     this.inStall = true;
-    this.stallStartedAt = now - 2 * this.controlIntervalMs; // noticed after two still ticks
+    this.stallStartedAt = now - since; // the controller notices after two still ticks
     this.stalls++;
+    this.failedLatency = this.targetLatency;
     this.stallLatency = Math.min(this.maxLatency, round(this.targetLatency + 0.1));
     this.targetLatency = this.stallLatency;
   }
@@ -825,12 +897,14 @@ export class MSEPlayer extends EventTarget {
   _adaptTarget(now) {
     if (this.stallLatency > this.baseLatency && now - this.lastStallAt > 10000 && now - this.lastCreepAt > 2500) {
       this.lastCreepAt = now;
-      this.stallLatency = Math.max(this.baseLatency, round(this.stallLatency - 0.025));
+      const floor = now - this.lastStallAt < 60000 ? (this.failedLatency || 0) + 0.025 : 0;
+      this.stallLatency = Math.max(this.baseLatency, Math.min(this.stallLatency, round(Math.max(floor, this.stallLatency - 0.025))));
     }
     const st = this.backend ? this.backend.status() : null;
     const j = st && Number.isFinite(st.jitter) ? Math.max(0, st.jitter) : 0;
     this.jitter = j;
-    this.targetLatency = Math.min(this.maxLatency, Math.max(this.stallLatency, round(this.baseLatency + j)));
+    const base = this.hasAudio ? Math.max(this.baseLatency, this.audioLatency) : this.baseLatency;
+    this.targetLatency = Math.min(this.maxLatency, Math.max(this.stallLatency, round(base + j)));
   }
 
   /** Seconds of media ahead of the playhead in the range that holds it. */
@@ -878,7 +952,9 @@ export class MSEPlayer extends EventTarget {
     const starved = v.readyState < 3 || this._ahead(b, t) < 0.1;
     if (!v.paused && !v.seeking && !moving && !this.userPaused && this.sinceInit && starved) {
       if (++this.stallTicks >= 2) this._noteStall(now);
+      else if (this.underflowAt && now - this.underflowAt >= 200) this._noteStall(now, now - this.underflowAt);
     } else if (moving) {
+      this.underflowAt = 0;
       this.stallTicks = 0;
       if (!starved && this.inStall) { // recovered: playing with data ahead
         this.inStall = false;
@@ -999,6 +1075,7 @@ export class MSEPlayer extends EventTarget {
       targetLatency: this.targetLatency,
       baseLatency: this.baseLatency,
       jitter: round(this.jitter), // seconds of arrival jitter (95th percentile) the target covers
+      audioLeftOut: !!st.audioLeftOut, // the stream's audio is not played (muted: dropAudioWhenMuted)
       segments: st.segments || 0,
       inits: this.inits,
       queue: st.queue || 0,

@@ -1,7 +1,7 @@
 // watch.html: plays /ws/watch/NAME with MSEPlayer and shows its state and stats.
-// Query: stream=NAME (required), token=T, latency=seconds (target, default 0.15), muted=0,
+// Query: stream=NAME (required), token=T, latency=seconds (base target, default DEFAULT_TARGET_LATENCY), muted=0,
 // mode=auto|worker|main|managed (MSE path), keep=seconds (buffer kept behind the playhead).
-import { MSEPlayer } from './player.js';
+import { MSEPlayer, DEFAULT_TARGET_LATENCY } from './player.js';
 import { params, validStreamName, describeTrack, formatBitrate } from './common.js';
 
 const $ = (id) => document.getElementById(id);
@@ -9,7 +9,7 @@ const q = params();
 const name = q.get('stream') || '';
 const token = q.get('token') || '';
 let target = parseFloat(q.get('latency'));
-if (!Number.isFinite(target) || target < 0.05 || target > 30) target = 0.15;
+if (!Number.isFinite(target) || target < 0.02 || target > 30) target = DEFAULT_TARGET_LATENCY;
 const mode = ['worker', 'main', 'managed'].includes(q.get('mode')) ? q.get('mode') : 'auto';
 let keep = parseFloat(q.get('keep'));
 if (!Number.isFinite(keep) || keep < 1 || keep > 600) keep = 10;
@@ -213,8 +213,8 @@ function main() {
   player.addEventListener('init', (ev) => renderInit(ev.detail));
   setupControls(player);
   renderState(player.state, player.message);
+  if (q.get('muted') === '0') player.setMuted(false); // before start: the first connection has audio
   player.start();
-  if (q.get('muted') === '0') player.setMuted(false);
   window.addEventListener('pagehide', () => player.stop());
   window.addEventListener('pageshow', (ev) => { if (ev.persisted) player.start(); });
 }

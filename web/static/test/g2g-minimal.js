@@ -27,15 +27,26 @@ video.muted = true;
 const reader = clockReader(video);
 // seeks: to the live edge; waits: the element's 'waiting' events (it ran out of data).
 const minimal = { edge, lead, seeks: 0, waits: 0, inits: 0, appends: 0, errors: 0, mime: null, stop };
-let since = { seeks: 0, waits: 0 };
+// Frames the element decoded and dropped (too late to show).
+const quality = () => {
+  const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : {};
+  return { decoded: q.totalVideoFrames || 0, dropped: q.droppedVideoFrames || 0 };
+};
+let since = { seeks: 0, waits: 0, ...quality() };
 const g2g = {
   reader,
   state: 'connecting',
   error: null,
   /** Start a sample period: the clock samples and the counters. */
-  reset() { reader.reset(); since = { seeks: minimal.seeks, waits: minimal.waits }; },
+  reset() { reader.reset(); since = { seeks: minimal.seeks, waits: minimal.waits, ...quality() }; },
   /** Counters over the sample period. */
-  counters() { return { seeks: minimal.seeks - since.seeks, waits: minimal.waits - since.waits, edge, lead }; },
+  counters() {
+    const q = quality();
+    return {
+      seeks: minimal.seeks - since.seeks, waits: minimal.waits - since.waits, edge, lead,
+      decoded: q.decoded - since.decoded, dropped: q.dropped - since.dropped,
+    };
+  },
 };
 window.g2g = g2g;
 window.minimal = minimal;

@@ -1,5 +1,6 @@
 // Clock publisher for the glass-to-glass latency test (internal/gateway/latency_test.go).
-// Query: stream=NAME, codec=h264|vp9|av1, baseline=0 (skip the direct WebRTC baseline).
+// Query: stream=NAME, codec=h264|vp9|av1, signal=ws|whip, baseline=0 (no direct WebRTC),
+// audio=1 (the fake microphone published too).
 // Test hook: window.g2g = {publisher, baseline: clockReader | null, state}.
 import { Publisher, videoCodecPreferences } from '/publisher.js';
 import { clockStream, clockReader, percentile } from '/test/clock.js';
@@ -13,15 +14,24 @@ window.g2g = g2g;
 document.getElementById('name').textContent = name;
 document.getElementById('source').srcObject = clock.stream;
 
-async function startBaseline() {
-  // Direct WebRTC: the same canvas track, pc1 -> pc2 in this page, same codec choice.
+async function startBaseline(stream) {
+  // Direct WebRTC: the same tracks, pc1 -> pc2 in this page, same codec choice. With
+  // audio, both tracks in one stream: the receiver then syncs video to audio (lip sync),
+  // as a WebRTC viewer of a camera and microphone does.
   const pc1 = new RTCPeerConnection();
   const pc2 = new RTCPeerConnection();
   pc1.onicecandidate = (e) => e.candidate && pc2.addIceCandidate(e.candidate);
   pc2.onicecandidate = (e) => e.candidate && pc1.addIceCandidate(e.candidate);
   const video = document.getElementById('baseline');
-  pc2.ontrack = (e) => { video.srcObject = new MediaStream([e.track]); video.play().catch(() => {}); };
-  const tr = pc1.addTransceiver(clock.stream.getVideoTracks()[0], { direction: 'sendonly' });
+  video.muted = true;
+  const received = new MediaStream();
+  pc2.ontrack = (e) => {
+    received.addTrack(e.track);
+    video.srcObject = received;
+    video.play().catch(() => {});
+  };
+  for (const a of stream.getAudioTracks()) pc1.addTransceiver(a, { direction: 'sendonly', streams: [stream] });
+  const tr = pc1.addTransceiver(clock.stream.getVideoTracks()[0], { direction: 'sendonly', streams: [stream] });
   const prefs = videoCodecPreferences(RTCRtpSender.getCapabilities('video'), codec);
   if (prefs) tr.setCodecPreferences(prefs.codecs);
   await pc1.setLocalDescription(await pc1.createOffer());
@@ -40,8 +50,15 @@ async function main() {
     document.body.dataset.state = p.state;
     document.getElementById('state').textContent = p.error ? `${p.state}: ${p.error}` : p.state;
   });
-  await p.start({ stream: clock.stream, codec });
-  if (q.get('baseline') !== '0') await startBaseline();
+  // audio=1: the fake microphone too (Opus), as a real publisher sends: a player with
+  // audio needs more buffer than a video-only one (the audio renderer's own).
+  let stream = clock.stream;
+  if (q.get('audio') === '1') {
+    const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+    stream = new MediaStream([...clock.stream.getVideoTracks(), ...mic.getAudioTracks()]);
+  }
+  await p.start({ stream, codec });
+  if (q.get('baseline') !== '0') await startBaseline(stream);
   setInterval(() => {
     const b = g2g.baseline;
     if (b) document.getElementById('base').textContent =

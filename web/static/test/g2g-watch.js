@@ -12,14 +12,20 @@ const name = q.get('stream') || 'g2g';
 const video = document.getElementById('video');
 const opts = { stream: name, mode: q.get('mode') || 'auto' };
 const latency = parseFloat(q.get('latency'));
-if (latency > 0) opts.targetLatency = latency;
+// latency=X measures the player at target X: no audio floor (see DEFAULT_AUDIO_LATENCY).
+if (latency > 0) Object.assign(opts, { targetLatency: latency, audioLatency: 0 });
 const player = new MSEPlayer(video, opts);
 window.player = player;
 const reader = clockReader(video);
 
 // The player's stalls (its live counter; stats.stalls is refreshed once a second).
 const stallCount = () => player.stalls ?? (player.stats && player.stats.stalls) ?? 0;
-let since = { stalls: 0, target: player.targetLatency, targetMax: player.targetLatency };
+// Frames the element decoded and dropped (too late to show): the price of a low target.
+const quality = () => {
+  const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : {};
+  return { decoded: q.totalVideoFrames || 0, dropped: q.droppedVideoFrames || 0 };
+};
+let since = { stalls: 0, target: player.targetLatency, targetMax: player.targetLatency, ...quality() };
 window.g2g = {
   player,
   reader,
@@ -30,12 +36,16 @@ window.g2g = {
   /** Start a sample period: the clock samples and the player's counters. */
   reset() {
     reader.reset();
-    since = { stalls: stallCount(), target: player.targetLatency, targetMax: player.targetLatency };
+    since = { stalls: stallCount(), target: player.targetLatency, targetMax: player.targetLatency, ...quality() };
   },
-  /** Over the sample period: stalls, the target at its start, the highest target seen, the base target. */
+  /** Over the sample period: stalls, the target at its start, the highest target seen, the base target, frames decoded and dropped. */
   counters() {
     since.targetMax = Math.max(since.targetMax, player.targetLatency);
-    return { stalls: stallCount() - since.stalls, target: since.target, targetMax: since.targetMax, base: player.baseLatency };
+    const q = quality();
+    return {
+      stalls: stallCount() - since.stalls, target: since.target, targetMax: since.targetMax, base: player.baseLatency,
+      decoded: q.decoded - since.decoded, dropped: q.dropped - since.dropped,
+    };
   },
 };
 // The adaptive target rises after a stall and creeps back down: keep its peak.

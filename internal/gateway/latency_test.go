@@ -126,6 +126,9 @@ func (r g2gResult) figures() string {
 func measurePlayerG2G(t *testing.T, browser, pub context.Context, base, mode, target string, samples int) {
 	t.Helper()
 	url := base + "/test/g2g-watch.html?stream=g2g&mode=" + mode
+	if os.Getenv("LATENCY_SOUND") == "1" { // unmuted: the stream's audio played too
+		url += "&sound=1"
+	}
 	if target != "default" {
 		url += "&latency=" + target
 	}

@@ -1,7 +1,7 @@
 // Clock viewer for the glass-to-glass latency test: plays the stream with MSEPlayer
 // and reads the painted clock from every presented frame.
 // Query: stream=NAME, mode=auto|worker|main, latency=target seconds (none: the player's
-// own default target).
+// own default target), sound=1 (unmuted: the audio played too).
 // Test hook: window.g2g = {player, reader, state, error, stalls, target, reset(), counters()};
 // window.player = the MSEPlayer.
 import { MSEPlayer } from '/player.js';
@@ -16,6 +16,8 @@ const latency = parseFloat(q.get('latency'));
 if (latency > 0) Object.assign(opts, { targetLatency: latency, audioLatency: 0 });
 const player = new MSEPlayer(video, opts);
 window.player = player;
+// sound=1: unmuted, as a viewer who clicked "Unmute" (the stream's audio is played).
+if (q.get('sound') === '1') player.setMuted(false);
 const reader = clockReader(video);
 
 // The player's stalls (its live counter; stats.stalls is refreshed once a second).

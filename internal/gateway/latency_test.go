@@ -113,13 +113,21 @@ type g2gCounters struct {
 // g2gResult is one viewer's measurement against direct WebRTC over the same period.
 type g2gResult struct {
 	gwP50, gwP95, directP50, directP95 float64
-	counters                           g2gCounters
+	// The direct WebRTC baseline of the video track alone (publishes with audio; 0 without):
+	// lip sync delays the video of the baseline above, a muted MSE viewer plays no audio.
+	videoP50, videoP95 float64
+	counters           g2gCounters
 }
 
 // figures is the common part of a GLASS-TO-GLASS line: both percentiles and their ratios.
 func (r g2gResult) figures() string {
-	return fmt.Sprintf("gateway p50=%.0f ms p95=%.0f ms; direct WebRTC p50=%.0f ms p95=%.0f ms; ratio %.2f/%.2f",
+	s := fmt.Sprintf("gateway p50=%.0f ms p95=%.0f ms; direct WebRTC p50=%.0f ms p95=%.0f ms; ratio %.2f/%.2f",
 		r.gwP50, r.gwP95, r.directP50, r.directP95, r.gwP50/r.directP50, r.gwP95/r.directP95)
+	if r.videoP50 > 0 {
+		s += fmt.Sprintf("; direct WebRTC video alone p50=%.0f ms p95=%.0f ms, ratio %.2f/%.2f",
+			r.videoP50, r.videoP95, r.gwP50/r.videoP50, r.gwP95/r.videoP95)
+	}
+	return s
 }
 
 // measurePlayerG2G measures the MSE player (g2g-watch) at one target ("default": none given).
@@ -170,7 +178,7 @@ func measureG2G(t *testing.T, pub, viewer context.Context, name string, samples 
 	// Warm-up: the GOP-cache burst and the first seek to the live edge, then measure.
 	time.Sleep(3 * time.Second)
 	evalJS[bool](t, viewer, `window.g2g.reset(), true`)
-	evalJS[bool](t, pub, `window.g2g.baseline.reset(), true`)
+	evalJS[bool](t, pub, `window.g2g.baseline.reset(), window.g2g.baselineVideo && window.g2g.baselineVideo.reset(), true`)
 	start := time.Now()
 	timeout := 30*time.Second + time.Duration(samples)*100*time.Millisecond
 	waitJS(t, viewer, fmt.Sprintf("%d samples through the gateway", samples), fmt.Sprintf(`window.g2g.reader.samples.length >= %d`, samples), timeout, dbg)
@@ -189,6 +197,13 @@ func measureG2G(t *testing.T, pub, viewer context.Context, name string, samples 
 	r := g2gResult{counters: counters}
 	r.gwP50, r.gwP95 = reportClock(t, name, gwR)
 	r.directP50, r.directP95 = reportClock(t, "direct WebRTC (same period)", baseR)
+	if evalJS[bool](t, pub, `!!window.g2g.baselineVideo`) {
+		videoR := evalJS[clockReading](t, pub, "(() => { const R = window.g2g.baselineVideo; return "+read+"; })()")
+		if len(videoR.Samples) < samples/2 {
+			t.Fatalf("samples: direct WebRTC of the video alone %d, want %d or more", len(videoR.Samples), samples/2)
+		}
+		r.videoP50, r.videoP95 = reportClock(t, "direct WebRTC, video alone (same period)", videoR)
+	}
 	return r
 }
 

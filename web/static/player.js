@@ -956,7 +956,8 @@ export class MSEPlayer extends EventTarget {
     } else if (moving) {
       this.underflowAt = 0;
       this.stallTicks = 0;
-      if (!starved && this.inStall) { // recovered: playing with data ahead
+      // Recovered: playing with future data (not "0.1 s ahead": a target below that holds less).
+      if (this.inStall && v.readyState >= 3) {
         this.inStall = false;
         this.stallTime += Math.max(0, now - this.stallStartedAt) / 1000;
       }

@@ -54,7 +54,7 @@ function renderStats(s) {
     ? `recording: ${Number.isFinite(s.position) ? ((Date.now() - s.position) / 1000).toFixed(1) : '?'} s behind now, ${s.speed}×`
     : s.latency === null ? '—' : `${fmtSec(s.latency)} (target ${fmtSec(s.targetLatency)}${s.jitter > 0.001 ? `, jitter ${fmtSec(s.jitter)}` : ''}${s.rateTrim === false ? ', seeks' : ''})`;
   $('s-buffer').textContent = s.buffered === null ? '—' : `${fmtSec(s.buffered)} ahead, ${s.bufferedRange.toFixed(1)} s kept`;
-  $('s-mode').textContent = s.mode || '—';
+  $('s-mode').textContent = s.mode ? `${s.mode}${s.audioLeftOut ? ' (audio off while muted)' : ''}` : '—';
   $('s-stalls').textContent = `${s.stalls} (${(s.stallTime || 0).toFixed(1)} s), ${s.jumps} jumps`;
   $('s-res').textContent = s.width && s.height ? `${s.width}×${s.height}` : '—';
   $('s-fps').textContent = s.fps === null ? '—' : s.fps.toFixed(1);

@@ -1,7 +1,7 @@
 // Clock publisher for the glass-to-glass latency test (internal/gateway/latency_test.go).
 // Query: stream=NAME, codec=h264|vp9|av1, signal=ws|whip, baseline=0 (no direct WebRTC),
 // audio=1 (the fake microphone published too).
-// Test hook: window.g2g = {publisher, baseline: clockReader | null, state}.
+// Test hook: window.g2g = {publisher, baseline: clockReader | null, baselineVideo: clockReader | null, state}.
 import { Publisher, videoCodecPreferences } from '/publisher.js';
 import { clockStream, clockReader, percentile } from '/test/clock.js';
 
@@ -14,15 +14,18 @@ window.g2g = g2g;
 document.getElementById('name').textContent = name;
 document.getElementById('source').srcObject = clock.stream;
 
-async function startBaseline(stream) {
-  // Direct WebRTC: the same tracks, pc1 -> pc2 in this page, same codec choice. With
-  // audio, both tracks in one stream: the receiver then syncs video to audio (lip sync),
-  // as a WebRTC viewer of a camera and microphone does.
+/**
+ * Direct WebRTC: the same tracks, pc1 -> pc2 in this page, same codec choice, shown in
+ * the <video> with id elementId; returns its clockReader. With audio, both tracks in one
+ * stream: the receiver then syncs video to audio (lip sync), as a WebRTC viewer of a
+ * camera and microphone does.
+ */
+async function startBaseline(stream, elementId) {
   const pc1 = new RTCPeerConnection();
   const pc2 = new RTCPeerConnection();
   pc1.onicecandidate = (e) => e.candidate && pc2.addIceCandidate(e.candidate);
   pc2.onicecandidate = (e) => e.candidate && pc1.addIceCandidate(e.candidate);
-  const video = document.getElementById('baseline');
+  const video = document.getElementById(elementId);
   video.muted = true;
   const received = new MediaStream();
   pc2.ontrack = (e) => {
@@ -38,8 +41,8 @@ async function startBaseline(stream) {
   await pc2.setRemoteDescription(pc1.localDescription);
   await pc2.setLocalDescription(await pc2.createAnswer());
   await pc1.setRemoteDescription(pc2.localDescription);
-  g2g.baselinePCs = [pc1, pc2];
-  g2g.baseline = clockReader(video);
+  g2g.baselinePCs = (g2g.baselinePCs || []).concat([pc1, pc2]);
+  return clockReader(video);
 }
 
 async function main() {
@@ -58,7 +61,12 @@ async function main() {
     stream = new MediaStream([...clock.stream.getVideoTracks(), ...mic.getAudioTracks()]);
   }
   await p.start({ stream, codec });
-  if (q.get('baseline') !== '0') await startBaseline(stream);
+  if (q.get('baseline') !== '0') {
+    // baseline: what the publish is (with its audio: lip-synced); baselineVideo: the
+    // video track alone (null without audio: then the same as baseline).
+    g2g.baseline = await startBaseline(stream, 'baseline');
+    g2g.baselineVideo = stream.getAudioTracks().length ? await startBaseline(clock.stream, 'baseline-video') : null;
+  }
   setInterval(() => {
     const b = g2g.baseline;
     if (b) document.getElementById('base').textContent =

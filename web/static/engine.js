@@ -1200,7 +1200,11 @@ export class StreamEngine {
     if (this.pipeline) this.pipeline.clear(this._anchor());
     // Same MediaSource: the server's init goes on the same SourceBuffer, unless the audio
     // was switched meanwhile (another set of tracks).
-    this.needRebuild = !!this.pipeline && this.pipeline.lastInit && !!this.pipeline.lastInit.info.audioLeftOut === this.audio;
+    const last = this.pipeline && this.pipeline.lastInit;
+    const info = (last && last.info) || {};
+    const leftOut = !!info.audioLeftOut;
+    const hadAudio = Array.isArray(info.tracks) && info.tracks.some((t) => t && t.kind === 'audio');
+    this.needRebuild = !!last && ((leftOut && this.audio) || (!leftOut && !this.audio && hadAudio));
     this.socket.start();
   }
 

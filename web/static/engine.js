@@ -95,6 +95,11 @@ function child(view, box, type) {
   return null;
 }
 
+/** track_ID of a tkhd box (after its creation and modification times: 64-bit in version 1). */
+function tkhdTrackID(view, tkhd) {
+  return view.getUint32(tkhd.body + (view.getUint8(tkhd.body) === 1 ? 20 : 12));
+}
+
 function toView(buf) {
   return buf instanceof DataView ? buf : ArrayBuffer.isView(buf)
     ? new DataView(buf.buffer, buf.byteOffset, buf.byteLength) : new DataView(buf);
@@ -113,8 +118,7 @@ export function parseInitTimescales(buf) {
         const mdia = child(v, trak, 'mdia');
         const mdhd = mdia && child(v, mdia, 'mdhd');
         if (!tkhd || !mdhd) continue;
-        const tkv = v.getUint8(tkhd.body);
-        const id = v.getUint32(tkhd.body + (tkv === 1 ? 20 : 12));
+        const id = tkhdTrackID(v, tkhd);
         const mdv = v.getUint8(mdhd.body);
         const ts = v.getUint32(mdhd.body + (mdv === 1 ? 20 : 12));
         if (ts > 0) out.set(id, ts);
@@ -200,7 +204,7 @@ export function filterInitTracks(buf, keep) {
         if (b.type === 'trak') {
           const tkhd = child(v, b, 'tkhd');
           if (!tkhd) return null;
-          const id = v.getUint32(tkhd.body + (v.getUint8(tkhd.body) === 1 ? 20 : 12));
+          const id = tkhdTrackID(v, tkhd);
           if (keep.has(id)) kids.push(slice(b));
         } else if (b.type === 'mvex') {
           const ex = [];

@@ -1103,7 +1103,11 @@ export class StreamEngine {
     if (!this.keep) return data;
     const f = filterSegmentTracks(data, this.keep);
     if (f === null) {
-      this._emit('mse-error', { fatal: false, message: 'a segment could not be read to leave its audio out' });
+      // A layout the filter does not know: play the stream as it is (audio included)
+      // rather than drop every segment.
+      this._emit('mse-error', { fatal: false, message: 'a segment could not be read to leave its audio out: playing it with audio' });
+      this.audio = true;
+      this._reconnect();
       return null;
     }
     return f.byteLength ? f : null;

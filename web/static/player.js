@@ -121,6 +121,7 @@ class LocalBackend {
   live() { this.engine.live(); }
   stall(ms) { this.engine.stall(ms); }
   setAudio(on) { this.engine.setAudio(on); }
+  jitter() { return this.engine.jitter.estimate; }
   status() { return this.engine.status(); }
 }
 
@@ -176,6 +177,7 @@ class WorkerBackend {
 
   start() { this._post({ type: 'start', url: this.player.url, maxQueue: this.player.maxQueue, audio: this.player._wantAudio() }); }
   setAudio(on) { this._post({ type: 'audio', on }); }
+  jitter() { return this.lastStatus ? this.lastStatus.jitter : 0; }
   stop() {
     this._post({ type: 'stop' });
     this.worker.terminate();
@@ -642,12 +644,11 @@ export class MSEPlayer extends EventTarget {
         break;
       case 'waiting':
       case 'stalled':
-        this.underflows = (this.underflows || 0) + 1; // a rate check spanning it proves nothing
-        // Ran out of data while playing live (not a seek of ours settling): a stall, even a
-        // short one. Chromium's audio renderer stops with ~0.1 s still buffered and waits
-        // to refill before it goes on: only a higher target avoids it.
-        // Counted by the controller if the playhead is still stuck at its next tick (a
-        // freeze one sees), from 5 s after the start (the join settles first).
+        this.underflows++; // a rate check spanning it proves nothing (_checkTrim)
+        // Ran out of data while playing live (not a seek of ours settling): a stall when
+        // the playhead is still stuck at the controller's next tick (a freeze one sees),
+        // counted from 5 s after the start (the join settles first). Chromium's audio
+        // renderer stops like this with ~0.1 s still buffered: only a higher target helps.
         if (ev.type === 'waiting' && this.started && this.sinceInit && !this.timeshifted && !v.paused && !v.seeking &&
           !this.userPaused && performance.now() - (this.lastSeekAt || 0) > 1000 && performance.now() - this.startedAt > 5000) {
           this.underflowAt = this.underflowAt || performance.now();
@@ -783,7 +784,7 @@ export class MSEPlayer extends EventTarget {
     }
     const c = this.trimCheck;
     if (!c) {
-      this.trimCheck = { wall: now, media: t, rate: v.playbackRate, underflows: this.underflows || 0 };
+      this.trimCheck = { wall: now, media: t, rate: v.playbackRate, underflows: this.underflows };
       return;
     }
     const wall = (now - c.wall) / 1000;
@@ -793,7 +794,7 @@ export class MSEPlayer extends EventTarget {
     this.trimCheck = null;
     const b = v.buffered;
     const ahead = b.length ? b.end(b.length - 1) - t : 0;
-    if ((this.underflows || 0) !== c.underflows || ahead <= this.targetLatency + 0.05) return; // inconclusive
+    if (this.underflows !== c.underflows || ahead <= this.targetLatency + 0.05) return; // inconclusive
     if (gained >= 0.25 * want) {
       this.trimFailures = 0;
       return;
@@ -900,8 +901,8 @@ export class MSEPlayer extends EventTarget {
       const floor = now - this.lastStallAt < 60000 ? (this.failedLatency || 0) + 0.025 : 0;
       this.stallLatency = Math.max(this.baseLatency, Math.min(this.stallLatency, round(Math.max(floor, this.stallLatency - 0.025))));
     }
-    const st = this.backend ? this.backend.status() : null;
-    const j = st && Number.isFinite(st.jitter) ? Math.max(0, st.jitter) : 0;
+    const measured = this.backend ? this.backend.jitter() : 0;
+    const j = Number.isFinite(measured) ? Math.max(0, measured) : 0;
     this.jitter = j;
     const base = this.hasAudio ? Math.max(this.baseLatency, this.audioLatency) : this.baseLatency;
     this.targetLatency = Math.min(this.maxLatency, Math.max(this.stallLatency, round(base + j)));

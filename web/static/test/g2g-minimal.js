@@ -17,6 +17,7 @@
 // Test hook: window.g2g = {reader, state, error, reset(), counters()};
 // window.minimal = {seeks, waits, inits, appends, errors, mime, edge, lead, stop()}.
 import { clockReader, percentile } from '/test/clock.js';
+import { watchSocketURL } from '/player.js'; // the URL only: none of the player's policy
 
 const q = new URLSearchParams(location.search);
 const name = q.get('stream') || 'g2g';
@@ -71,13 +72,6 @@ function setState(state, error) {
   if (error) g2g.error = error;
   document.body.dataset.state = state;
   document.getElementById('state').textContent = error ? `${state}: ${error}` : state;
-}
-
-/** As player.js watchSocketURL: ws(s)://host/ws/watch/NAME[?token=T]. */
-function socketURL() {
-  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  const token = q.get('token');
-  return `${proto}://${location.host}/ws/watch/${encodeURIComponent(name)}${token ? `?token=${encodeURIComponent(token)}` : ''}`;
 }
 
 /** The init's mime, or with `Opus` capitalised (some Safari versions); null if neither plays. */
@@ -190,7 +184,7 @@ function onText(text) {
 }
 
 function connect() {
-  ws = new WebSocket(socketURL());
+  ws = new WebSocket(watchSocketURL(name, q.get('token') || ''));
   ws.binaryType = 'arraybuffer';
   ws.onmessage = (ev) => {
     if (typeof ev.data === 'string') {

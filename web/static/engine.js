@@ -329,7 +329,8 @@ export class ArrivalJitter {
     this.timescales = new Map();
     this.trackId = undefined;
     this.initAt = -Infinity;
-    this.estimate = 0; // seconds
+    this.last = 0; // seconds: the estimate of the previous window (see estimate)
+    this.dirty = false; // samples changed since the estimate was last computed
   }
 
   /** A new init at time now (seconds): its timescales, and the track to follow. */
@@ -351,7 +352,14 @@ export class ArrivalJitter {
     let drop = 0;
     while (drop < s.length && now - s[drop].at > ArrivalJitter.WINDOW_S) drop++;
     if (drop) s.splice(0, drop);
-    if (s.length >= ArrivalJitter.MIN_SAMPLES) this.estimate = this._p95();
+    this.dirty = true;
+  }
+
+  /** Seconds; computed when asked (a few times a second), not per segment. */
+  get estimate() {
+    if (this.dirty && this.samples.length >= ArrivalJitter.MIN_SAMPLES) this.last = this._p95();
+    this.dirty = false;
+    return this.last;
   }
 
   _p95() {

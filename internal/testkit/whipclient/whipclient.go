@@ -63,9 +63,12 @@ type Options struct {
 	// StampVideo, when set, rewrites each video frame just before it is
 	// sent (the load tool puts the send time in an SEI).
 	StampVideo func(frame []byte, now time.Time) []byte
-	// Lightweight keeps only the RTCP sender/receiver reports: no NACK
-	// responder, TWCC or stats interceptors, so that many publishers stay
-	// cheap next to the gateway they load (loopback loses nothing).
+	// Lightweight keeps only the RTCP sender/receiver reports and the
+	// transport-wide sequence numbers every browser puts on its packets (so
+	// the gateway does its congestion-control feedback as for a browser):
+	// no NACK responder, bandwidth estimator or stats interceptors, so that
+	// many publishers stay cheap next to the gateway they load (loopback
+	// loses nothing).
 	Lightweight bool
 }
 
@@ -157,6 +160,9 @@ func Publish(ctx context.Context, opts Options) (*Publisher, error) {
 	ir.Add(impairFactory{imp})
 	if opts.Lightweight {
 		if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+			return nil, err
+		}
+		if err := webrtc.ConfigureTWCCHeaderExtensionSender(me, ir); err != nil {
 			return nil, err
 		}
 	} else if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/logging"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -53,11 +54,11 @@ type Config struct {
 
 // Engine creates publisher sessions sharing one Pion API and one ICE port.
 type Engine struct {
-	cfg      Config
-	feedback *feedbackFactory
-	api      *webrtc.API
-	mux      ice.UDPMux
-	log      *slog.Logger
+	cfg  Config
+	taps *connTapFactory
+	api  *webrtc.API
+	mux  ice.UDPMux
+	log  *slog.Logger
 }
 
 // NewEngine builds the Pion API and opens the ICE UDP port.
@@ -78,39 +79,11 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if err := registerCodecs(me); err != nil {
 		return nil, fmt.Errorf("peer: register codecs: %w", err)
 	}
-	// Only the interceptors a receive-only peer uses: the NACK generator
-	// and receiver reports. The gateway sends no media, so Pion's NACK
-	// responder and sender reports (a goroutine and a ticker per
-	// connection, as webrtc.ConfigureNack and ConfigureRTCPReports add
-	// them) would have nothing to do.
-	ir := &interceptor.Registry{}
-	// First: it sees what every later interceptor sends (feedback.go).
-	feedback := newFeedbackFactory()
-	ir.Add(feedback)
-	nackGen, err := nack.NewGeneratorInterceptor()
-	if err != nil {
-		return nil, fmt.Errorf("peer: nack: %w", err)
-	}
-	me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
-	me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
-	ir.Add(nackGen)
-	reports, err := report.NewReceiverInterceptor()
-	if err != nil {
-		return nil, fmt.Errorf("peer: rtcp reports: %w", err)
-	}
-	ir.Add(reports)
-	// Simulcast publishers (several encodings of one video, told apart by
-	// RID) are accepted; the session remuxes one layer (simulcast.go).
-	// Without these extensions browsers reject an answer that takes simulcast.
-	if err := webrtc.ConfigureSimulcastExtensionHeaders(me); err != nil {
-		return nil, fmt.Errorf("peer: simulcast extensions: %w", err)
-	}
-	// Without congestion-control feedback browsers never raise their bitrate.
-	if err := webrtc.ConfigureTWCCSender(me, ir); err != nil {
-		return nil, fmt.Errorf("peer: twcc: %w", err)
-	}
-
 	plog := newPionLogger(cfg.Logger)
+	ir, taps, err := newInterceptors(me, plog)
+	if err != nil {
+		return nil, err
+	}
 	se := webrtc.SettingEngine{}
 	se.LoggerFactory = plog
 	se.SetICETimeouts(cfg.DisconnectedTimeout, cfg.FailedTimeout, time.Second)
@@ -133,9 +106,52 @@ func NewEngine(cfg Config) (*Engine, error) {
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
-	e := &Engine{cfg: cfg, feedback: feedback, api: api, mux: mux, log: cfg.Logger}
+	e := &Engine{cfg: cfg, taps: taps, api: api, mux: mux, log: cfg.Logger}
 	e.log.Info("webrtc ready", "ice_udp", muxAddrs(mux))
 	return e, nil
+}
+
+// newInterceptors registers the interceptors of a publisher's connection
+// (and their feedback and header extensions with me). Only those a
+// receive-only peer uses: the NACK generator, receiver reports and TWCC
+// feedback. The gateway sends no media, so Pion's NACK responder and sender
+// reports (a goroutine and a ticker per connection, as webrtc.ConfigureNack
+// and ConfigureRTCPReports add them) would have nothing to do.
+func newInterceptors(me *webrtc.MediaEngine, plog logging.LoggerFactory) (*interceptor.Registry, *connTapFactory, error) {
+	ir := &interceptor.Registry{}
+	// First: it sees what every later interceptor sends (feedback.go), and
+	// it is next to the SRTP streams (reuse.go).
+	taps := newConnTapFactory()
+	ir.Add(taps)
+	nackGen, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(plog))
+	if err != nil {
+		return nil, nil, fmt.Errorf("peer: nack: %w", err)
+	}
+	me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
+	me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
+	ir.Add(nackGen)
+	reports, err := report.NewReceiverInterceptor(report.WithReceiverLoggerFactory(plog))
+	if err != nil {
+		return nil, nil, fmt.Errorf("peer: rtcp reports: %w", err)
+	}
+	ir.Add(reports)
+	// Simulcast publishers (several encodings of one video, told apart by
+	// RID) are accepted; the session remuxes one layer (simulcast.go).
+	// Without these extensions browsers reject an answer that takes simulcast.
+	if err := webrtc.ConfigureSimulcastExtensionHeaders(me); err != nil {
+		return nil, nil, fmt.Errorf("peer: simulcast extensions: %w", err)
+	}
+	// Without congestion-control feedback browsers never raise their
+	// bitrate. What webrtc.ConfigureTWCCSender does, with a feedback
+	// interceptor of our own (twcc.go).
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		me.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, kind)
+		if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, kind); err != nil {
+			return nil, nil, fmt.Errorf("peer: twcc: %w", err)
+		}
+	}
+	ir.Add(twccFactory{log: plog})
+	return ir, taps, nil
 }
 
 // remoteAllowed reports whether a publisher's ICE candidate address may be

@@ -10,25 +10,26 @@ import (
 	"github.com/pion/rtcp"
 )
 
-// feedbackFactory makes one feedbackCounter per PeerConnection. It is the
+// connTapFactory makes one connTap per PeerConnection. It is the
 // first interceptor of the chain, so the writer it wraps is the one every
 // other interceptor writes to: it sees all the RTCP the gateway sends to a
 // publisher (the NACK generator's NACKs, the report interceptor's receiver
-// reports, PLIs), about ten packets a second, never an RTP packet.
-type feedbackFactory struct {
+// reports, PLIs), about ten packets a second. On the read side it sits next
+// to the SRTP streams, below every other interceptor (reuse.go).
+type connTapFactory struct {
 	mu    sync.Mutex
-	byPC  map[string]*feedbackCounter // made and not yet taken by their session
+	byPC  map[string]*connTap // made and not yet taken by their session
 	limit int
 }
 
-func newFeedbackFactory() *feedbackFactory {
-	return &feedbackFactory{byPC: map[string]*feedbackCounter{}, limit: 4096}
+func newConnTapFactory() *connTapFactory {
+	return &connTapFactory{byPC: map[string]*connTap{}, limit: 4096}
 }
 
 // NewInterceptor is called by Pion while it builds a PeerConnection whose
 // ID is id.
-func (f *feedbackFactory) NewInterceptor(id string) (interceptor.Interceptor, error) {
-	c := &feedbackCounter{}
+func (f *connTapFactory) NewInterceptor(id string) (interceptor.Interceptor, error) {
+	c := &connTap{}
 	f.mu.Lock()
 	// A connection whose making failed after this call is never taken:
 	// bounded, so such failures cannot grow the map.
@@ -40,9 +41,9 @@ func (f *feedbackFactory) NewInterceptor(id string) (interceptor.Interceptor, er
 	return c, nil
 }
 
-// take returns the counter of the PeerConnection id (nil when unknown) and
+// take returns the tap of the PeerConnection id (nil when unknown) and
 // forgets it.
-func (f *feedbackFactory) take(id string) *feedbackCounter {
+func (f *connTapFactory) take(id string) *connTap {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c := f.byPC[id]
@@ -50,10 +51,13 @@ func (f *feedbackFactory) take(id string) *feedbackCounter {
 	return c
 }
 
-// feedbackCounter counts one connection's outgoing feedback.
-type feedbackCounter struct {
+// connTap is one connection's innermost interceptor: it counts the
+// feedback the gateway sends, and reuses the attributes of the streams the
+// session reads (reuse.go).
+type connTap struct {
 	interceptor.NoOp
 	nacked atomic.Uint64 // RTP packets asked for again (each sequence number of a NACK)
+	reads  streamReads
 
 	mu     sync.Mutex
 	jitter [4]ssrcJitter // the last few media sources reported on
@@ -64,7 +68,7 @@ type ssrcJitter struct {
 	jitter uint32 // RFC 3550 interarrival jitter, in RTP timestamp units
 }
 
-func (c *feedbackCounter) BindRTCPWriter(w interceptor.RTCPWriter) interceptor.RTCPWriter {
+func (c *connTap) BindRTCPWriter(w interceptor.RTCPWriter) interceptor.RTCPWriter {
 	return interceptor.RTCPWriterFunc(func(pkts []rtcp.Packet, attrs interceptor.Attributes) (int, error) {
 		for _, p := range pkts {
 			switch p := p.(type) {
@@ -82,7 +86,7 @@ func (c *feedbackCounter) BindRTCPWriter(w interceptor.RTCPWriter) interceptor.R
 	})
 }
 
-func (c *feedbackCounter) noteReports(reports []rtcp.ReceptionReport) {
+func (c *connTap) noteReports(reports []rtcp.ReceptionReport) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, r := range reports {
@@ -104,7 +108,7 @@ func (c *feedbackCounter) noteReports(reports []rtcp.ReceptionReport) {
 }
 
 // jitterOf returns the last jitter reported for ssrc, in RTP timestamp units.
-func (c *feedbackCounter) jitterOf(ssrc uint32) (uint32, bool) {
+func (c *connTap) jitterOf(ssrc uint32) (uint32, bool) {
 	if c == nil || ssrc == 0 {
 		return 0, false
 	}
@@ -135,13 +139,13 @@ type Feedback struct {
 // Feedback returns the session's feedback figures.
 func (s *Session) Feedback() Feedback {
 	f := Feedback{VideoJitter: -1, AudioJitter: -1, RTT: -1}
-	if s.feedback != nil {
-		f.NACKed = s.feedback.nacked.Load()
+	if s.tap != nil {
+		f.NACKed = s.tap.nacked.Load()
 	}
-	if j, ok := s.feedback.jitterOf(s.videoSSRC.Load()); ok && s.conf.Video != nil {
+	if j, ok := s.tap.jitterOf(s.videoSSRC.Load()); ok && s.conf.Video != nil {
 		f.VideoJitter = float64(j) / float64(cmp.Or(s.conf.Video.ClockRate, 90000))
 	}
-	if j, ok := s.feedback.jitterOf(s.audioSSRC.Load()); ok && s.conf.Audio != nil {
+	if j, ok := s.tap.jitterOf(s.audioSSRC.Load()); ok && s.conf.Audio != nil {
 		f.AudioJitter = float64(j) / float64(cmp.Or(s.conf.Audio.ClockRate, 48000))
 	}
 	// Only on a live connection: Pion logs an error for a closed one.

@@ -33,10 +33,10 @@ type SessionOptions struct {
 
 // Session is one publisher's PeerConnection.
 type Session struct {
-	pc       *webrtc.PeerConnection
-	feedback *feedbackCounter // the RTCP it sent (nil: not known)
-	log      *slog.Logger
-	conf     remux.Config // codecs from the negotiated answer
+	pc   *webrtc.PeerConnection
+	tap  *connTap // the connection's innermost interceptor: the RTCP it sent (nil: not known), reused reads
+	log  *slog.Logger
+	conf remux.Config // codecs from the negotiated answer
 
 	started chan struct{}
 	stream  *remux.Stream // set by Start before started is closed
@@ -80,7 +80,7 @@ func (e *Engine) Accept(ctx context.Context, offer string, opts SessionOptions) 
 	if err != nil {
 		return nil, "", fmt.Errorf("peer: new connection: %w", err)
 	}
-	s := &Session{pc: pc, feedback: e.feedback.take(pc.ID()), log: log, started: make(chan struct{}), done: make(chan struct{}), established: make(chan struct{}), gatherTimeout: opts.GatherTimeout}
+	s := &Session{pc: pc, tap: e.taps.take(pc.ID()), log: log, started: make(chan struct{}), done: make(chan struct{}), established: make(chan struct{}), gatherTimeout: opts.GatherTimeout}
 	if s.gatherTimeout <= 0 {
 		s.gatherTimeout = 5 * time.Second
 	}
@@ -208,6 +208,7 @@ func (s *Session) readRTP(track *webrtc.TrackRemote, kind webrtc.RTPCodecType) {
 	if push == nil {
 		push = func(*rtp.Packet, time.Time) {}
 	}
+	s.tap.ownReads(uint32(track.SSRC()))
 	pumpRTP(track.Read, push)
 }
 

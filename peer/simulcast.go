@@ -67,6 +67,7 @@ func (s *Session) readSimulcastLayer(track *webrtc.TrackRemote) {
 	if first {
 		s.useLayer(l)
 	}
+	s.tap.ownReads(l.ssrc)
 	pumpRTP(track.Read, func(pkt *rtp.Packet, at time.Time) {
 		l.bytes.Add(int64(len(pkt.Payload)))
 		if w, h, ok := remux.PictureSize(mime, pkt.Payload); ok {

@@ -81,3 +81,53 @@ func TestFeedback(t *testing.T) {
 		})
 	}
 }
+
+// TestTWCCFeedbackToPublisher: a publisher that stamps transport-wide
+// sequence numbers on its packets, as browsers do, gets congestion-control
+// feedback about ten times a second, reporting the packets the gateway
+// received.
+func TestTWCCFeedbackToPublisher(t *testing.T) {
+	url, sessions := serveWHIP(t, discardSink{})
+	video, err := mediafile.ReadH264(filepath.Join("..", "testdata", "media", "h264_640x360_30fps_2slices.h264"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	audio, err := mediafile.ReadOggOpus(filepath.Join("..", "testdata", "media", "opus_48k_stereo.ogg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pub, err := whipclient.Publish(ctx, whipclient.Options{URL: url + "/whip/x", Video: video, Audio: audio, LoopbackOnly: true, Lightweight: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	sess := <-sessions
+	defer sess.Close()
+	var fb int64
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if fb, _ = pub.TransportFeedback(); fb >= 20 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if fb < 20 {
+		t.Fatalf("%d TWCC feedback packets in 20 s, want one every 100 ms", fb)
+	}
+	// Every packet the gateway read by now is in the feedback a few
+	// intervals later, and none it has not read.
+	st := sess.Stats()
+	before := int64(st.VideoPackets + st.AudioPackets)
+	time.Sleep(500 * time.Millisecond)
+	fb, reported := pub.TransportFeedback()
+	st = sess.Stats()
+	after := int64(st.VideoPackets + st.AudioPackets)
+	t.Logf("%d feedback packets report %d packets; the gateway had read %d, then %d", fb, reported, before, after)
+	// A packet is recorded just before the remuxer counts it: a loaded
+	// machine may report a few not counted yet.
+	if reported < before || reported > after+50 {
+		t.Errorf("feedback reports %d packets received, want between %d and %d (the gateway's count before and after)", reported, before, after)
+	}
+}

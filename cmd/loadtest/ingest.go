@@ -77,6 +77,9 @@ type ingestPhase struct {
 	KeyframeRequests   int64      `json:"keyframeRequests"` // received by the publishers, whole phase
 	LateTicks          int64      `json:"lateTicks"`        // video frames the publishers sent late
 	DatagramsPerRead   float64    `json:"datagramsPerRead,omitempty"`
+	// AllocsPerPacket: heap allocations of the whole server process in the
+	// window, per RTP packet received.
+	AllocsPerPacket float64 `json:"allocsPerPacket"`
 	// GoroutinesPerPublisher: the gateway's go_goroutines, added per publisher.
 	GoroutinesPerPublisher float64 `json:"goroutinesPerPublisher,omitempty"`
 	DecryptErrors          uint64  `json:"decryptErrors,omitempty"`
@@ -202,13 +205,14 @@ func runIngest(ctx context.Context, c config, stderr io.Writer) (*report, error)
 	defer fl.stop()
 	logf("gateway at %s (pid %d), ingest floor at %s (pid %d)", gw.base, gw.pid, fl.base, fl.pid)
 	client := &http.Client{Timeout: 10 * time.Second}
+	rssBase := map[int]int64{} // by server pid: its RSS before its first phase
 	for r := range c.ingest.rounds {
 		gprof, fprof := "", ""
 		if r == 0 {
 			gprof, fprof = c.gatewayProfile, c.floorProfile
 		}
 		gwPhase := func(tg target, profile string) (*ingestPhase, error) {
-			return ingestPhaseRun(ctx, c, tg, profile, func(ctx context.Context) ([]ingestPublisher, error) {
+			return ingestPhaseRun(ctx, c, tg, rssBase, profile, func(ctx context.Context) ([]ingestPublisher, error) {
 				return publishMany(ctx, n, c.ingest.parallel, func(ctx context.Context, i int) (ingestPublisher, error) {
 					p, err := whipclient.Publish(ctx, whipclient.Options{
 						URL: tg.base + "/whip/" + streamName(i), Video: video, Audio: audio, FPS: c.fps,
@@ -219,9 +223,9 @@ func runIngest(ctx context.Context, c config, stderr io.Writer) (*report, error)
 					}
 					return whipPub{p}, nil
 				}, func(p ingestPublisher) { p.close() })
-			}, func() (float64, float64, float64, error) {
-				m, err := scrapeSums(client, tg.base+"/metrics", "gateway_ingest_packets_total", "gateway_ingest_packets_lost_total", "go_goroutines")
-				return m["gateway_ingest_packets_total"], m["gateway_ingest_packets_lost_total"], m["go_goroutines"], err
+			}, func() (ingestCounters, error) {
+				m, err := scrapeSums(client, tg.base+"/metrics", "gateway_ingest_packets_total", "gateway_ingest_packets_lost_total", "go_goroutines", "go_memstats_mallocs_total")
+				return ingestCounters{Packets: m["gateway_ingest_packets_total"], Lost: m["gateway_ingest_packets_lost_total"], Goroutines: m["go_goroutines"], Mallocs: m["go_memstats_mallocs_total"]}, err
 			})
 		}
 		logf("round %d: gateway, %d publishers", r+1, n)
@@ -238,7 +242,7 @@ func runIngest(ctx context.Context, c config, stderr io.Writer) (*report, error)
 		}
 		logf("round %d: floor, %d publishers", r+1, n)
 		var lastStats floorStats
-		f, err := ingestPhaseRun(ctx, c, fl, fprof, func(ctx context.Context) ([]ingestPublisher, error) {
+		f, err := ingestPhaseRun(ctx, c, fl, rssBase, fprof, func(ctx context.Context) ([]ingestPublisher, error) {
 			return publishMany(ctx, n, c.ingest.parallel, func(ctx context.Context, _ int) (ingestPublisher, error) {
 				p, err := publishBare(ctx, client, fl.base, video, audio, c.fps)
 				if err != nil {
@@ -246,10 +250,10 @@ func runIngest(ctx context.Context, c config, stderr io.Writer) (*report, error)
 				}
 				return barePub{p}, nil
 			}, func(p ingestPublisher) { p.close() })
-		}, func() (float64, float64, float64, error) {
+		}, func() (ingestCounters, error) {
 			st, err := getFloorStats(client, fl.base)
 			lastStats = st
-			return float64(st.RTP), float64(st.VideoLost), 0, err
+			return ingestCounters{Packets: float64(st.RTP), Lost: float64(st.VideoLost), Mallocs: float64(st.Mallocs)}, err
 		})
 		if err != nil {
 			return nil, err
@@ -284,18 +288,31 @@ func runIngest(ctx context.Context, c config, stderr io.Writer) (*report, error)
 	return rep, ctx.Err()
 }
 
+// ingestCounters are a server's counters, since it started.
+type ingestCounters struct {
+	Packets, Lost float64 // RTP packets received, video packets lost
+	Goroutines    float64 // now; 0 when not known
+	Mallocs       float64 // heap allocations
+}
+
 // ingestPhaseRun measures one phase on tg: its CPU before the publishers,
 // then publishers made by start, a settle time, and the window; counters
 // gives the packets received and lost so far.
-func ingestPhaseRun(ctx context.Context, c config, tg target, profile string, start func(context.Context) ([]ingestPublisher, error), counters func() (pkts, lost, goroutines float64, err error)) (*ingestPhase, error) {
+func ingestPhaseRun(ctx context.Context, c config, tg target, rssBase map[int]int64, profile string, start func(context.Context) ([]ingestPublisher, error), counters func() (ingestCounters, error)) (*ingestPhase, error) {
 	res := &ingestPhase{Target: tg.base}
-	res.RSSBaseKiB, _ = procRSS(tg.pid)
+	// RSS per publisher is against the process's RSS before its first
+	// phase: a Go process keeps freed memory a while, so in later rounds
+	// the RSS before the phase is no base.
+	if rssBase[tg.pid] == 0 {
+		rssBase[tg.pid], _ = procRSS(tg.pid)
+	}
+	res.RSSBaseKiB = rssBase[tg.pid]
 	idle := startCPU(tg.pid)
 	if !sleep(ctx, c.idle) {
 		return nil, ctx.Err()
 	}
 	res.CPUIdlePct = idle.percent()
-	_, _, g0, err := counters()
+	c0, err := counters()
 	if err != nil {
 		return nil, err
 	}
@@ -307,7 +324,7 @@ func ingestPhaseRun(ctx context.Context, c config, tg target, profile string, st
 	if !sleep(ctx, c.ingest.settle) {
 		return nil, ctx.Err()
 	}
-	p0, l0, _, err := counters()
+	c1, err := counters()
 	if err != nil {
 		return nil, err
 	}
@@ -329,7 +346,7 @@ func ingestPhaseRun(ctx context.Context, c config, tg target, profile string, st
 	}
 	res.CPUPct, res.ClientCPUPct = cpu.percent(), self.percent()
 	el := time.Since(cpu.at)
-	p1, l1, g1, err := counters()
+	c2, err := counters()
 	if err != nil {
 		return nil, err
 	}
@@ -345,16 +362,19 @@ func ingestPhaseRun(ctx context.Context, c config, tg target, profile string, st
 		res.KeyframeRequests += k
 		res.LateTicks += l
 	}
-	res.PacketsPerSec = math.Round((p1 - p0) / el.Seconds())
-	res.Lost = l1 - l0
+	res.PacketsPerSec = math.Round((c2.Packets - c1.Packets) / el.Seconds())
+	res.Lost = c2.Lost - c1.Lost
+	if c2.Packets > c1.Packets && c2.Mallocs > 0 {
+		res.AllocsPerPacket = round2((c2.Mallocs - c1.Mallocs) / (c2.Packets - c1.Packets))
+	}
 	work := res.CPUPct - res.CPUIdlePct
 	res.CPUPerPublisherPct = round4(work / n)
 	if res.PacketsPerSec > 0 {
 		// % of a core = 10 ms of CPU a second.
 		res.CPUUsPerPacket = round2(work * 1e4 / res.PacketsPerSec)
 	}
-	if g1 > 0 {
-		res.GoroutinesPerPublisher = round2((g1 - g0) / n)
+	if c2.Goroutines > 0 {
+		res.GoroutinesPerPublisher = round2((c2.Goroutines - c0.Goroutines) / n)
 	}
 	res.RSSPerPublisherKiB = math.Round(float64(res.RSSKiB-res.RSSBaseKiB)/n*10) / 10
 	res.CPUPct, res.CPUIdlePct, res.ClientCPUPct = round2(res.CPUPct), round2(res.CPUIdlePct), round2(res.ClientCPUPct)
@@ -452,7 +472,7 @@ func (ir *ingestReport) writeText(w io.Writer, r *report) {
 			}
 			fmt.Fprintf(w, "round %d %s (%s), load %.2f -> %.2f\n", i+1, p.name, x.Target, x.LoadAvg[0], x.LoadAvg[1])
 			fmt.Fprintf(w, "  server CPU %.2f%% of a core (idle %.2f%%): %.4f%% per publisher, %.2f us per packet (%.0f packets/s); load tool CPU %.2f%%\n", x.CPUPct, x.CPUIdlePct, x.CPUPerPublisherPct, x.CPUUsPerPacket, x.PacketsPerSec, x.ClientCPUPct)
-			fmt.Fprintf(w, "  server RSS %d KiB (base %d KiB): %.1f KiB per publisher; video packets lost %.0f, keyframe requests %d, late frames %d", x.RSSKiB, x.RSSBaseKiB, x.RSSPerPublisherKiB, x.Lost, x.KeyframeRequests, x.LateTicks)
+			fmt.Fprintf(w, "  server RSS %d KiB (before its first phase %d KiB): %.1f KiB per publisher; %.2f allocations per packet; video packets lost %.0f, keyframe requests %d, late frames %d", x.RSSKiB, x.RSSBaseKiB, x.RSSPerPublisherKiB, x.AllocsPerPacket, x.Lost, x.KeyframeRequests, x.LateTicks)
 			if x.GoroutinesPerPublisher > 0 {
 				fmt.Fprintf(w, ", %.1f goroutines per publisher", x.GoroutinesPerPublisher)
 			}

@@ -47,6 +47,10 @@ func TestIngestSmall(t *testing.T) {
 		if p.CPUPct <= 0 || p.RSSKiB <= 0 {
 			t.Errorf("%s: CPU %v%%, RSS %d KiB not read from /proc", name, p.CPUPct, p.RSSKiB)
 		}
+		// In process, the publishers' allocations count too: only read here.
+		if p.AllocsPerPacket <= 0 {
+			t.Errorf("%s: allocations per packet not read (%v)", name, p.AllocsPerPacket)
+		}
 	}
 	if r.Floor.DecryptErrors != 0 || r.Floor.DatagramsPerRead < 1 {
 		t.Errorf("floor: %d decrypt errors, %.2f datagrams per read", r.Floor.DecryptErrors, r.Floor.DatagramsPerRead)

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +69,7 @@ type floorStats struct {
 	SenderReports  uint64 `json:"senderReports"`
 	SegmentsOut    uint64 `json:"segments"`
 	KeyframeAskedN uint64 `json:"keyframeRequests"`
+	Mallocs        uint64 `json:"mallocs"` // the process's heap allocations (as go_memstats_mallocs_total)
 }
 
 type floorSession struct {
@@ -184,6 +186,7 @@ func (f *ingestFloor) reset() {
 func (f *ingestFloor) stats() floorStats {
 	st := floorStats{RTP: f.rtp.Load(), RTCP: f.rtcp.Load(), DecryptErrors: f.decErr.Load(), Unknown: f.unknown.Load()}
 	st.Datagrams, st.Reads = f.conn.Stats()
+	st.Mallocs = heapAllocs()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st.Sessions = len(f.sessions)
@@ -478,4 +481,18 @@ func ntpTime(t time.Time) uint64 {
 	s := uint64(t.Unix()) + ntpEpochOffset
 	frac := uint64(t.Nanosecond()) << 32 / 1e9
 	return s<<32 | frac
+}
+
+// heapAllocs counts the process's heap allocations so far, tiny ones
+// included, as client_golang's go_memstats_mallocs_total does.
+func heapAllocs() uint64 {
+	ms := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}, {Name: "/gc/heap/tiny/allocs:objects"}}
+	metrics.Read(ms)
+	var n uint64
+	for _, m := range ms {
+		if m.Value.Kind() == metrics.KindUint64 {
+			n += m.Value.Uint64()
+		}
+	}
+	return n
 }

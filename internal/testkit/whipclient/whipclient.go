@@ -97,6 +97,8 @@ type Publisher struct {
 
 	lateTicks  atomic.Int64
 	plis       atomic.Int64
+	twccFB     atomic.Int64 // transport-wide congestion-control feedback packets received
+	twccAcked  atomic.Int64 // packets they report as received
 	jumpToKey  atomic.Bool
 	framesSent atomic.Int64
 	audioSent  atomic.Int64
@@ -222,9 +224,17 @@ func Publish(ctx context.Context, opts Options) (*Publisher, error) {
 		if err != nil {
 			return fail(err)
 		}
-		if _, err := pc.AddTransceiverFromTrack(audioTrack, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		sender, err := pc.AddTransceiverFromTrack(audioTrack, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		if err != nil {
 			return fail(err)
 		}
+		// Drained too: transport-wide feedback names the SSRC of the last
+		// packet it covers, so half of it comes to the audio sender.
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.readRTCP(sender.Sender())
+		}()
 	}
 
 	connected := make(chan struct{})
@@ -331,10 +341,13 @@ func (p *Publisher) readRTCP(s *webrtc.RTPSender) {
 			return
 		}
 		for _, pkt := range pkts {
-			switch pkt.(type) {
+			switch pkt := pkt.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				p.plis.Add(1)
 				p.jumpToKey.Store(true)
+			case *rtcp.TransportLayerCC:
+				p.twccFB.Add(1)
+				p.twccAcked.Add(int64(len(pkt.RecvDeltas)))
 			}
 		}
 	}
@@ -450,6 +463,13 @@ func (p *Publisher) SetImpairment(imp Impairment) { p.impair.set(imp) }
 
 // KeyframeRequests returns how many PLI/FIR the publisher received.
 func (p *Publisher) KeyframeRequests() int64 { return p.plis.Load() }
+
+// TransportFeedback returns the transport-wide congestion-control feedback
+// packets received (Lightweight publishers stamp their packets for it), and
+// how many sent packets they report as received.
+func (p *Publisher) TransportFeedback() (feedback, reported int64) {
+	return p.twccFB.Load(), p.twccAcked.Load()
+}
 
 // LateTicks returns how many video frames went out more than a frame
 // interval late (the machine was too busy).

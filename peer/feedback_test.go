@@ -23,14 +23,7 @@ func (discardSink) WriteSegment(*remux.Segment) {}
 // clean link NACKs nothing.
 func TestFeedback(t *testing.T) {
 	url, sessions := serveWHIP(t, discardSink{})
-	video, err := mediafile.ReadH264(filepath.Join("..", "testdata", "media", "h264_640x360_30fps_2slices.h264"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	audio, err := mediafile.ReadOggOpus(filepath.Join("..", "testdata", "media", "opus_48k_stereo.ogg"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	video, audio := testMedia(t)
 	for _, tc := range []struct {
 		name   string
 		impair *whipclient.Impairment
@@ -88,14 +81,7 @@ func TestFeedback(t *testing.T) {
 // received.
 func TestTWCCFeedbackToPublisher(t *testing.T) {
 	url, sessions := serveWHIP(t, discardSink{})
-	video, err := mediafile.ReadH264(filepath.Join("..", "testdata", "media", "h264_640x360_30fps_2slices.h264"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	audio, err := mediafile.ReadOggOpus(filepath.Join("..", "testdata", "media", "opus_48k_stereo.ogg"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	video, audio := testMedia(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	pub, err := whipclient.Publish(ctx, whipclient.Options{URL: url + "/whip/x", Video: video, Audio: audio, LoopbackOnly: true, Lightweight: true})
@@ -130,4 +116,18 @@ func TestTWCCFeedbackToPublisher(t *testing.T) {
 	if reported < before || reported > after+50 {
 		t.Errorf("feedback reports %d packets received, want between %d and %d (the gateway's count before and after)", reported, before, after)
 	}
+}
+
+// testMedia reads the 640x360 H.264 and the Opus test files.
+func testMedia(t *testing.T) (video []mediafile.AccessUnit, audio [][]byte) {
+	t.Helper()
+	video, err := mediafile.ReadH264(filepath.Join("..", "testdata", "media", "h264_640x360_30fps_2slices.h264"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	audio, err = mediafile.ReadOggOpus(filepath.Join("..", "testdata", "media", "opus_48k_stereo.ogg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return video, audio
 }

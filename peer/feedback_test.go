@@ -106,8 +106,12 @@ func TestTWCCFeedbackToPublisher(t *testing.T) {
 	// intervals later, and none it has not read.
 	st := sess.Stats()
 	before := int64(st.VideoPackets + st.AudioPackets)
-	time.Sleep(500 * time.Millisecond)
-	fb, reported := pub.TransportFeedback()
+	var reported int64
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if fb, reported = pub.TransportFeedback(); reported >= before {
+			break
+		}
+	}
 	st = sess.Stats()
 	after := int64(st.VideoPackets + st.AudioPackets)
 	t.Logf("%d feedback packets report %d packets; the gateway had read %d, then %d", fb, reported, before, after)

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -172,7 +173,7 @@ func (s *Session) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	go func() {
 		defer s.wg.Done()
 		defer contain.Recover(s.log, "publisher RTCP", s.markDone)
-		s.readRTCP(recv)
+		s.readRTCP(recv, track.RID())
 	}()
 	go func() {
 		defer s.wg.Done()
@@ -238,9 +239,15 @@ func pumpRTP[A any](read func([]byte) (int, A, error), push func(*rtp.Packet, ti
 // readRTCP drains the receiver's RTCP (so the interceptors see it) and
 // hands the sender reports of the remuxed tracks to the remuxer, which
 // aligns audio and video with them.
-func (s *Session) readRTCP(recv *webrtc.RTPReceiver) {
+func (s *Session) readRTCP(recv *webrtc.RTPReceiver, rid string) {
+	read := recv.ReadRTCP
+	if rid != "" {
+		// A simulcast layer's own RTCP: ReadRTCP reads the first layer's
+		// only (and Pion logs an error for each packet).
+		read = func() ([]rtcp.Packet, interceptor.Attributes, error) { return recv.ReadSimulcastRTCP(rid) }
+	}
 	for {
-		pkts, _, err := recv.ReadRTCP()
+		pkts, _, err := read()
 		if err != nil {
 			return
 		}

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -13,10 +14,12 @@ import (
 // extension), starts viewers on the first layer that arrives, and moves to
 // the layer carrying the most bits once the browser's bandwidth estimate has
 // ramped up: viewers get a new init at the larger size, and what they
-// receive after it decodes.
+// receive after it decodes. Each layer's RTCP is read as its own (Pion
+// logged an error for every packet read the other way).
 func TestBrowserSimulcast(t *testing.T) {
 	fmp4check.RequireFFmpeg(t)
-	gw := startGateway(t, nil)
+	logs := &syncBuffer{}
+	gw := startGatewayLogged(t, loopbackConfig(), logs)
 	browser := newBrowser(t)
 	tab := newTab(t, browser, gw.base+"/publish.html?stream=unused")
 	evalJS[bool](t, tab, `(async () => {
@@ -69,5 +72,8 @@ func TestBrowserSimulcast(t *testing.T) {
 	}
 	if n := checkPlayable(t, "viewer after the layer switch", init, segs); n < 20 {
 		t.Fatalf("%d frames in 3 s after the switch", n)
+	}
+	if l := logs.String(); strings.Contains(l, "level=ERROR") {
+		t.Errorf("errors logged:\n%s", l)
 	}
 }

@@ -155,6 +155,11 @@ function keepToEdge() {
     minimal.seeks++;
   }
   if (video.paused) video.play().catch(() => {});
+  // After a reconnect or a server 'waiting', the next init sets 'buffering' while the
+  // element may never have stopped: no 'playing' event comes then.
+  if (g2g.state === 'buffering' && !video.paused && video.readyState >= HTMLMediaElement.HAVE_FUTURE_DATA) {
+    setState('playing');
+  }
 }
 
 function onText(text) {

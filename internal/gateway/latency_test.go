@@ -172,7 +172,8 @@ func measureG2G(t *testing.T, pub, viewer context.Context, name string, samples 
 	t.Helper()
 	dbg := `JSON.stringify({state: window.g2g && window.g2g.state, error: window.g2g && String(window.g2g.error),
 	  samples: window.g2g && window.g2g.reader.samples.length, bad: window.g2g && window.g2g.reader.bad, frames: window.g2g && window.g2g.reader.frames,
-	  counters: window.g2g && window.g2g.counters(), stats: window.player && window.player.stats})`
+	  counters: window.g2g && window.g2g.counters(), stats: window.player && window.player.stats, minimal: window.minimal,
+	  element: (() => { const v = document.querySelector('video'); return v && {paused: v.paused, ended: v.ended, readyState: v.readyState, currentTime: v.currentTime, error: v.error && v.error.message}; })()})`
 	waitJS(t, viewer, name+" playing", `window.g2g && window.g2g.state === 'playing'`, 45*time.Second, dbg)
 
 	// Warm-up: the GOP-cache burst and the first seek to the live edge, then measure.

@@ -15,7 +15,7 @@
 //
 // Query: stream=NAME, token=T, edge=seconds (default 0.1), lead=seconds (default 0.03).
 // Test hook: window.g2g = {reader, state, error, reset(), counters()};
-// window.minimal = {seeks, waits, inits, appends, errors, mime, edge, lead, stop()}.
+// window.minimal = {seeks, waits, inits, appends, errors, mime, playError, edge, lead, stop()}.
 import { clockReader, percentile } from '/test/clock.js';
 import { watchSocketURL } from '/player.js'; // the URL only: none of the player's policy
 
@@ -27,7 +27,7 @@ const video = document.getElementById('video');
 video.muted = true;
 const reader = clockReader(video);
 // seeks: to the live edge; waits: the element's 'waiting' events (it ran out of data).
-const minimal = { edge, lead, seeks: 0, waits: 0, inits: 0, appends: 0, errors: 0, mime: null, stop };
+const minimal = { edge, lead, seeks: 0, waits: 0, inits: 0, appends: 0, errors: 0, mime: null, playError: null, stop };
 // Frames the element decoded and dropped (too late to show).
 const quality = () => {
   const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : {};
@@ -154,7 +154,9 @@ function keepToEdge() {
     video.currentTime = Math.max(start, end - lead);
     minimal.seeks++;
   }
-  if (video.paused) video.play().catch(() => {});
+  if (video.paused) {
+    video.play().catch((e) => { minimal.playError = `${e && e.name}: ${e && e.message}`; });
+  }
   // After a reconnect or a server 'waiting', the next init sets 'buffering' while the
   // element may never have stopped: no 'playing' event comes then.
   if (g2g.state === 'buffering' && !video.paused && video.readyState >= HTMLMediaElement.HAVE_FUTURE_DATA) {

@@ -27,9 +27,10 @@ const (
 // packet after another (sequence numbers, timestamps and transport-wide
 // sequence numbers counting up) without allocating.
 type packetSource struct {
-	raw  []byte
-	seq  uint16
-	skip uint16 // sequence numbers to leave out before the next packet (a loss)
+	raw    []byte
+	seq    uint16
+	skip   uint16 // sequence numbers to leave out before the next packet (a loss)
+	twccAt int    // offset of the transport-wide sequence number; -1: none to write
 }
 
 func newPacketSource(tb testing.TB) *packetSource {
@@ -44,7 +45,7 @@ func newPacketSource(tb testing.TB) *packetSource {
 	if raw[chainTWCCo-1] != chainTWCC<<4|1 {
 		tb.Fatalf("transport-cc extension not at %d: % x", chainTWCCo, raw[:24])
 	}
-	return &packetSource{raw: raw}
+	return &packetSource{raw: raw, twccAt: chainTWCCo}
 }
 
 func (s *packetSource) Read(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
@@ -53,7 +54,9 @@ func (s *packetSource) Read(b []byte, a interceptor.Attributes) (int, intercepto
 	n := copy(b, s.raw)
 	binary.BigEndian.PutUint16(b[2:], s.seq)
 	binary.BigEndian.PutUint32(b[4:], uint32(s.seq)*3000)
-	binary.BigEndian.PutUint16(b[chainTWCCo:], s.seq)
+	if s.twccAt >= 0 {
+		binary.BigEndian.PutUint16(b[s.twccAt:], s.seq)
+	}
 	return n, a, nil
 }
 
@@ -244,5 +247,35 @@ func BenchmarkIngestChain(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestTWCCMalformedExtension: a transport-cc extension too short to hold a
+// sequence number costs the packet its feedback, not the track (Pion's
+// interceptor returned an error, which ends the track's reader).
+func TestTWCCMalformedExtension(t *testing.T) {
+	src := newPacketSource(t)
+	p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 102, SSRC: chainSSRC}, Payload: make([]byte, 100)}
+	if err := p.SetExtension(chainTWCC, []byte{0x01}); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := p.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.raw = raw
+	src.twccAt = -1 // the one byte stays as it is
+	reader, tap, log := ingestChain(t, src, false)
+	tap.ownReads(chainSSRC)
+	buf := make([]byte, rtpReadBuffer)
+	for range 50 {
+		n, _, err := reader.Read(buf, nil)
+		if err != nil || n != len(raw) {
+			t.Fatalf("read %d bytes, %v: a bad extension must not fail the packet", n, err)
+		}
+	}
+	time.Sleep(3 * twccInterval)
+	if _, reports, _ := log.counts(); reports != 0 {
+		t.Errorf("%d feedback packets for packets without a readable sequence number", reports)
 	}
 }

@@ -13,8 +13,9 @@ import (
 // connTapFactory makes one connTap per PeerConnection. It is the
 // first interceptor of the chain, so the writer it wraps is the one every
 // other interceptor writes to: it sees all the RTCP the gateway sends to a
-// publisher (the NACK generator's NACKs, the report interceptor's receiver
-// reports, PLIs), about ten packets a second. On the read side it sits next
+// publisher (TWCC feedback every 100 ms, the NACK generator's NACKs, the
+// report interceptor's receiver reports, PLIs), a few tens of packets a
+// second. On the read side it sits next
 // to the SRTP streams, below every other interceptor (reuse.go).
 type connTapFactory struct {
 	mu    sync.Mutex

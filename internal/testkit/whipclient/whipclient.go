@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
@@ -82,7 +83,7 @@ type Sent struct {
 // Publisher is one live WHIP publish.
 type Publisher struct {
 	pc   *webrtc.PeerConnection
-	udp  *net.UDPConn
+	udp  ice.UDPMux    // our own socket, under its ICE mux (closing it closes the socket)
 	sess *whip.Session // the WHIP session, once created
 	opts Options
 	wc   *whip.Client
@@ -187,17 +188,20 @@ func Publish(ctx context.Context, opts Options) (*Publisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	se.SetICEUDPMux(webrtc.NewICEUDPMux(nil, udp))
+	// Closed through the mux, which closes udp: closing udp under a live
+	// mux makes Pion log an error for the read that fails.
+	mux := webrtc.NewICEUDPMux(nil, udp)
+	se.SetICEUDPMux(mux)
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
-		udp.Close()
+		mux.Close()
 		return nil, err
 	}
-	p := &Publisher{pc: pc, udp: udp, opts: opts, wc: &whip.Client{Endpoint: opts.URL, Token: opts.Token, HTTP: &http.Client{Timeout: opts.ConnectTimeout, Transport: httpTransport(opts.TLS)}}, impair: imp}
+	p := &Publisher{pc: pc, udp: mux, opts: opts, wc: &whip.Client{Endpoint: opts.URL, Token: opts.Token, HTTP: &http.Client{Timeout: opts.ConnectTimeout, Transport: httpTransport(opts.TLS)}}, impair: imp}
 	fail := func(err error) (*Publisher, error) {
 		_ = pc.Close()
-		udp.Close()
+		mux.Close()
 		return nil, err
 	}
 

@@ -56,9 +56,11 @@ func TestTimeshift(t *testing.T) {
 			if wait := 14*time.Second - time.Since(began); wait > 0 {
 				time.Sleep(wait)
 			}
+			// stats is refreshed once a second: it can still be the empty first one here.
+			waitJS(t, watch, "stats that count the MediaSource", `window.player.stats.mediaSources >= 1`, 10*time.Second, dbg)
 			mediaSources := evalJS[float64](t, watch, `window.player.stats.mediaSources`)
 			evalJS[bool](t, watch, `window.player.timeshift(Date.now() - 10000), true`)
-			waitJS(t, watch, "playing the recording", `window.player.timeshifted && window.player.state === 'playing' && Number.isFinite(window.player.stats.position)`, 30*time.Second, dbg)
+			waitJS(t, watch, "playing the recording", `window.player.timeshifted && window.player.state === 'playing' && window.player.stats.timeshifted && Number.isFinite(window.player.stats.position)`, 30*time.Second, dbg)
 			back := lag(t, watch, "clock readings from the recording", 30)
 			pos := evalJS[float64](t, watch, `Date.now() - window.player.stats.position`)
 			t.Logf("%s: 10 s back, the clock shown is %.0f ms old (the player says %.0f ms)", mode, back, pos)

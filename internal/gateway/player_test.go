@@ -180,6 +180,12 @@ func TestPlayerModes(t *testing.T) {
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
+		// A player's stats has every field from start(), not only after the first second.
+		if fresh := evalJS[string](t, tab, `(() => {
+		  const p = new window.player.constructor(document.createElement('video'), {stream: 'modes', mode: '`+mode+`'});
+		  p.start(); const s = JSON.stringify(p.stats); p.stop(); return s; })()`); !strings.Contains(fresh, `"mediaSources":`) || !strings.Contains(fresh, `"latency":`) {
+			t.Errorf("stats right after start(): %s", fresh)
+		}
 		evalJS[bool](t, tab, `window.player.stop(), true`)
 	})
 	// No mode forced: a browser with only ManagedMediaSource gets the managed path.

@@ -319,6 +319,8 @@ export class MSEPlayer extends EventTarget {
     this._timers.push(setInterval(() => this._tick(), this.controlIntervalMs));
     this._timers.push(setInterval(() => this._statsTick(), this.statsIntervalMs));
     document.addEventListener('visibilitychange', this._onVisibility);
+    // Every field is there from start(), not only after the first interval.
+    this._statsTick();
   }
 
   _startBackend(mode) {

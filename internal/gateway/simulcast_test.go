@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +51,8 @@ func TestBrowserSimulcast(t *testing.T) {
 	deadline := time.Now().Add(45 * time.Second)
 	for ctl.Tracks[0].Width <= first {
 		if time.Now().After(deadline) {
-			t.Fatalf("still %dx%d after 45 s: the gateway stayed on the first layer", ctl.Tracks[0].Width, ctl.Tracks[0].Height)
+			t.Fatalf("still %dx%d after 45 s: the gateway stayed on the first layer\nthe browser's layers: %s\nthe gateway's simulcast log:\n%s",
+				ctl.Tracks[0].Width, ctl.Tracks[0].Height, senderLayers(t, tab), grepLines(logs.String(), "simulcast"))
 		}
 		_, stop := v.collect(time.Until(deadline))
 		if stop == nil {
@@ -66,6 +68,7 @@ func TestBrowserSimulcast(t *testing.T) {
 		ctl, init = stop, m.Binary
 		t.Logf("new init: %dx%d", ctl.Tracks[0].Width, ctl.Tracks[0].Height)
 	}
+	t.Logf("the browser's layers: %s", senderLayers(t, tab))
 	segs, stop := v.collect(3 * time.Second)
 	if stop != nil && stop.Type != "init" {
 		t.Fatalf("viewer got %+v", stop)
@@ -76,4 +79,32 @@ func TestBrowserSimulcast(t *testing.T) {
 	if l := logs.String(); strings.Contains(l, "level=ERROR") {
 		t.Errorf("errors logged:\n%s", l)
 	}
+}
+
+// senderLayers is what the publishing browser says of its simulcast layers
+// (size, rate, what limits them) and its bandwidth estimate.
+func senderLayers(t *testing.T, tab context.Context) string {
+	t.Helper()
+	evalJS[bool](t, tab, `(window.__layers = undefined, window.__pc.getStats().then((r) => {
+	  const out = [];
+	  r.forEach((s) => {
+	    if (s.type === 'outbound-rtp') out.push({rid: s.rid, width: s.frameWidth, height: s.frameHeight, fps: s.framesPerSecond, bytesSent: s.bytesSent,
+	      active: s.active, targetBitrate: s.targetBitrate, limitedBy: s.qualityLimitationReason});
+	    if (s.type === 'candidate-pair' && s.nominated) out.push({availableOutgoingBitrate: s.availableOutgoingBitrate, rtt: s.currentRoundTripTime});
+	  });
+	  window.__layers = JSON.stringify(out);
+	}, (e) => { window.__layers = String(e); }), true)`)
+	waitJS(t, tab, "the publisher's stats", `window.__layers !== undefined`, 10*time.Second, `'none'`)
+	return evalJS[string](t, tab, `window.__layers`)
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var b strings.Builder
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, sub) {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
 }

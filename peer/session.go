@@ -284,9 +284,14 @@ func (s *Session) RequestKeyframe() {
 	if now-last < int64(pliInterval) || !s.lastPLI.CompareAndSwap(last, now) {
 		return
 	}
+	s.sendPLI(ssrc)
+}
+
+// sendPLI asks the publisher for a keyframe of the stream ssrc.
+func (s *Session) sendPLI(ssrc uint32) {
 	s.plis.Add(1)
 	if err := s.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}}); err != nil && !errors.Is(err, errClosed) {
-		s.log.Debug("PLI not sent", "err", err)
+		s.log.Debug("PLI not sent", "ssrc", ssrc, "err", err)
 	}
 }
 

@@ -17,7 +17,8 @@ import (
 // session remuxes one layer at a time: the first that arrives (a fast
 // start), then the largest picture among the layers that flow (sizes come
 // from the layers' SPS, H.264 and H.265; for other codecs, the layer that
-// carries the most bits). Browsers turn their top layers off when bandwidth
+// carries the most bits; a flowing layer whose size is not known yet is
+// asked for a keyframe, whose SPS tells it). Browsers turn their top layers off when bandwidth
 // drops and on again when it returns, so the choice is revisited every
 // layerCheckInterval; a switch starts the new layer at its next keyframe
 // (asked for at once), and the remuxer's new init follows its size.
@@ -26,6 +27,10 @@ const (
 	// layerSwitchRatio is how much more a layer must carry than the
 	// current one to take over (no flapping between similar layers).
 	layerSwitchRatio = 1.5
+	// layerSizeAsks is how many keyframes a flowing layer whose size is not
+	// known yet is asked for, one per check: its first keyframe's SPS can
+	// be lost, and browsers send the next only when asked.
+	layerSizeAsks = 3
 )
 
 // simulcastLayers tracks a session's simulcast layers.
@@ -42,13 +47,16 @@ type simulcastLayer struct {
 	bytes  atomic.Int64 // payload bytes since the last check
 	pixels atomic.Int64 // width x height from the layer's last SPS; 0 = not known
 	rate   float64      // bytes/s at the last check
+
+	sizeReadable bool // its codec's SPS gives the size (remux.PictureSizeReadable)
+	sizeAsks     int  // keyframes asked for to learn the size (selectLayers only)
 }
 
 // readSimulcastLayer reads one layer until the connection ends; only the
 // current layer's packets reach the remuxer.
 func (s *Session) readSimulcastLayer(track *webrtc.TrackRemote) {
-	l := &simulcastLayer{rid: track.RID(), ssrc: uint32(track.SSRC())}
 	mime := track.Codec().MimeType
+	l := &simulcastLayer{rid: track.RID(), ssrc: uint32(track.SSRC()), sizeReadable: remux.PictureSizeReadable(mime)}
 	ls := &s.layers
 	ls.mu.Lock()
 	ls.layers = append(ls.layers, l)
@@ -110,7 +118,12 @@ func (s *Session) selectLayers() {
 				best = l
 			}
 		}
+		ask := layersToSize(ls.layers)
 		ls.mu.Unlock()
+		for _, l := range ask {
+			s.log.Info("simulcast layer size not known: keyframe asked", "rid", l.rid, "ssrc", l.ssrc, "ask", l.sizeAsks)
+			s.sendPLI(l.ssrc)
+		}
 		if best != cur {
 			s.log.Info("simulcast layer switch", "from", cur.rid, "to", best.rid,
 				"from_kbps", int(cur.rate*8/1000), "to_kbps", int(best.rate*8/1000))
@@ -130,4 +143,17 @@ func betterLayer(l, cur *simulcastLayer) bool {
 		return lp > cp
 	}
 	return l.rate > cur.rate*layerSwitchRatio
+}
+
+// layersToSize returns the flowing layers whose picture size is not known
+// and that may be asked for a keyframe again (counted here).
+func layersToSize(layers []*simulcastLayer) []*simulcastLayer {
+	var ask []*simulcastLayer
+	for _, l := range layers {
+		if l.rate > 0 && l.sizeReadable && l.pixels.Load() == 0 && l.sizeAsks < layerSizeAsks {
+			l.sizeAsks++
+			ask = append(ask, l)
+		}
+	}
+	return ask
 }

@@ -25,3 +25,33 @@ func TestBetterLayer(t *testing.T) {
 		}
 	}
 }
+
+// TestLayersToSize: a flowing layer whose size is not known is asked for a
+// keyframe at each check, layerSizeAsks times at most; a layer of known
+// size, one not flowing, or one whose codec gives no size is not.
+func TestLayersToSize(t *testing.T) {
+	unknown := &simulcastLayer{rid: "f", rate: 1000, sizeReadable: true}
+	known := &simulcastLayer{rid: "q", rate: 1000, sizeReadable: true}
+	known.pixels.Store(320 * 180)
+	stopped := &simulcastLayer{rid: "h", rate: 0, sizeReadable: true}
+	vp8 := &simulcastLayer{rid: "v", rate: 1000}
+	layers := []*simulcastLayer{unknown, known, stopped, vp8}
+	for i := range layerSizeAsks + 2 {
+		ask := layersToSize(layers)
+		want := 0
+		if i < layerSizeAsks {
+			want = 1
+		}
+		if len(ask) != want || (want == 1 && ask[0] != unknown) {
+			t.Fatalf("check %d: asked %d layers, want %d (the one of unknown size)", i+1, len(ask), want)
+		}
+	}
+	if unknown.sizeAsks != layerSizeAsks {
+		t.Errorf("asked %d times, want %d", unknown.sizeAsks, layerSizeAsks)
+	}
+	fresh := &simulcastLayer{rid: "f", rate: 1000, sizeReadable: true}
+	fresh.pixels.Store(1280 * 720)
+	if ask := layersToSize([]*simulcastLayer{fresh}); len(ask) != 0 {
+		t.Errorf("a layer of known size was asked for a keyframe")
+	}
+}

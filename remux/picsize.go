@@ -52,6 +52,16 @@ func PictureSize(mimeType string, payload []byte) (width, height int, ok bool) {
 	return 0, 0, false
 }
 
+// PictureSizeReadable reports whether PictureSize reads sizes of
+// mimeType's payloads (H.264 and H.265).
+func PictureSizeReadable(mimeType string) bool {
+	switch strings.ToLower(mimeType) {
+	case "video/h264", "video/h265":
+		return true
+	}
+	return false
+}
+
 func h264SPSSize(nal []byte) (int, int, bool) {
 	if len(nal) > maxParamSetLen {
 		return 0, 0, false

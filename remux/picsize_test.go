@@ -38,6 +38,14 @@ func TestPictureSize(t *testing.T) {
 		if found != 1 {
 			t.Errorf("%s: the size was found in %d packets of the first frame, want 1", c.file, found)
 		}
+		if !PictureSizeReadable(c.mime) {
+			t.Errorf("PictureSizeReadable(%s) = false", c.mime)
+		}
+	}
+	for _, mime := range []string{"video/VP8", "video/VP9", "video/AV1", "audio/opus", ""} {
+		if PictureSizeReadable(mime) {
+			t.Errorf("PictureSizeReadable(%q) = true: PictureSize reads no size of it", mime)
+		}
 	}
 	if _, _, ok := PictureSize("video/VP9", []byte{0x80, 0, 0}); ok {
 		t.Error("VP9 payload gave a size")

@@ -18,10 +18,11 @@ import (
 // start), then the largest picture among the layers that flow (sizes come
 // from the layers' SPS, H.264 and H.265; for other codecs, the layer that
 // carries the most bits; a flowing layer whose size is not known yet is
-// asked for a keyframe, whose SPS tells it). Browsers turn their top layers off when bandwidth
-// drops and on again when it returns, so the choice is revisited every
-// layerCheckInterval; a switch starts the new layer at its next keyframe
-// (asked for at once), and the remuxer's new init follows its size.
+// asked for a keyframe, whose SPS tells it). Browsers turn their top layers
+// off when bandwidth drops and on again when it returns, so the choice is
+// revisited every layerCheckInterval; a switch starts the new layer at its
+// next keyframe (asked for at once), and the remuxer's new init follows its
+// size.
 const (
 	layerCheckInterval = 2 * time.Second
 	// layerSwitchRatio is how much more a layer must carry than the
